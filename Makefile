@@ -1,0 +1,44 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each builds its own virtual environment first (re-used while pyproject.toml is unchanged).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test lint typecheck unit venv system-deps bench clean
+
+demo: $(STAMP)
+	$(BIN)/batchml demo
+
+test: $(STAMP) system-deps lint typecheck unit
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The test session starts its own redis-server on a free port; install Debian's package if missing.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || bash .ci/install-system-deps
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/queue_throughput.py
+	$(BIN)/python bench/features.py
+
+clean:
+	rm -rf $(VENV) batchml-data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The reference workload: credit-card fraud detection on simulated card transactions."""

@@ -1,0 +1,290 @@
+"""The backend-neutral work-queue contract (DESIGN.md, "Queue contract").
+
+An item has a stable id, a JSON payload, an attempt count, optional dependencies and a state:
+
+``waiting``  some dependency has not ended yet
+``ready``    leasable (possibly not before ``available_at``, after a failed attempt)
+``leased``   held by one worker under a fencing token until its deadline
+``done``     committed; its result and published outputs are recorded
+``dead``     failed ``max_attempts`` times (or lost its lease that often); last error kept
+
+Every backend is one module beside this one and passes ``tests/queue_contract.py`` unchanged.
+Time comes from an injectable clock so lease expiry is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from batchml.storage import Publication
+
+Clock = Callable[[], float]
+
+
+class State(StrEnum):
+    WAITING = "waiting"
+    READY = "ready"
+    LEASED = "leased"
+    DONE = "done"
+    DEAD = "dead"
+
+
+ENDED = (State.DONE, State.DEAD)
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def payload_id(payload: dict[str, Any]) -> str:
+    """Default item id: a digest of the canonical payload, so the same push twice is a no-op."""
+    return "i-" + hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often an item is tried and how long a failed one waits before its next attempt."""
+
+    max_attempts: int = 3
+    backoff_base: float = 1.0
+    backoff_factor: float = 2.0
+    backoff_cap: float = 300.0
+
+    def backoff(self, attempts: int) -> float:
+        """Delay after the ``attempts``-th failed attempt (deterministic, capped)."""
+        delay = self.backoff_base * self.backoff_factor ** max(attempts - 1, 0)
+        return float(min(delay, self.backoff_cap))
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """What a producer pushes."""
+
+    payload: dict[str, Any]
+    id: str | None = None
+    depends_on: tuple[str, ...] = ()
+    priority: int = 0
+    max_attempts: int | None = None
+
+    @property
+    def item_id(self) -> str:
+        return self.id if self.id is not None else payload_id(self.payload)
+
+
+class PushOutcome(StrEnum):
+    ADDED = "added"
+    EXISTS = "exists"  # already queued or ended: a no-op
+    RESET = "reset"  # ended, and --force put it back
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    payload: dict[str, Any]
+    state: State
+    attempts: int
+    max_attempts: int
+    priority: int = 0
+    depends_on: tuple[str, ...] = ()
+    token: int = 0
+    worker: str | None = None
+    deadline: float | None = None
+    available_at: float = 0.0
+    last_error: str | None = None
+    result: dict[str, Any] | None = None
+    outputs: tuple[Publication, ...] = ()
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    item: Item
+    token: int
+    worker: str
+    deadline: float
+
+
+@dataclass(frozen=True)
+class LineageHead:
+    """One version of a run's model lineage. Version 0 is the untrained start (no checkpoint)."""
+
+    run: str
+    version: int = 0
+    checkpoint: Publication | None = None
+    dataset: str | None = None
+    item_id: str | None = None
+    params_digest: str | None = None
+    created_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "version": self.version,
+            "checkpoint": self.checkpoint.to_json() if self.checkpoint else None,
+            "dataset": self.dataset,
+            "item_id": self.item_id,
+            "params_digest": self.params_digest,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LineageHead:
+        ckpt = data.get("checkpoint")
+        return cls(
+            run=str(data["run"]),
+            version=int(data["version"]),
+            checkpoint=Publication.from_json(ckpt) if ckpt else None,
+            dataset=data.get("dataset"),
+            item_id=data.get("item_id"),
+            params_digest=data.get("params_digest"),
+            created_at=float(data.get("created_at") or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    """Compare-and-set of a lineage head, applied atomically with an item's completion."""
+
+    expected_version: int
+    head: LineageHead
+
+    def __post_init__(self) -> None:
+        if self.head.version != self.expected_version + 1:
+            raise ValueError("a lineage step advances the head by exactly one version")
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One ended attempt (or lease), for the status view and the run timeline."""
+
+    item_id: str
+    token: int
+    worker: str
+    started_at: float
+    ended_at: float
+    outcome: str  # done | failed | dead | released | expired
+    error: str | None = None
+
+
+@dataclass
+class QueueOptions:
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    clock: Clock = time.time
+
+
+class WorkQueue(ABC):
+    """A durable work queue shared by all workers of a deployment."""
+
+    url: str
+
+    def __init__(self, options: QueueOptions | None = None) -> None:
+        self.options = options or QueueOptions()
+
+    @property
+    def clock(self) -> Clock:
+        return self.options.clock
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.options.retry
+
+    # -- producers ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def push(self, specs: Sequence[ItemSpec], *, force: bool = False) -> list[PushOutcome]:
+        """Add items atomically, in order (FIFO). Existing ids are a no-op unless ``force``,
+        which puts an ended item back to ready. A dependency must already exist or appear
+        earlier in ``specs``."""
+
+    # -- workers -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def lease(self, worker: str, ttl: float) -> Lease | None:
+        """Return expired leases to ready (or dead), then lease the next ready item, if any."""
+
+    @abstractmethod
+    def heartbeat(self, item_id: str, token: int, ttl: float) -> float:
+        """Extend the lease to now + ttl and return the new deadline; LeaseLost if stale."""
+
+    @abstractmethod
+    def complete(
+        self,
+        item_id: str,
+        token: int,
+        result: dict[str, Any] | None = None,
+        *,
+        outputs: Sequence[Publication] = (),
+        lineage: LineageStep | None = None,
+    ) -> None:
+        """Mark done (and advance the lineage head) in one atomic step, with the current token.
+
+        Raises LeaseLost if the token is stale, LineageConflict if the head moved; in both
+        cases nothing changed."""
+
+    @abstractmethod
+    def fail(self, item_id: str, token: int, error: str) -> State:
+        """Record a failed attempt: back to ready after a backoff, or dead after the last one."""
+
+    @abstractmethod
+    def release(self, item_id: str, token: int) -> None:
+        """Give the item back at once (graceful shutdown); the attempt is not counted."""
+
+    # -- inspection and administration -------------------------------------------------------
+
+    @abstractmethod
+    def get(self, item_id: str) -> Item:
+        """The item, or UnknownItem."""
+
+    @abstractmethod
+    def items(self, states: Iterable[State] | None = None, limit: int | None = None) -> list[Item]:
+        """Items in push order, optionally only those in ``states``."""
+
+    @abstractmethod
+    def counts(self) -> dict[State, int]:
+        """Number of items per state (every state present, zero included)."""
+
+    def drained(self) -> bool:
+        """True when nothing is waiting, ready or leased."""
+        counts = self.counts()
+        return counts[State.WAITING] + counts[State.READY] + counts[State.LEASED] == 0
+
+    @abstractmethod
+    def lineage_head(self, run: str) -> LineageHead:
+        """The run's current head (version 0 when nothing was trained yet)."""
+
+    @abstractmethod
+    def lineage(self, run: str) -> list[LineageHead]:
+        """Every version of the run's lineage, oldest first (version 0 excluded)."""
+
+    @abstractmethod
+    def history(self, limit: int = 1000) -> list[AttemptRecord]:
+        """The most recent ended attempts, oldest first."""
+
+    @abstractmethod
+    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
+        """Put dead items (all, or those ids) back to ready with a fresh attempt count."""
+
+    @abstractmethod
+    def purge(self) -> None:
+        """Delete every item, lineage and history of this queue."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise QueueUnavailable unless the backend answers."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> WorkQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
