@@ -1,0 +1,439 @@
+"""The queue contract of DESIGN.md, as one suite every backend subclasses unchanged.
+
+A backend's test module does::
+
+    class TestMyQueue(QueueContract):
+        def make_queue(self, tmp_path, options): ...
+
+Time is a FakeClock: expiry and backoff are tested by moving it, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchml.errors import LeaseLost, LineageConflict, QueueError, UnknownItem
+from batchml.queue import open_queue
+from batchml.queue.base import (
+    ItemSpec,
+    LineageHead,
+    LineageStep,
+    PushOutcome,
+    QueueOptions,
+    RetryPolicy,
+    State,
+    WorkQueue,
+)
+from batchml.storage import Publication
+from tests.clock import FakeClock
+
+TTL = 30.0
+
+
+def spec(n: int | str, **kw: Any) -> ItemSpec:
+    return ItemSpec(payload={"n": n}, id=f"item-{n}", **kw)
+
+
+def _lease_all(url: str, worker: str, out: Any) -> None:
+    """Child process: lease and complete until nothing is left; report what it got."""
+    queue = open_queue(url)
+    got = []
+    while (lease := queue.lease(worker, ttl=60)) is not None:
+        queue.complete(lease.item.id, lease.token, {"by": worker})
+        got.append(lease.item.id)
+    queue.close()
+    out.put(got)
+
+
+class QueueContract:
+    """Subclass and implement make_queue."""
+
+    def make_queue(self, tmp_path: Path, options: QueueOptions) -> WorkQueue:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.fixture
+    def queue(self, tmp_path: Path, clock: FakeClock) -> Any:
+        retry = RetryPolicy(max_attempts=3, backoff_base=10.0, backoff_factor=2.0)
+        q = self.make_queue(tmp_path, QueueOptions(retry=retry, clock=clock))
+        yield q
+        q.close()
+
+    # -- push and order ----------------------------------------------------------------------
+
+    def test_given_items_pushed_when_leased_then_fifo_order(self, queue: WorkQueue) -> None:
+        queue.push([spec(i) for i in range(5)])
+        got = [queue.lease("w", TTL) for _ in range(5)]
+        assert [lease.item.id for lease in got if lease] == [f"item-{i}" for i in range(5)]
+        assert queue.lease("w", TTL) is None
+
+    def test_given_priorities_when_leased_then_highest_first_then_fifo(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec(1), spec(2, priority=5), spec(3), spec(4, priority=5)])
+        order = [queue.lease("w", TTL).item.id for _ in range(4)]  # type: ignore[union-attr]
+        assert order == ["item-2", "item-4", "item-1", "item-3"]
+
+    def test_given_same_payload_twice_when_pushed_then_noop(self, queue: WorkQueue) -> None:
+        a = ItemSpec(payload={"dataset": "2018-04-01"})
+        assert queue.push([a]) == [PushOutcome.ADDED]
+        assert queue.push([ItemSpec(payload={"dataset": "2018-04-01"})]) == [PushOutcome.EXISTS]
+        assert queue.counts()[State.READY] == 1
+        assert queue.get(a.item_id).payload == {"dataset": "2018-04-01"}
+
+    def test_given_done_item_when_pushed_with_force_then_ready_again(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec(1)])
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.complete(lease.item.id, lease.token, {"ok": 1})
+        assert queue.push([spec(1)]) == [PushOutcome.EXISTS]
+        assert queue.push([spec(1)], force=True) == [PushOutcome.RESET]
+        again = queue.lease("w", TTL)
+        assert again and again.item.id == "item-1" and again.item.attempts == 1
+        assert again.token > lease.token
+
+    def test_given_queued_item_when_pushed_with_force_then_still_noop(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec(1)])
+        assert queue.push([spec(1)], force=True) == [PushOutcome.EXISTS]
+        assert queue.counts()[State.READY] == 1
+
+    def test_payload_round_trips_as_json(self, queue: WorkQueue) -> None:
+        payload = {
+            "path": "datasets/training/2018-04-01.parquet",
+            "nested": [1, 2.5, None],
+            "é": "ü",
+        }
+        queue.push([ItemSpec(payload=payload, id="x")])
+        lease = queue.lease("w", TTL)
+        assert lease and lease.item.payload == payload
+
+    # -- dependencies ------------------------------------------------------------------------
+
+    def test_given_unknown_dependency_when_pushed_then_refused(self, queue: WorkQueue) -> None:
+        with pytest.raises(QueueError, match="nope"):
+            queue.push([spec(1, depends_on=("nope",))])
+        assert queue.counts()[State.READY] == 0
+
+    def test_given_dependency_when_it_completes_then_dependent_becomes_ready(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec("a"), spec("b"), spec("c", depends_on=("item-a", "item-b"))])
+        assert queue.get("item-c").state == State.WAITING
+        first = queue.lease("w", TTL)
+        assert first and first.item.id == "item-a"
+        queue.complete(first.item.id, first.token)
+        assert queue.get("item-c").state == State.WAITING
+        second = queue.lease("w", TTL)
+        assert second and second.item.id == "item-b"
+        queue.complete(second.item.id, second.token)
+        assert queue.get("item-c").state == State.READY
+        third = queue.lease("w", TTL)
+        assert third and third.item.id == "item-c"
+
+    def test_given_dead_dependency_then_dependent_still_runs(self, queue: WorkQueue) -> None:
+        queue.push([spec("a", max_attempts=1), spec("b", depends_on=("item-a",))])
+        lease = queue.lease("w", TTL)
+        assert lease
+        assert queue.fail(lease.item.id, lease.token, "boom") == State.DEAD
+        assert queue.get("item-b").state == State.READY
+
+    def test_given_ended_dependency_when_pushed_then_ready_at_once(self, queue: WorkQueue) -> None:
+        queue.push([spec("a")])
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.complete(lease.item.id, lease.token)
+        queue.push([spec("b", depends_on=("item-a",))])
+        assert queue.get("item-b").state == State.READY
+
+    def test_chain_runs_in_dependency_order_even_when_pushed_reversed_priority(
+        self, queue: WorkQueue
+    ) -> None:
+        specs = [spec(0)] + [
+            spec(i, depends_on=(f"item-{i - 1}",), priority=9) for i in range(1, 4)
+        ]
+        queue.push(specs)
+        order = []
+        while (lease := queue.lease("w", TTL)) is not None:
+            order.append(lease.item.id)
+            queue.complete(lease.item.id, lease.token)
+        assert order == ["item-0", "item-1", "item-2", "item-3"]
+
+    # -- leases, fencing and expiry ----------------------------------------------------------
+
+    def test_lease_returns_none_on_empty_queue(self, queue: WorkQueue) -> None:
+        assert queue.lease("w", TTL) is None
+        assert queue.drained()
+
+    def test_given_leased_item_then_no_one_else_gets_it(self, queue: WorkQueue) -> None:
+        queue.push([spec(1)])
+        assert queue.lease("w1", TTL)
+        assert queue.lease("w2", TTL) is None
+        item = queue.get("item-1")
+        assert item.state == State.LEASED and item.worker == "w1"
+
+    def test_given_expired_lease_when_another_worker_leases_then_reclaimed_with_newer_token(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec(1)])
+        first = queue.lease("w1", TTL)
+        assert first
+        clock.advance(TTL - 1)
+        assert queue.lease("w2", TTL) is None  # not expired yet
+        clock.advance(2)
+        second = queue.lease("w2", TTL)
+        assert second and second.item.id == "item-1"
+        assert second.token > first.token
+        assert second.item.attempts == 2  # a lost lease counts as an attempt
+
+    def test_given_stale_token_then_complete_fail_heartbeat_release_refused(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec(1)])
+        old = queue.lease("w1", TTL)
+        assert old
+        clock.advance(TTL + 1)
+        new = queue.lease("w2", TTL)
+        assert new
+        with pytest.raises(LeaseLost):
+            queue.complete("item-1", old.token, {"late": True})
+        with pytest.raises(LeaseLost):
+            queue.fail("item-1", old.token, "late")
+        with pytest.raises(LeaseLost):
+            queue.heartbeat("item-1", old.token, TTL)
+        with pytest.raises(LeaseLost):
+            queue.release("item-1", old.token)
+        item = queue.get("item-1")
+        assert item.state == State.LEASED and item.worker == "w2" and item.result is None
+        queue.complete("item-1", new.token, {"by": "w2"})
+        assert queue.get("item-1").result == {"by": "w2"}
+
+    def test_given_completed_item_then_second_complete_refused(self, queue: WorkQueue) -> None:
+        queue.push([spec(1)])
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.complete("item-1", lease.token, {"n": 1})
+        with pytest.raises(LeaseLost):
+            queue.complete("item-1", lease.token, {"n": 2})
+        assert queue.get("item-1").result == {"n": 1}
+
+    def test_heartbeat_extends_the_deadline(self, queue: WorkQueue, clock: FakeClock) -> None:
+        queue.push([spec(1)])
+        lease = queue.lease("w1", TTL)
+        assert lease
+        for _ in range(5):
+            clock.advance(TTL - 5)
+            deadline = queue.heartbeat("item-1", lease.token, TTL)
+            assert deadline == pytest.approx(clock.now + TTL)
+            assert queue.lease("w2", TTL) is None
+        queue.complete("item-1", lease.token)
+        assert queue.get("item-1").state == State.DONE
+
+    def test_heartbeat_cannot_revive_an_expired_lease(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec(1)])
+        lease = queue.lease("w1", TTL)
+        assert lease
+        clock.advance(TTL + 1)
+        with pytest.raises(LeaseLost):
+            queue.heartbeat("item-1", lease.token, TTL)
+
+    def test_unknown_item_is_reported(self, queue: WorkQueue) -> None:
+        with pytest.raises(UnknownItem):
+            queue.get("missing")
+        with pytest.raises((UnknownItem, LeaseLost)):
+            queue.complete("missing", 1)
+
+    # -- failure, retry, dead ----------------------------------------------------------------
+
+    def test_given_failure_then_retried_after_backoff_then_dead_with_error(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec(1)])
+        backoffs = []
+        for attempt in (1, 2):
+            lease = queue.lease("w", TTL)
+            assert lease and lease.item.attempts == attempt
+            assert queue.fail("item-1", lease.token, f"boom {attempt}") == State.READY
+            assert queue.lease("w", TTL) is None  # backing off
+            item = queue.get("item-1")
+            assert item.state == State.READY and item.last_error == f"boom {attempt}"
+            backoffs.append(item.available_at - clock.now)
+            clock.advance(item.available_at - clock.now)
+        assert backoffs == [10.0, 20.0]
+        lease = queue.lease("w", TTL)
+        assert lease and lease.item.attempts == 3
+        assert queue.fail("item-1", lease.token, "boom 3") == State.DEAD
+        item = queue.get("item-1")
+        assert item.state == State.DEAD and item.last_error == "boom 3"
+        assert queue.drained()
+
+    def test_given_lease_lost_max_attempts_times_then_dead(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec(1), spec(2)])
+        for _ in range(3):
+            lease = queue.lease("w", TTL)
+            assert lease and lease.item.id == "item-1"
+            clock.advance(TTL + 1)
+        lease = queue.lease("w", TTL)
+        assert lease and lease.item.id == "item-2"
+        item = queue.get("item-1")
+        assert item.state == State.DEAD and "lease expired" in (item.last_error or "")
+
+    def test_release_does_not_count_an_attempt(self, queue: WorkQueue) -> None:
+        queue.push([spec(1)])
+        for _ in range(5):
+            lease = queue.lease("w", TTL)
+            assert lease and lease.item.attempts == 1
+            queue.release("item-1", lease.token)
+        item = queue.get("item-1")
+        assert item.state == State.READY and item.attempts == 0
+
+    def test_released_item_is_leasable_at_once_with_newer_token(self, queue: WorkQueue) -> None:
+        queue.push([spec(1)])
+        first = queue.lease("w1", TTL)
+        assert first
+        queue.release("item-1", first.token)
+        second = queue.lease("w2", TTL)
+        assert second and second.token > first.token
+        with pytest.raises(LeaseLost):
+            queue.complete("item-1", first.token)
+
+    def test_requeue_dead_gives_fresh_attempts(self, queue: WorkQueue) -> None:
+        queue.push([spec(1, max_attempts=1), spec(2, max_attempts=1)])
+        for _ in range(2):
+            lease = queue.lease("w", TTL)
+            assert lease
+            queue.fail(lease.item.id, lease.token, "boom")
+        assert queue.counts()[State.DEAD] == 2
+        assert queue.requeue_dead(["item-2"]) == 1
+        assert queue.get("item-2").state == State.READY and queue.get("item-2").attempts == 0
+        assert queue.requeue_dead() == 1
+        assert queue.counts()[State.READY] == 2
+
+    # -- drained, counts, listing ------------------------------------------------------------
+
+    def test_drained_only_when_nothing_waiting_ready_or_leased(self, queue: WorkQueue) -> None:
+        queue.push([spec(1), spec(2, depends_on=("item-1",))])
+        assert not queue.drained()
+        lease = queue.lease("w", TTL)
+        assert lease and not queue.drained()
+        queue.complete("item-1", lease.token)
+        assert not queue.drained()
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.complete("item-2", lease.token)
+        assert queue.drained()
+        counts = queue.counts()
+        assert counts[State.DONE] == 2 and sum(counts.values()) == 2
+
+    def test_items_lists_in_push_order_with_filter(self, queue: WorkQueue) -> None:
+        queue.push([spec(i) for i in range(4)])
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.complete(lease.item.id, lease.token)
+        assert [i.id for i in queue.items()] == [f"item-{i}" for i in range(4)]
+        assert [i.id for i in queue.items([State.READY])] == ["item-1", "item-2", "item-3"]
+        assert [i.id for i in queue.items(limit=2)] == ["item-0", "item-1"]
+
+    def test_complete_stores_result_and_outputs(self, queue: WorkQueue) -> None:
+        queue.push([spec(1)])
+        lease = queue.lease("w", TTL)
+        assert lease
+        pub = Publication(staged=".staging/x/a.json", final="runs/r/a.json", sha256="ab" * 32)
+        queue.complete("item-1", lease.token, {"auc": 0.9}, outputs=[pub])
+        item = queue.get("item-1")
+        assert item.result == {"auc": 0.9} and item.outputs == (pub,)
+
+    def test_history_records_each_ended_attempt(self, queue: WorkQueue, clock: FakeClock) -> None:
+        queue.push([spec(1), spec(2)])
+        a = queue.lease("w1", TTL)
+        assert a
+        queue.fail(a.item.id, a.token, "boom")
+        b = queue.lease("w2", TTL)
+        assert b
+        queue.complete(b.item.id, b.token)
+        outcomes = [(h.item_id, h.worker, h.outcome) for h in queue.history()]
+        assert outcomes == [("item-1", "w1", "failed"), ("item-2", "w2", "done")]
+
+    def test_purge_empties_everything(self, queue: WorkQueue) -> None:
+        queue.push([spec(1)])
+        queue.purge()
+        assert queue.items() == [] and queue.drained()
+        assert queue.lineage_head("r").version == 0
+
+    # -- lineage -----------------------------------------------------------------------------
+
+    def _step(self, version: int, dataset: str) -> LineageStep:
+        ckpt = Publication(
+            staged=f".staging/{dataset}", final=f"runs/r/checkpoints/v{version}", sha256="0" * 64
+        )
+        head = LineageHead(run="r", version=version, checkpoint=ckpt, dataset=dataset)
+        return LineageStep(expected_version=version - 1, head=head)
+
+    def test_lineage_advances_atomically_with_completion(self, queue: WorkQueue) -> None:
+        assert queue.lineage_head("r") == LineageHead(run="r")
+        queue.push([spec("d1"), spec("d2")])
+        for version, dataset in ((1, "d1"), (2, "d2")):
+            lease = queue.lease("w", TTL)
+            assert lease
+            queue.complete(lease.item.id, lease.token, lineage=self._step(version, dataset))
+        head = queue.lineage_head("r")
+        assert head.version == 2 and head.dataset == "d2"
+        assert head.checkpoint and head.checkpoint.final == "runs/r/checkpoints/v2"
+        assert [h.dataset for h in queue.lineage("r")] == ["d1", "d2"]
+        assert queue.lineage_head("other").version == 0
+
+    def test_given_moved_head_then_step_refused_and_item_untouched(self, queue: WorkQueue) -> None:
+        queue.push([spec("d1"), spec("d2")])
+        a = queue.lease("w1", TTL)
+        b = queue.lease("w2", TTL)
+        assert a and b
+        queue.complete(a.item.id, a.token, lineage=self._step(1, "d1"))
+        with pytest.raises(LineageConflict):
+            queue.complete(b.item.id, b.token, lineage=self._step(1, "d2"))
+        assert queue.get(b.item.id).state == State.LEASED
+        assert queue.lineage_head("r").dataset == "d1"
+        queue.complete(b.item.id, b.token, lineage=self._step(2, "d2"))
+        assert queue.lineage_head("r").version == 2
+
+    def test_given_stale_token_then_lineage_unchanged(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec("d1")])
+        old = queue.lease("w1", TTL)
+        assert old
+        clock.advance(TTL + 1)
+        assert queue.lease("w2", TTL)
+        with pytest.raises(LeaseLost):
+            queue.complete(old.item.id, old.token, lineage=self._step(1, "d1"))
+        assert queue.lineage_head("r").version == 0
+
+    # -- several processes -------------------------------------------------------------------
+
+    @pytest.mark.timeout(120)
+    def test_concurrent_processes_never_get_the_same_item(self, queue: WorkQueue) -> None:
+        n = 200
+        queue.push([spec(i) for i in range(n)])
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        procs = [ctx.Process(target=_lease_all, args=(queue.url, f"p{k}", out)) for k in range(4)]
+        for p in procs:
+            p.start()
+        got = [item for _ in procs for item in out.get(timeout=100)]
+        for p in procs:
+            p.join(timeout=30)
+        assert sorted(got) == sorted(f"item-{i}" for i in range(n))
+        assert queue.counts()[State.DONE] == n
