@@ -1,0 +1,69 @@
+"""The thread that keeps a lease alive while its task runs.
+
+It renews the lease every ``interval`` seconds. If the queue says the token is stale, the lease
+is lost for good: the thread sets ``lost`` and stops, and the worker abandons the attempt. If
+the queue is unreachable it keeps trying (sooner than usual) until the lease would have expired
+on its own; only then is the lease given up as lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from batchml.errors import LeaseLost, QueueUnavailable
+from batchml.queue.base import WorkQueue
+
+
+class Heartbeat(threading.Thread):
+    def __init__(
+        self,
+        queue: WorkQueue,
+        item_id: str,
+        token: int,
+        ttl: float,
+        interval: float,
+        lost: threading.Event,
+        log: logging.Logger,
+    ) -> None:
+        super().__init__(name=f"heartbeat-{item_id}", daemon=True)
+        self.queue = queue
+        self.item_id = item_id
+        self.token = token
+        self.ttl = ttl
+        self.interval = interval
+        self.lost = lost
+        self.log = log
+        self.beats = 0
+        self._halt = threading.Event()
+        self._expires = time.monotonic() + ttl
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=self.interval + 5)
+
+    def run(self) -> None:
+        wait = self.interval
+        while not self._halt.wait(wait):
+            try:
+                self.queue.heartbeat(self.item_id, self.token, self.ttl)
+            except LeaseLost as exc:
+                self.log.warning("lease lost on %s: %s", self.item_id, exc)
+                self.lost.set()
+                return
+            except QueueUnavailable as exc:
+                left = self._expires - time.monotonic()
+                if left <= 0:
+                    self.log.warning(
+                        "lease on %s expired while the queue was unreachable", self.item_id
+                    )
+                    self.lost.set()
+                    return
+                self.log.warning("heartbeat failed (%s); retrying, %.1fs of lease left", exc, left)
+                wait = min(self.interval, max(left / 4, 0.1))
+                continue
+            self.beats += 1
+            self._expires = time.monotonic() + self.ttl
+            wait = self.interval

@@ -1,0 +1,71 @@
+"""One settings object: CLI flags, then ``BATCHML_*`` environment variables, then defaults.
+
+The CLI (Typer) resolves flags and environment variables; this module holds the defaults and
+derives what follows from them (the SQLite queue under the storage root when no queue is given).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from batchml.errors import ConfigError
+from batchml.queue.base import QueueOptions, RetryPolicy
+from batchml.storage import Storage
+
+DEFAULT_ROOT = "./batchml-data"
+DEFAULT_RUN = "default"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How a worker holds its leases and reacts to signals."""
+
+    lease_ttl: float = 60.0  # seconds a lease lasts without a heartbeat
+    heartbeat_every: float | None = None  # default: a third of the TTL
+    poll_interval: float = 0.5  # sleep when nothing is ready but the queue is not drained
+    grace: float = 20.0  # after SIGTERM, time to finish the current item before releasing it
+    max_items: int | None = None  # stop after this many items (tests, debugging)
+    exit_when_drained: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lease_ttl <= 0:
+            raise ConfigError(f"--lease-ttl must be positive, got {self.lease_ttl}")
+        if self.grace < 0:
+            raise ConfigError(f"--grace must be zero or positive, got {self.grace}")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.heartbeat_every if self.heartbeat_every else self.lease_ttl / 3.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path = Path(DEFAULT_ROOT)
+    queue_url: str | None = None
+    run: str = DEFAULT_RUN
+    max_attempts: int = 3
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+
+    def __post_init__(self) -> None:
+        if not self.run or "/" in self.run or self.run.startswith("."):
+            raise ConfigError(f"--run {self.run!r}: give a plain name such as 'default' or 'exp-2'")
+        if self.max_attempts < 1:
+            raise ConfigError(f"--max-attempts must be at least 1, got {self.max_attempts}")
+
+    @property
+    def resolved_queue_url(self) -> str:
+        """The queue URL; by default a SQLite file under the storage root."""
+        if self.queue_url:
+            return self.queue_url
+        return f"sqlite:///{Path(os.path.abspath(self.root)) / 'queue.db'}"
+
+    def storage(self) -> Storage:
+        return Storage(self.root)
+
+    def queue_options(self) -> QueueOptions:
+        return QueueOptions(retry=RetryPolicy(max_attempts=self.max_attempts))
+
+    def with_worker(self, **changes: object) -> Settings:
+        return replace(self, worker=replace(self.worker, **changes))  # type: ignore[arg-type]

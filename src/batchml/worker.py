@@ -1,0 +1,271 @@
+"""The worker: lease → heartbeat → run the task → commit | fail, until the queue is drained.
+
+Exactly-once effects: a task writes outputs to attempt-private staging paths; the worker commits
+the item (and, for training, the lineage step) with the lease's fencing token, and only then
+publishes the outputs under their final names. A refused commit (stale token) publishes nothing.
+
+Signals: SIGTERM or SIGINT stops leasing. A running task gets ``grace`` seconds to finish and
+commit; past that it is interrupted and its item released at once (not counted as an attempt),
+so another worker takes it immediately. The process then exits 143.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from batchml import exitcodes
+from batchml.errors import BatchmlError, LeaseLost, QueueUnavailable
+from batchml.heartbeat import Heartbeat
+from batchml.queue.base import Lease, State, WorkQueue, canonical_json
+from batchml.settings import Settings
+from batchml.storage import Storage, safe_name
+from batchml.tasks import TaskContext, resolve
+from batchml.tasks.context import Shutdown
+
+log = logging.getLogger("batchml.worker")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the queue's last_error: the message, and where an unexpected error arose."""
+    text = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, BatchmlError):
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            last = frames[-1]
+            text += f" (at {os.path.basename(last.filename)}:{last.lineno} in {last.name})"
+    return text[:2000]
+
+
+@dataclass
+class Outcome:
+    item_id: str
+    status: str  # done | failed | dead | abandoned | released
+    seconds: float
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: WorkQueue,
+        storage: Storage,
+        settings: Settings,
+        worker_id: str | None = None,
+    ) -> None:
+        self.queue = queue
+        self.storage = storage
+        self.settings = settings
+        self.config = settings.worker
+        self.id = worker_id or new_worker_id()
+        self.outcomes: list[Outcome] = []
+        self.runs_seen: set[str] = set()
+        self._stopping = threading.Event()
+        self._in_task = False
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop leasing (as SIGTERM does, without interrupting the task)."""
+        self._stopping.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping.is_set() and self._in_task:
+            log.warning("%s again: releasing the current item now", name)
+            raise Shutdown(name)
+        self._stopping.set()
+        if not self._in_task:
+            log.info("%s: no item in hand; stopping", name)
+            return
+        if self.config.grace <= 0:
+            log.info("%s: releasing the current item now", name)
+            raise Shutdown(name)
+        log.info(
+            "%s: finishing the current item within %.0fs, then stopping", name, self.config.grace
+        )
+        signal.setitimer(signal.ITIMER_REAL, self.config.grace)
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        if self._in_task:
+            log.warning("grace period over: releasing the current item")
+            raise Shutdown("grace period over")
+
+    @contextlib.contextmanager
+    def _signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, handler)
+            for sig, handler in (
+                (signal.SIGTERM, self._on_signal),
+                (signal.SIGINT, self._on_signal),
+                (signal.SIGALRM, self._on_alarm),
+            )
+        }
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until the queue is drained (or told to stop); return the process exit code."""
+        log.info("Worker with sessionID: %s", self.id)
+        log.info("Initial queue state: empty=%s", self.queue.drained())
+        with self._signals():
+            return self._loop()
+
+    def _loop(self) -> int:
+        waiting = False
+        done = 0
+        while not self._stopping.is_set():
+            if self.config.max_items is not None and done >= self.config.max_items:
+                log.info("processed %d items; stopping as asked", done)
+                return exitcodes.OK
+            lease = self.queue.lease(self.id, self.config.lease_ttl)
+            if lease is None:
+                if self.queue.drained():
+                    log.info("Queue empty, exiting")
+                    return self._finish()
+                if not self.config.exit_when_drained or not waiting:
+                    log.info("Waiting for work")
+                waiting = True
+                self._stopping.wait(self.config.poll_interval)
+                continue
+            waiting = False
+            self._process(lease)
+            done += 1
+        log.info("stopped before the queue was drained")
+        return exitcodes.TERMINATED
+
+    def _finish(self) -> int:
+        """The queue is drained: roll forward any publication a killed worker left undone."""
+        for item in self.queue.items([State.DONE]):
+            self.storage.publish_all(item.outputs)
+        dead = self.queue.counts()[State.DEAD]
+        if dead:
+            log.error("%d item(s) are dead; see `batchml queue status`", dead)
+            return exitcodes.DEAD_ITEMS
+        return exitcodes.OK
+
+    # -- one item ----------------------------------------------------------------------------
+
+    def _process(self, lease: Lease) -> None:
+        item = lease.item
+        payload = item.payload
+        run = str(payload.get("run", self.settings.run))
+        self.runs_seen.add(run)
+        log.info("Processing dataset: %s", payload.get("dataset", item.id))
+        ctx = TaskContext(
+            item=item,
+            token=lease.token,
+            run=run,
+            worker_id=self.id,
+            storage=self.storage,
+            queue=self.queue,
+            log=log,
+        )
+        beat = Heartbeat(
+            self.queue, item.id, lease.token, self.config.lease_ttl,
+            self.config.heartbeat_interval, ctx.lost, log,
+        )  # fmt: skip
+        started = time.time()
+        beat.start()
+        try:
+            status = self._attempt(ctx, started)
+        finally:
+            beat.stop()
+        self.outcomes.append(Outcome(item.id, status, time.time() - started))
+
+    def _attempt(self, ctx: TaskContext, started: float) -> str:
+        item = ctx.item
+        try:
+            self._in_task = True
+            try:
+                task = resolve(str(item.payload.get("task", "")))
+                result = task(ctx, item.payload) or {}
+            finally:
+                self._in_task = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            ctx.check()
+            self._write_record(ctx, result, started)
+            outputs = ctx.publications()
+            self.queue.complete(
+                item.id, ctx.token, result, outputs=outputs, lineage=ctx.lineage_step
+            )
+        except Shutdown:
+            self._discard(ctx)
+            with contextlib.suppress(LeaseLost, QueueUnavailable):
+                self.queue.release(item.id, ctx.token)
+            log.info("released %s for another worker", item.id)
+            self._stopping.set()
+            return "released"
+        except LeaseLost as exc:
+            self._discard(ctx)
+            log.warning("abandoned %s: %s", item.id, exc)
+            return "abandoned"
+        except Exception as exc:  # the task failed (or the lineage moved): retry, or dead
+            self._discard(ctx)
+            return self._fail(ctx, exc)
+        self.storage.publish_all(outputs)
+        log.info("committed %s in %.2fs", item.id, time.time() - started)
+        return "done"
+
+    def _fail(self, ctx: TaskContext, exc: BaseException) -> str:
+        error = describe_error(exc)
+        try:
+            state = self.queue.fail(ctx.item.id, ctx.token, error)
+        except LeaseLost:
+            log.warning("failed %s after losing its lease: %s", ctx.item.id, error)
+            return "abandoned"
+        if state == State.DEAD:
+            log.error(
+                "item %s is dead after %d attempts: %s", ctx.item.id, ctx.item.attempts, error
+            )
+            return "dead"
+        log.warning(
+            "attempt %d of %s failed, will retry: %s", ctx.item.attempts, ctx.item.id, error
+        )
+        return "failed"
+
+    def _discard(self, ctx: TaskContext) -> None:
+        self.storage.discard_attempt(ctx.item.id, ctx.token)
+
+    def _write_record(self, ctx: TaskContext, result: dict[str, Any], started: float) -> None:
+        """Stage ``runs/<run>/records/<item>.json``: the committed item, as the report reads it."""
+        item = ctx.item
+        outputs = [p.to_json() for p in ctx.publications()]
+        record = {
+            "item_id": item.id,
+            "task": item.payload.get("task"),
+            "payload": item.payload,
+            "run": ctx.run,
+            "attempt": item.attempts,
+            "token": ctx.token,
+            "worker": self.id,
+            "started_at": started,
+            "finished_at": time.time(),
+            "result": result,
+            "lineage": ctx.lineage_step.head.to_json() if ctx.lineage_step else None,
+            "outputs": outputs,
+        }
+        final = self.storage.run_path(ctx.run, "records", f"{safe_name(item.id)}.json")
+        ctx.output(final).write_text(canonical_json(record) + "\n")

@@ -1,0 +1,39 @@
+"""User tasks for the worker tests, addressed as ``tests.sample_tasks:<name>``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from batchml.tasks import TaskContext
+
+
+def write_output(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Write one output file whose content names the payload."""
+    path = ctx.output(f"runs/{ctx.run}/out/{payload['name']}.txt")
+    path.write_text(f"{payload['name']} by {ctx.worker_id}\n")
+    return {"name": payload["name"]}
+
+
+def always_fail(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    ctx.output(f"runs/{ctx.run}/out/never.txt").write_text("must never be published\n")
+    raise ValueError(f"poison item {payload.get('name')}")
+
+
+def slow_write(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Stage an output, then work for ``seconds`` while checking the lease."""
+    ctx.output(f"runs/{ctx.run}/out/{payload['name']}.txt").write_text("slow\n")
+    marker = payload.get("started_marker")
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    end = time.monotonic() + float(payload.get("seconds", 1.0))
+    while time.monotonic() < end:
+        ctx.check()
+        time.sleep(0.02)
+    return {"name": payload["name"]}
+
+
+def not_a_dict(ctx: TaskContext, payload: dict[str, Any]) -> Any:
+    return None

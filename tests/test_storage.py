@@ -1,0 +1,94 @@
+"""The storage root: confinement, atomic writes, publish after commit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from batchml.errors import PathEscapeError, StorageError
+from batchml.storage import Publication, Storage, sha256_file
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    return Storage(tmp_path / "root")
+
+
+@pytest.mark.parametrize(
+    "bad", ["../etc/passwd", "/etc/passwd", "datasets/../../x", "a/../../b", "", "C:/x", "a\x00b"]
+)
+def test_paths_that_escape_the_root_are_refused(storage: Storage, bad: str) -> None:
+    with pytest.raises(PathEscapeError):
+        storage.resolve(bad)
+
+
+def test_symlink_out_of_the_root_is_refused(storage: Storage, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.parquet").write_text("x")
+    storage.root.mkdir(parents=True)
+    os.symlink(outside, storage.root / "datasets")
+    with pytest.raises(PathEscapeError, match="symlink"):
+        storage.resolve("datasets/secret.parquet")
+
+
+def test_symlink_inside_the_root_is_fine(storage: Storage) -> None:
+    (storage.root / "real").mkdir(parents=True)
+    os.symlink(storage.root / "real", storage.root / "alias")
+    assert storage.resolve("alias/x.txt") == storage.root / "alias" / "x.txt"
+
+
+def test_atomic_write_leaves_no_temporary_file(storage: Storage) -> None:
+    storage.write_text("runs/r/report.txt", "hello\n")
+    assert (storage.root / "runs/r/report.txt").read_text() == "hello\n"
+    assert [p.name for p in (storage.root / "runs/r").iterdir()] == ["report.txt"]
+
+
+def test_failed_atomic_write_keeps_the_old_file(storage: Storage) -> None:
+    storage.write_text("a.txt", "old")
+    with pytest.raises(RuntimeError), storage.open_atomic("a.txt", "w") as handle:
+        handle.write("new")
+        raise RuntimeError("crash while writing")
+    assert (storage.root / "a.txt").read_text() == "old"
+    assert [p.name for p in storage.root.iterdir()] == ["a.txt"]
+
+
+def _stage(storage: Storage, content: str) -> Publication:
+    staged = storage.staging_path("item:1", 3, "runs/r/out.txt")
+    path = storage.resolve(staged)
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    return Publication(staged=staged, final="runs/r/out.txt", sha256=sha256_file(path))
+
+
+def test_publish_is_idempotent_and_cleans_staging(storage: Storage) -> None:
+    pub = _stage(storage, "result")
+    final = storage.publish(pub)
+    assert final.read_text() == "result"
+    assert storage.publish(pub) == final  # a second (or concurrent) publish is a no-op
+    assert not (storage.root / ".staging").exists() or not any(
+        (storage.root / ".staging").iterdir()
+    )
+
+
+def test_publish_refuses_a_file_changed_after_commit(storage: Storage) -> None:
+    pub = _stage(storage, "result")
+    storage.publish(pub)
+    (storage.root / pub.final).write_text("tampered")
+    with pytest.raises(StorageError, match="sha256"):
+        storage.publish(pub)
+
+
+def test_publish_reports_a_lost_output(storage: Storage) -> None:
+    pub = Publication(staged=".staging/x.t1/a", final="runs/r/a", sha256="0" * 64)
+    with pytest.raises(StorageError, match="neither"):
+        storage.publish(pub)
+
+
+def test_discard_attempt_removes_its_staging(storage: Storage) -> None:
+    pub = _stage(storage, "abandoned")
+    storage.discard_attempt("item:1", 3)
+    assert not storage.resolve(pub.staged).exists()
+    assert not (storage.root / pub.final).exists()

@@ -1,0 +1,139 @@
+"""The worker loop in-process: commit and publish, retries, dead items, lost leases."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from batchml import exitcodes
+from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy, State
+from batchml.queue.sqlite import SqliteQueue
+from batchml.settings import Settings, WorkerSettings
+from batchml.storage import Storage
+from batchml.worker import Worker
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> tuple[SqliteQueue, Storage, Settings]:
+    settings = Settings(
+        root=tmp_path / "root",
+        worker=WorkerSettings(lease_ttl=5.0, poll_interval=0.05, grace=0.0),
+    )
+    retry = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_factor=1.0)
+    queue = SqliteQueue(tmp_path / "queue.db", QueueOptions(retry=retry))
+    return queue, settings.storage(), settings
+
+
+def item(task: str, name: str, **payload: object) -> ItemSpec:
+    return ItemSpec(
+        payload={"task": f"tests.sample_tasks:{task}", "name": name, **payload}, id=name
+    )
+
+
+def test_user_task_outputs_and_records_are_published_after_commit(env) -> None:  # type: ignore[no-untyped-def]
+    queue, storage, settings = env
+    queue.push([item("write_output", "a"), item("write_output", "b")])
+    code = Worker(queue, storage, settings, "w1").run()
+    assert code == exitcodes.OK
+    assert (storage.root / "runs/default/out/a.txt").read_text() == "a by w1\n"
+    record = json.loads((storage.root / "runs/default/records/b.json").read_text())
+    assert record["result"] == {"name": "b"} and record["worker"] == "w1" and record["token"] == 1
+    assert queue.get("a").state == State.DONE
+    assert [p.final for p in queue.get("a").outputs] == [
+        "runs/default/out/a.txt",
+        "runs/default/records/a.json",
+    ]
+    assert not any((storage.root / ".staging").rglob("*.txt"))
+
+
+def test_poison_item_is_retried_then_dead_and_the_others_complete(env) -> None:  # type: ignore[no-untyped-def]
+    queue, storage, settings = env
+    queue.push(
+        [item("write_output", "ok1"), item("always_fail", "poison"), item("write_output", "ok2")]
+    )
+    code = Worker(queue, storage, settings, "w1").run()
+    assert code == exitcodes.DEAD_ITEMS
+    poison = queue.get("poison")
+    assert poison.state == State.DEAD and poison.attempts == 3
+    assert "ValueError: poison item poison" in (poison.last_error or "")
+    assert "sample_tasks.py" in (poison.last_error or "")  # where an unexpected error arose
+    assert queue.get("ok1").state == queue.get("ok2").state == State.DONE
+    assert not (storage.root / "runs/default/out/never.txt").exists()
+    assert [h.outcome for h in queue.history() if h.item_id == "poison"] == [
+        "failed",
+        "failed",
+        "dead",
+    ]
+
+
+def test_unknown_task_goes_dead_with_a_clear_error(env) -> None:  # type: ignore[no-untyped-def]
+    queue, storage, settings = env
+    queue.push([ItemSpec(payload={"task": "no.such.module:fn"}, id="x", max_attempts=1)])
+    assert Worker(queue, storage, settings).run() == exitcodes.DEAD_ITEMS
+    assert "cannot import module 'no.such.module'" in (queue.get("x").last_error or "")
+
+
+def test_item_path_outside_the_root_fails_and_publishes_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    queue, storage, settings = env
+    payload = {"task": "tests.sample_tasks:write_output", "name": "../../x"}
+    queue.push([ItemSpec(payload=payload, id="esc", max_attempts=1)])
+    assert Worker(queue, storage, settings).run() == exitcodes.DEAD_ITEMS
+    assert "PathEscapeError" in (queue.get("esc").last_error or "")
+    assert not (storage.root.parent / "x.txt").exists()
+
+
+def test_lost_lease_abandons_without_publishing(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Given a worker whose heartbeats stop reaching the queue, when its lease is taken over,
+    then its task stops at the next check and nothing of it is published."""
+    queue, storage, settings = env
+    settings = settings.with_worker(lease_ttl=0.6, heartbeat_every=10.0)  # no renewal in time
+    queue.push([item("slow_write", "slow", seconds=3.0)])
+    w = Worker(queue, storage, settings, "frozen")
+    thread = threading.Thread(target=w.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while queue.get("slow").state != State.LEASED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.8)  # past the TTL: the lease is up for grabs
+    other = queue.lease("thief", ttl=30)
+    assert other is not None and other.item.id == "slow"
+    w.stop()
+    thread.join(timeout=15)
+    assert not thread.is_alive()
+    assert w.outcomes and w.outcomes[0].status == "abandoned"
+    assert not (storage.root / "runs/default/out/slow.txt").exists()
+    assert not list((storage.root / ".staging").rglob("*.txt"))
+    assert queue.get("slow").worker == "thief"
+
+
+def test_heartbeat_keeps_a_long_item_leased(env) -> None:  # type: ignore[no-untyped-def]
+    queue, storage, settings = env
+    settings = settings.with_worker(lease_ttl=0.5, heartbeat_every=0.1)
+    queue.push([item("slow_write", "long", seconds=1.5)])
+    w = Worker(queue, storage, settings, "w")
+    assert w.run() == exitcodes.OK
+    assert queue.get("long").attempts == 1 and queue.get("long").token == 1
+
+
+def test_worker_rolls_forward_outputs_left_unpublished(env) -> None:  # type: ignore[no-untyped-def]
+    """Given an item committed by a worker that died before renaming its outputs,
+    when another worker finds the queue drained, then it publishes them."""
+    queue, storage, settings = env
+    queue.push([item("write_output", "z")])
+    lease = queue.lease("dying", ttl=30)
+    assert lease
+    staged = storage.staging_path("z", lease.token, "runs/default/out/z.txt")
+    path = storage.resolve(staged)
+    path.parent.mkdir(parents=True)
+    path.write_text("from the dead\n")
+    from batchml.storage import Publication, sha256_file
+
+    pub = Publication(staged=staged, final="runs/default/out/z.txt", sha256=sha256_file(path))
+    queue.complete("z", lease.token, {}, outputs=[pub])
+    assert not (storage.root / pub.final).exists()
+    assert Worker(queue, storage, settings).run() == exitcodes.OK
+    assert (storage.root / pub.final).read_text() == "from the dead\n"
