@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from batchml.errors import DatasetError
 
@@ -28,6 +29,35 @@ COLUMNS: dict[str, str] = {
     "TX_FRAUD": "int64",
     "TX_FRAUD_SCENARIO": "int64",
 }
+
+
+#: the same columns as an Arrow schema: what stored Parquet files hold
+ARROW_SCHEMA = pa.schema(
+    [
+        pa.field(
+            name,
+            pa.timestamp("ns")
+            if dtype.startswith("datetime")
+            else pa.from_numpy_dtype(np.dtype(dtype)),
+        )
+        for name, dtype in COLUMNS.items()
+    ]
+)
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as a pandas DataFrame (typed: pyarrow ships no stubs)."""
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+def canonical_table(table: pa.Table, source: str) -> pa.Table:
+    """A stored table in canonical form: checked cheaply when it already is, else normalised."""
+    canonical = table.schema.remove_metadata().equals(ARROW_SCHEMA) and table.num_rows > 0
+    if canonical and not any(table.column(i).null_count for i in range(table.num_columns)):
+        return table
+    frame = normalize(to_frame(table), source)
+    return pa.Table.from_pandas(frame, schema=ARROW_SCHEMA, preserve_index=False)
 
 
 def _as_datetime(values: pd.Series, source: str) -> pd.Series:
