@@ -1,0 +1,3 @@
+from batchml.cli.main import main
+
+main()

@@ -1,0 +1,105 @@
+"""``batchml data``: generate simulated days, import datasets, list what is stored."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from batchml.cli.common import console, settings
+from batchml.fraud import datasets
+from batchml.fraud.simulate import SimulationConfig, simulate, split_by_day
+from batchml.progress import progress_bars
+from batchml.storage import Storage
+
+app = typer.Typer(help="Datasets on the storage root.", no_args_is_help=True)
+log = logging.getLogger("batchml.data")
+
+
+def generate_days(storage: Storage, config: SimulationConfig) -> list[str]:
+    """Simulate and store daily datasets; shared by ``data generate`` and ``demo``."""
+    with progress_bars() as bars:
+        sim = bars.bar("simulating transactions", 1)
+        frame = simulate(config)
+        sim.advance()
+        write = bars.bar("writing daily datasets", config.n_days)
+        written = []
+        for day, part in split_by_day(frame):
+            datasets.write_day(storage, day, part)
+            written.append(day)
+            write.advance()
+    log.info(
+        "generated %d days, %d transactions, %d frauds under %s",
+        len(written), len(frame), int(frame["TX_FRAUD"].sum()), storage.dataset_dir("training"),
+    )  # fmt: skip
+    return written
+
+
+@app.command("generate")
+def generate(
+    ctx: typer.Context,
+    days: Annotated[
+        int, typer.Option(envvar="BATCHML_DAYS", min=1, help="Days to simulate.")
+    ] = 183,
+    customers: Annotated[int, typer.Option(envvar="BATCHML_CUSTOMERS", min=1)] = 5000,
+    terminals: Annotated[int, typer.Option(envvar="BATCHML_TERMINALS", min=1)] = 10000,
+    seed: Annotated[int, typer.Option(envvar="BATCHML_SEED")] = 0,
+    start_date: Annotated[str, typer.Option(envvar="BATCHML_START_DATE")] = "2018-04-01",
+) -> None:
+    """Simulate card transactions (Le Borgne et al.) and store one Parquet file per day."""
+    config = SimulationConfig(
+        n_customers=customers, n_terminals=terminals, n_days=days, start_date=start_date,
+        seed=seed,
+    )  # fmt: skip
+    written = generate_days(settings(ctx).storage(), config)
+    console.print(f"wrote {len(written)} daily datasets: {written[0]} … {written[-1]}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (.parquet, .csv, .pkl).")],
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            envvar="BATCHML_TRUST_PICKLE",
+            help="Accept pickled DataFrames from these local paths (they can run code when "
+            "loaded; even then only pandas/NumPy types are allowed).",
+        ),
+    ] = False,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="training or testing (default: testing for test* names, else training)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace stored datasets with other content.")
+    ] = False,
+) -> None:
+    """Validate datasets and store them as Parquet under <root>/datasets/."""
+    if kind not in (None, datasets.TRAINING, datasets.TESTING):
+        raise typer.BadParameter("--kind must be training or testing")
+    storage = settings(ctx).storage()
+    done = datasets.import_files(
+        storage,
+        paths,
+        kind=kind,
+        trust_pickle=trust_pickle,
+        force=force,
+        on_file=lambda r: console.print(
+            f"{r.status:9} {r.target}  ({r.rows} rows from {r.source})"
+        ),
+    )
+    console.print(f"imported {len(done)} dataset(s) into {storage.root / 'datasets'}")
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """List stored training days and testing files."""
+    storage = settings(ctx).storage()
+    days = datasets.training_days(storage)
+    console.print(f"training: {len(days)} day(s)" + (f", {days[0]} … {days[-1]}" if days else ""))
+    testing = storage.dataset_dir(datasets.TESTING)
+    for path in sorted(testing.glob("*.parquet")) if testing.is_dir() else []:
+        console.print(f"testing:  {path.name}")

@@ -1,0 +1,95 @@
+"""``batchml fraud``: evaluate a lineage version, queue batch scoring, export features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from batchml.cli.common import console, queue, settings
+from batchml.errors import ConfigError
+from batchml.fraud import datasets, pipeline, plan
+from batchml.fraud.evaluate import Protocol, evaluate, pick_version
+from batchml.fraud.lineage import ModelConfig
+from batchml.fraud.pipeline import FeatureSpec
+
+app = typer.Typer(help="The fraud-detection workload.", no_args_is_help=True)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    ctx: typer.Context,
+    version: Annotated[int | None, typer.Option(help="Lineage version (default: head).")] = None,
+    test_start: Annotated[str | None, typer.Option(help="First test day (YYYY-MM-DD).")] = None,
+    test_days: Annotated[int, typer.Option(min=1)] = 7,
+    delay: Annotated[int, typer.Option(min=0, help="Days before a label is known.")] = 7,
+    top_k: Annotated[int, typer.Option(min=1, help="Cards checked per day.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """ROC AUC, average precision, card precision@k and accuracy on the test period."""
+    s = settings(ctx)
+    with queue(ctx) as q:
+        result = evaluate(
+            s.storage(), q, s.run, version=version,
+            protocol=Protocol(test_start=test_start, test_days=test_days, delay=delay, top_k=top_k),
+        )  # fmt: skip
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    m = result["metrics"]
+    console.print(
+        f"run {s.run!r} v{result['version']} (trained through {result['trained_through']}), "
+        f"tested on {result['test_days'][0]} … {result['test_days'][-1]}"
+    )
+    for key in ("roc_auc", "average_precision", "card_precision_at_k", "accuracy"):
+        console.print(f"  {key:22} {_fmt(m[key])}")
+    console.print(f"  {'rows':22} {m['rows']} ({m['frauds']} frauds)")
+
+
+@app.command("score")
+def score_cmd(
+    ctx: typer.Context,
+    days: Annotated[list[str], typer.Argument(help="Days (YYYY-MM-DD) or testing dataset names.")],
+    version: Annotated[
+        int | None, typer.Option(help="Pinned version (default: the head now).")
+    ] = None,
+) -> None:
+    """Queue batch scoring of datasets with a pinned lineage version; run workers to do it."""
+    s = settings(ctx)
+    storage = s.storage()
+    targets = []
+    for name in days:
+        path = datasets.day_path(name) if name[:4].isdigit() else f"datasets/testing/{name}.parquet"
+        if not storage.exists(path):
+            raise ConfigError(f"{name}: no stored dataset {path}")
+        targets.append((name, path))
+    with queue(ctx) as q:
+        head, _ = pick_version(q, s.run, version)
+        specs = plan.scoring_items(targets, run=s.run, version=head.version, model=ModelConfig())
+        outcomes = q.push(specs)
+    added = sum(o.value == "added" for o in outcomes)
+    console.print(f"queued {added} scoring item(s) with v{head.version}; run `batchml worker`")
+
+
+@app.command("features")
+def features_cmd(
+    ctx: typer.Context,
+    days: Annotated[list[str], typer.Argument(help="Days (YYYY-MM-DD).")],
+    out: Annotated[Path, typer.Option(help="Parquet file to write.")],
+) -> None:
+    """Write the engineered features of some days (with TRANSACTION_ID) to a Parquet file."""
+    import pandas as pd
+
+    storage = settings(ctx).storage()
+    spec = FeatureSpec()
+    tables = [pipeline.load_dataset_features(storage, datasets.day_path(d), spec) for d in days]
+    table = pd.concat(tables, ignore_index=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(pipeline.table_to_bytes(table))
+    console.print(f"wrote {len(table)} rows × {len(spec.inputs)} features to {out}")

@@ -1,0 +1,58 @@
+"""``batchml worker``: lease, run, commit until the queue is drained."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from batchml import exitcodes
+from batchml.cli.common import console, queue, settings
+from batchml.report import write_reports
+from batchml.worker import Worker
+
+
+def worker(
+    ctx: typer.Context,
+    lease_ttl: Annotated[
+        float, typer.Option(envvar="BATCHML_LEASE_TTL", help="Seconds a lease lasts unrenewed.")
+    ] = 60.0,
+    heartbeat: Annotated[
+        float | None,
+        typer.Option(envvar="BATCHML_HEARTBEAT", help="Seconds between renewals (TTL/3)."),
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            envvar="BATCHML_GRACE",
+            help="After SIGTERM, seconds to finish the current item before releasing it "
+            "(keep below the pod's terminationGracePeriodSeconds).",
+        ),
+    ] = 20.0,
+    poll: Annotated[
+        float, typer.Option(envvar="BATCHML_POLL", help="Seconds between polls when idle.")
+    ] = 0.5,
+    max_items: Annotated[
+        int | None, typer.Option(envvar="BATCHML_MAX_ITEMS", help="Stop after N items.")
+    ] = None,
+    worker_id: Annotated[str | None, typer.Option(envvar="BATCHML_WORKER_ID")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 0 if the queue is reachable, 69 if not.")
+    ] = False,
+) -> None:
+    """Work through the queue; exit 0 once drained with nothing dead (1 if items are dead)."""
+    s = settings(ctx).with_worker(
+        lease_ttl=lease_ttl, heartbeat_every=heartbeat, grace=grace, poll_interval=poll,
+        max_items=max_items,
+    )  # fmt: skip
+    with queue(ctx) as q:
+        if check:
+            q.ping()
+            console.print(f"queue reachable: {q.url}")
+            raise typer.Exit(exitcodes.OK)
+        w = Worker(q, s.storage(), s, worker_id)
+        code = w.run()
+        if code in (exitcodes.OK, exitcodes.DEAD_ITEMS):  # drained: the report is final
+            for run in sorted(w.runs_seen | {s.run}):
+                write_reports(s.storage(), run, q)
+    raise typer.Exit(code)
