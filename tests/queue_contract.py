@@ -11,6 +11,7 @@ Time is a FakeClock: expiry and backoff are tested by moving it, never by sleepi
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from batchml.errors import LeaseLost, LineageConflict, QueueError, UnknownItem
 from batchml.queue import open_queue
 from batchml.queue.base import (
+    WORKER_RETENTION,
     ItemSpec,
     LineageHead,
     LineageStep,
@@ -26,6 +28,7 @@ from batchml.queue.base import (
     QueueOptions,
     RetryPolicy,
     State,
+    WorkerInfo,
     WorkQueue,
 )
 from batchml.storage import Publication
@@ -373,6 +376,30 @@ class QueueContract:
         queue.purge()
         assert queue.items() == [] and queue.drained()
         assert queue.lineage_head("r").version == 0
+
+    # -- worker reports ----------------------------------------------------------------------
+
+    def test_worker_reports_are_upserted_and_stamped(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        a = WorkerInfo(id="a", host="h1", pid=1, started_at=clock.now)
+        queue.report_worker(a)
+        clock.advance(5)
+        queue.report_worker(WorkerInfo(id="b", host="h2", pid=2, started_at=clock.now))
+        clock.advance(5)
+        queue.report_worker(replace(a, state="working", item_id="item-1", item_since=clock.now))
+        got = queue.workers()
+        assert [w.id for w in got] == ["a", "b"]
+        assert got[0].state == "working" and got[0].item_id == "item-1"
+        assert got[0].last_seen == clock.now and got[1].last_seen == clock.now - 5
+
+    def test_stale_worker_reports_are_pruned(self, queue: WorkQueue, clock: FakeClock) -> None:
+        queue.report_worker(WorkerInfo(id="old", host="h", pid=1, started_at=clock.now))
+        clock.advance(WORKER_RETENTION + 1)
+        queue.report_worker(WorkerInfo(id="new", host="h", pid=2, started_at=clock.now))
+        assert [w.id for w in queue.workers()] == ["new"]
+        queue.purge()
+        assert queue.workers() == []
 
     # -- lineage -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import threading
 import time
 
 from batchml.errors import LeaseLost, QueueUnavailable
+from batchml.observer import WorkerObserver
 from batchml.queue.base import WorkQueue
 
 
@@ -26,6 +27,7 @@ class Heartbeat(threading.Thread):
         interval: float,
         lost: threading.Event,
         log: logging.Logger,
+        observer: WorkerObserver | None = None,
     ) -> None:
         super().__init__(name=f"heartbeat-{item_id}", daemon=True)
         self.queue = queue
@@ -36,6 +38,7 @@ class Heartbeat(threading.Thread):
         self.lost = lost
         self.log = log
         self.beats = 0
+        self.observer = observer or WorkerObserver()
         self._halt = threading.Event()
         self._expires = time.monotonic() + ttl
 
@@ -46,11 +49,14 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         wait = self.interval
+        planned = time.monotonic() + wait
         while not self._halt.wait(wait):
+            lag = max(time.monotonic() - planned, 0.0)
             try:
                 self.queue.heartbeat(self.item_id, self.token, self.ttl)
             except LeaseLost as exc:
                 self.log.warning("lease lost on %s: %s", self.item_id, exc)
+                self.observer.on_lease_lost(self.item_id)
                 self.lost.set()
                 return
             except QueueUnavailable as exc:
@@ -59,11 +65,15 @@ class Heartbeat(threading.Thread):
                     self.log.warning(
                         "lease on %s expired while the queue was unreachable", self.item_id
                     )
+                    self.observer.on_lease_lost(self.item_id)
                     self.lost.set()
                     return
                 self.log.warning("heartbeat failed (%s); retrying, %.1fs of lease left", exc, left)
                 wait = min(self.interval, max(left / 4, 0.1))
+                planned = time.monotonic() + wait
                 continue
             self.beats += 1
+            self.observer.on_heartbeat(self.item_id, lag)
             self._expires = time.monotonic() + self.ttl
             wait = self.interval
+            planned = time.monotonic() + wait

@@ -20,20 +20,44 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
 from batchml import exitcodes
 from batchml.errors import BatchmlError, LeaseLost, QueueUnavailable
 from batchml.heartbeat import Heartbeat
-from batchml.queue.base import Lease, State, WorkQueue, canonical_json
+from batchml.observer import WorkerObserver
+from batchml.queue.base import Lease, State, WorkerInfo, WorkQueue, canonical_json
 from batchml.settings import Settings
 from batchml.storage import Storage, safe_name
 from batchml.tasks import TaskContext, resolve
 from batchml.tasks.context import Shutdown
 
 log = logging.getLogger("batchml.worker")
+
+
+class _Fanout(WorkerObserver):
+    """Calls every observer; an observer's error is logged, never allowed to stop the work."""
+
+    def __init__(self, observers: Sequence[WorkerObserver]) -> None:
+        self._observers = list(observers)
+        for name in (
+            "on_start", "on_lease", "on_outcome", "on_heartbeat", "on_lease_lost", "on_idle",
+            "on_exit",
+        ):  # fmt: skip
+            setattr(self, name, self._fan(name))
+
+    def _fan(self, name: str) -> Any:
+        def call(*args: Any) -> None:
+            for observer in self._observers:
+                try:
+                    getattr(observer, name)(*args)
+                except Exception:
+                    log.exception("observer %s.%s failed", type(observer).__name__, name)
+
+        return call
 
 
 def new_worker_id() -> str:
@@ -65,6 +89,7 @@ class Worker:
         storage: Storage,
         settings: Settings,
         worker_id: str | None = None,
+        observers: Sequence[WorkerObserver] = (),
     ) -> None:
         self.queue = queue
         self.storage = storage
@@ -73,8 +98,13 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self.outcomes: list[Outcome] = []
         self.runs_seen: set[str] = set()
+        self.observer = _Fanout(observers)
         self._stopping = threading.Event()
         self._in_task = False
+        self._info = WorkerInfo(
+            id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=time.time()
+        )
+        self._last_report = 0.0
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -129,9 +159,31 @@ class Worker:
     def run(self) -> int:
         """Work until the queue is drained (or told to stop); return the process exit code."""
         log.info("Worker with sessionID: %s", self.id)
+        self.observer.on_start(self.id)
+        self._report("idle")
         log.info("Initial queue state: empty=%s", self.queue.drained())
-        with self._signals():
-            return self._loop()
+        code = exitcodes.TERMINATED
+        try:
+            with self._signals():
+                code = self._loop()
+        finally:
+            self.observer.on_exit(code)
+            with contextlib.suppress(BatchmlError):
+                self._report("exited")
+        return code
+
+    def _report(self, state: str, item_id: str | None = None, *, throttle: float = 0.0) -> None:
+        """Tell the queue what this worker is doing (at most every ``throttle`` seconds)."""
+        now = time.monotonic()
+        if throttle and now - self._last_report < throttle:
+            return
+        self._last_report = now
+        since = time.time() if item_id else None
+        self._info = replace(
+            self._info, state=state, item_id=item_id, item_since=since,
+            processed=len(self.outcomes),
+        )  # fmt: skip
+        self.queue.report_worker(self._info)
 
     def _loop(self) -> int:
         waiting = False
@@ -148,9 +200,13 @@ class Worker:
                 if not self.config.exit_when_drained or not waiting:
                     log.info("Waiting for work")
                 waiting = True
+                self.observer.on_idle()
+                self._report("idle", throttle=self.config.heartbeat_interval)
                 self._stopping.wait(self.config.poll_interval)
                 continue
             waiting = False
+            self.observer.on_lease(lease)
+            self._report("working", lease.item.id)
             self._process(lease)
             done += 1
         log.info("stopped before the queue was drained")
@@ -185,7 +241,7 @@ class Worker:
         )
         beat = Heartbeat(
             self.queue, item.id, lease.token, self.config.lease_ttl,
-            self.config.heartbeat_interval, ctx.lost, log,
+            self.config.heartbeat_interval, ctx.lost, log, self.observer,
         )  # fmt: skip
         started = time.time()
         beat.start()
@@ -193,7 +249,9 @@ class Worker:
             status = self._attempt(ctx, started)
         finally:
             beat.stop()
-        self.outcomes.append(Outcome(item.id, status, time.time() - started))
+        seconds = time.time() - started
+        self.outcomes.append(Outcome(item.id, status, seconds))
+        self.observer.on_outcome(item.id, status, seconds)
 
     def _attempt(self, ctx: TaskContext, started: float) -> str:
         item = ctx.item

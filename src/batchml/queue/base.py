@@ -174,6 +174,52 @@ class AttemptRecord:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker reports about itself, for ``queue status`` and the dashboard."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    state: str = "idle"  # idle | working | stopping | exited
+    item_id: str | None = None
+    item_since: float | None = None
+    processed: int = 0
+    last_seen: float = 0.0  # set by the queue when the report arrives
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "state": self.state,
+            "item_id": self.item_id,
+            "item_since": self.item_since,
+            "processed": self.processed,
+            "last_seen": self.last_seen,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerInfo:
+        return cls(
+            id=str(data["id"]),
+            host=str(data["host"]),
+            pid=int(data["pid"]),
+            started_at=float(data["started_at"]),
+            state=str(data.get("state", "idle")),
+            item_id=data.get("item_id"),
+            item_since=data.get("item_since"),
+            processed=int(data.get("processed", 0)),
+            last_seen=float(data.get("last_seen", 0.0)),
+        )
+
+
+#: worker reports older than this are dropped when a new report arrives
+WORKER_RETENTION = 24 * 3600.0
+
+
 @dataclass
 class QueueOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -267,6 +313,16 @@ class WorkQueue(ABC):
     @abstractmethod
     def history(self, limit: int = 1000) -> list[AttemptRecord]:
         """The most recent ended attempts, oldest first."""
+
+    @abstractmethod
+    def report_worker(self, info: WorkerInfo) -> None:
+        """Record a worker's self-report, stamped with the queue's clock (``last_seen``).
+
+        Reports older than WORKER_RETENTION are pruned on the way."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker report kept, most recently seen first."""
 
     @abstractmethod
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from batchml.errors import (
 )
 from batchml.queue.base import (
     ENDED,
+    WORKER_RETENTION,
     AttemptRecord,
     Item,
     ItemSpec,
@@ -39,6 +40,7 @@ from batchml.queue.base import (
     PushOutcome,
     QueueOptions,
     State,
+    WorkerInfo,
     WorkQueue,
     canonical_json,
 )
@@ -82,6 +84,12 @@ CREATE TABLE IF NOT EXISTS lineage (
     head     TEXT NOT NULL,
     PRIMARY KEY (run, version)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workers (
+    id        TEXT PRIMARY KEY,
+    info      TEXT NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workers_seen ON workers (last_seen);
 CREATE TABLE IF NOT EXISTS attempts (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     item_id    TEXT NOT NULL,
@@ -532,6 +540,22 @@ class SqliteQueue(WorkQueue):
         )
         return [AttemptRecord(*row) for row in reversed(rows)]
 
+    def report_worker(self, info: WorkerInfo) -> None:
+        now = self.clock()
+        data = canonical_json({**info.to_json(), "last_seen": now})
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO workers (id, info, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET "
+                "info = excluded.info, last_seen = excluded.last_seen",
+                (info.id, data, now),
+            )
+            db.execute("DELETE FROM workers WHERE last_seen < ?", (now - WORKER_RETENTION,))
+
+    def workers(self) -> list[WorkerInfo]:
+        rows = self._read("SELECT info FROM workers ORDER BY last_seen DESC, id")
+        return [WorkerInfo.from_json(json.loads(r[0])) for r in rows]
+
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         now = self.clock()
         with self._tx() as db:
@@ -548,7 +572,7 @@ class SqliteQueue(WorkQueue):
 
     def purge(self) -> None:
         with self._tx() as db:
-            for table in ("items", "deps", "lineage", "attempts"):
+            for table in ("items", "deps", "lineage", "attempts", "workers"):
                 db.execute(f"DELETE FROM {table}")
 
     def ping(self) -> None:
