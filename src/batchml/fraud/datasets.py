@@ -211,9 +211,25 @@ def days_before(day: str, n: int) -> list[str]:
     return [(d - timedelta(days=k)).isoformat() for k in range(n, 0, -1)]
 
 
-def load_days(storage: Storage, days: Iterable[str]) -> pd.DataFrame:
-    """Concatenate the stored days that exist (missing ones are skipped), in order."""
-    tables = [read_table(storage, day_path(d)) for d in days if storage.exists(day_path(d))]
+def load_days(
+    storage: Storage,
+    days: Iterable[str],
+    on_invalid: Callable[[str, DatasetError], None] | None = None,
+) -> pd.DataFrame:
+    """Concatenate the stored days that exist (missing ones are skipped), in order.
+
+    An unreadable or invalid day raises DatasetError, unless ``on_invalid`` is given: then it
+    is told and the day is skipped like a missing one."""
+    tables = []
+    for day in days:
+        if not storage.exists(day_path(day)):
+            continue
+        try:
+            tables.append(read_table(storage, day_path(day)))
+        except DatasetError as exc:
+            if on_invalid is None:
+                raise
+            on_invalid(day, exc)
     if not tables:
         return to_frame(ARROW_SCHEMA.empty_table())
     return to_frame(pa.concat_tables(tables))

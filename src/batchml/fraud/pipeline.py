@@ -13,6 +13,7 @@ compute the same values themselves when it is not (the values are identical eith
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +34,18 @@ from batchml.fraud.features import (
 from batchml.fraud.schema import to_frame
 from batchml.storage import Storage
 
+log = logging.getLogger("batchml.fraud")
+
 KEY_COLUMNS = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID")
 LABEL = "TX_FRAUD"
 #: never model inputs: identifiers and labels (the tutorial trained on TX_FRAUD itself)
 FORBIDDEN_INPUTS = frozenset(
     {"TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD", "TX_FRAUD_SCENARIO"}
 )
+
+
+#: bump when the feature code changes what it computes: cached tables of older code are ignored
+FEATURE_CODE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,8 @@ class FeatureSpec:
 
     @property
     def id(self) -> str:
-        return f"w{'-'.join(map(str, self.windows))}_d{self.delay_days}"
+        windows = "-".join(map(str, self.windows))
+        return f"v{FEATURE_CODE_VERSION}-w{windows}_d{self.delay_days}"
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -96,7 +104,17 @@ def feature_table(raw: pd.DataFrame, history: pd.DataFrame, spec: FeatureSpec) -
 
 
 def _history_for(storage: Storage, first_day: str, spec: FeatureSpec) -> pd.DataFrame:
-    return datasets.load_days(storage, datasets.days_before(first_day, spec.history_days))
+    """The stored days before ``first_day`` that its windows reach.
+
+    History is best effort: a day that is unreadable or invalid is left out (with a warning)
+    rather than failing every later day; that day's own items fail and go dead by themselves.
+    """
+    days = datasets.days_before(first_day, spec.history_days)
+    return datasets.load_days(storage, days, on_invalid=_skip_history_day)
+
+
+def _skip_history_day(day: str, error: DatasetError) -> None:
+    log.warning("history day %s left out of the feature windows: %s", day, error)
 
 
 def compute_day(storage: Storage, day: str, spec: FeatureSpec) -> pd.DataFrame:
