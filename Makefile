@@ -9,7 +9,7 @@ STAMP   = $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 .PHONY: demo test lint typecheck unit venv system-deps bench clean
 
 demo: $(STAMP)
-	$(BIN)/batchml demo
+	$(BIN)/batchml demo --fresh
 
 test: $(STAMP) system-deps lint typecheck unit
 
