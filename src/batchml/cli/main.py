@@ -57,11 +57,15 @@ def main_options(
     log_level: Annotated[
         str, typer.Option(envvar="BATCHML_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
+    log_format: Annotated[
+        logs.LogFormat,
+        typer.Option(envvar="BATCHML_LOG_FORMAT", help="text, or json: one object per line."),
+    ] = logs.LogFormat.TEXT,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
 ) -> None:
-    logs.configure(log_level)
+    logs.configure(log_level, log_format)
     ctx.obj = common.State(Settings(root=root, queue_url=queue, run=run, max_attempts=max_attempts))
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.live import Live
 
 from batchml.cli.common import console, queue, settings
 from batchml.errors import ConfigError
 from batchml.fraud import datasets, plan
 from batchml.fraud.lineage import ModelConfig
 from batchml.fraud.pipeline import FeatureSpec
-from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
+from batchml.observe import console as status_console
+from batchml.observe import status as observe_status
+from batchml.queue.base import ItemSpec, PushOutcome, WorkQueue
 
 app = typer.Typer(help="The work queue.", no_args_is_help=True)
 
@@ -104,50 +108,39 @@ def add(
     console.print(f"{spec.item_id}: {outcome.value}")
 
 
-def status_data(q: WorkQueue, run: str) -> dict[str, Any]:
-    counts = q.counts()
-    dead = q.items([State.DEAD])
-    return {
-        "queue": q.url,
-        "counts": {state.value: counts[state] for state in State},
-        "drained": q.drained(),
-        "lineage_head": q.lineage_head(run).to_json(),
-        "leased": [
-            {"id": i.id, "worker": i.worker, "attempt": i.attempts, "deadline": i.deadline}
-            for i in q.items([State.LEASED])
-        ],
-        "dead": [{"id": i.id, "attempts": i.attempts, "error": i.last_error} for i in dead],
-    }
+def status_data(q: WorkQueue, run: str, stale_after: float = 90.0) -> dict[str, Any]:
+    """The snapshot ``queue status`` shows (see :mod:`batchml.observe.status`)."""
+    return observe_status.gather(q, run, observe_status.StatusOptions(stale_after=stale_after))
 
 
 @app.command("status")
 def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh until Ctrl-C (every --interval seconds).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between refreshes with --watch.")
+    ] = 2.0,
+    stale_after: Annotated[
+        float, typer.Option(help="Seconds without a report before a worker counts as gone.")
+    ] = 90.0,
 ) -> None:
-    """Counts per state, the lineage head, leased items and dead items with their errors."""
+    """Counts per state, workers, lineage head, throughput, leased and dead items."""
     s = settings(ctx)
     with queue(ctx) as q:
-        data = status_data(q, s.run)
-    if as_json:
-        console.print_json(json.dumps(data))
-        return
-    table = Table(title=f"queue {data['queue']}")
-    for state in State:
-        table.add_column(state.value, justify="right")
-    table.add_row(*(str(data["counts"][state.value]) for state in State))
-    console.print(table)
-    head = data["lineage_head"]
-    ckpt = (head.get("checkpoint") or {}).get("final", "-")
-    console.print(
-        f"lineage {s.run!r}: v{head['version']} dataset={head['dataset']} checkpoint={ckpt}"
-    )
-    for lease in data["leased"]:
-        console.print(f"leased  {lease['id']} by {lease['worker']} (attempt {lease['attempt']})")
-    for item in data["dead"]:
-        console.print(
-            f"[red]dead[/red]    {item['id']} after {item['attempts']} attempt(s): {item['error']}"
-        )
+        if as_json:
+            console.print_json(json.dumps(status_data(q, s.run, stale_after)))
+        elif not watch:
+            console.print(status_console.render(status_data(q, s.run, stale_after)))
+        else:
+            live = Live(console=console, auto_refresh=False)
+            with live, contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    live.update(status_console.render(status_data(q, s.run, stale_after)))
+                    live.refresh()
+                    time.sleep(interval)
 
 
 @app.command("requeue-dead")

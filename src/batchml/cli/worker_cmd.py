@@ -8,6 +8,7 @@ import typer
 
 from batchml import exitcodes
 from batchml.cli.common import console, queue, settings
+from batchml.observe.hooks import worker_observers
 from batchml.report import write_reports
 from batchml.worker import Worker
 
@@ -39,6 +40,10 @@ def worker(
     check: Annotated[
         bool, typer.Option("--check", help="Exit 0 if the queue is reachable, 69 if not.")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(envvar="BATCHML_METRICS_PORT", help="Serve Prometheus /metrics on this port."),
+    ] = None,
 ) -> None:
     """Work through the queue; exit 0 once drained with nothing dead (1 if items are dead)."""
     s = settings(ctx).with_worker(
@@ -50,8 +55,9 @@ def worker(
             q.ping()
             console.print(f"queue reachable: {q.url}")
             raise typer.Exit(exitcodes.OK)
-        w = Worker(q, s.storage(), s, worker_id)
-        code = w.run()
+        with worker_observers(q, s.run, metrics_port) as observers:
+            w = Worker(q, s.storage(), s, worker_id, observers)
+            code = w.run()
         if code in (exitcodes.OK, exitcodes.DEAD_ITEMS):  # drained: the report is final
             for run in sorted(w.runs_seen | {s.run}):
                 write_reports(s.storage(), run, q)

@@ -1,0 +1,25 @@
+"""The observers ``batchml worker`` attaches: log context always, Prometheus when asked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from batchml.logs import LogContext
+from batchml.observe.metrics import MetricsServer, PrometheusObserver
+from batchml.observer import WorkerObserver
+from batchml.queue.base import WorkQueue
+
+
+@contextmanager
+def worker_observers(
+    queue: WorkQueue, run: str, metrics_port: int | None = None, metrics_host: str = "0.0.0.0"
+) -> Iterator[list[WorkerObserver]]:
+    """Observers for one worker; with a port, ``/metrics`` is served until the block ends."""
+    observers: list[WorkerObserver] = [LogContext(run)]
+    if metrics_port is None:
+        yield observers
+        return
+    exporter = PrometheusObserver(queue)
+    with MetricsServer(exporter.registry, metrics_port, metrics_host):
+        yield [*observers, exporter]

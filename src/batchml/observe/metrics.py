@@ -1,0 +1,170 @@
+"""Prometheus metrics of one worker, served on ``/metrics`` (``batchml worker --metrics-port``).
+
+Each worker owns a private :class:`~prometheus_client.CollectorRegistry` (never the global one,
+so two workers in one process, as in the tests, do not mix their counts). Exported:
+
+=========================================  ========  ============================================
+``batchml_leases_total``                   counter   items this worker leased
+``batchml_items_total{outcome}``           counter   ended attempts: done, failed (will retry),
+                                                     dead, abandoned (lease lost), released
+``batchml_lease_losses_total``             counter   heartbeats the queue refused, or leases
+                                                     that expired while the queue was unreachable
+``batchml_task_duration_seconds{outcome}`` histogram seconds from lease to the attempt's end
+``batchml_heartbeat_lag_seconds``          histogram how late lease renewals ran
+``batchml_idle_polls_total``               counter   polls that found nothing leasable
+``batchml_worker_busy``                    gauge     1 while an item is in hand
+``batchml_worker_info{worker,host}``       gauge     always 1; labels identify the worker
+``batchml_queue_items{state}``             gauge     queue depth per state, read at scrape time
+``batchml_queue_up``                       gauge     1 if the queue answered the last scrape
+=========================================  ========  ============================================
+
+The queue depth is the queue's, not the worker's: every worker exports the same numbers (use
+``max by (state)`` in queries). It is read at most once per ``depth_ttl`` seconds, however
+often Prometheus scrapes, with one ``counts()`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from batchml.errors import BatchmlError, ConfigError
+from batchml.observer import WorkerObserver
+from batchml.queue.base import Lease, State, WorkQueue
+
+log = logging.getLogger("batchml.metrics")
+
+OUTCOMES = ("done", "failed", "dead", "abandoned", "released")
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class QueueDepthCollector(Collector):
+    """``batchml_queue_items{state}`` and ``batchml_queue_up``, asked of the queue at scrape."""
+
+    def __init__(self, queue: WorkQueue, depth_ttl: float = 5.0) -> None:
+        self.queue = queue
+        self.depth_ttl = depth_ttl
+        self._lock = threading.Lock()
+        self._cached: dict[State, int] | None = None
+        self._read_at = -float("inf")
+
+    def _counts(self) -> dict[State, int] | None:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.depth_ttl:
+                try:
+                    self._cached = self.queue.counts()
+                except BatchmlError as exc:
+                    log.warning("metrics: cannot read the queue depth: %s", exc)
+                    self._cached = None
+                self._read_at = time.monotonic()
+            return self._cached
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        up = GaugeMetricFamily("batchml_queue_up", "1 if the queue answered the last depth read.")
+        up.add_metric([], 1.0 if counts is not None else 0.0)
+        yield up
+        if counts is None:
+            return
+        depth = GaugeMetricFamily(
+            "batchml_queue_items", "Items in the queue per state.", labels=["state"]
+        )
+        for state in State:
+            depth.add_metric([state.value], float(counts[state]))
+        yield depth
+
+
+class PrometheusObserver(WorkerObserver):
+    """Counts what a worker does into its own registry; hooks are cheap and never raise."""
+
+    def __init__(self, queue: WorkQueue | None = None, depth_ttl: float = 5.0) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.leases = Counter("batchml_leases", "Items leased by this worker.", registry=r)
+        self.items = Counter(
+            "batchml_items", "Attempts ended, by outcome.", ["outcome"], registry=r
+        )
+        self.lease_losses = Counter(
+            "batchml_lease_losses", "Leases this worker lost while running an item.", registry=r
+        )
+        self.duration = Histogram(
+            "batchml_task_duration_seconds", "Seconds from lease to the end of an attempt.",
+            ["outcome"], buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.heartbeat_lag = Histogram(
+            "batchml_heartbeat_lag_seconds", "How late lease renewals ran.",
+            buckets=LAG_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.idle = Counter("batchml_idle_polls", "Polls that found nothing leasable.", registry=r)
+        self.busy = Gauge("batchml_worker_busy", "1 while an item is in hand.", registry=r)
+        self.info = Gauge(
+            "batchml_worker_info", "Always 1; identifies the worker.", ["worker", "host"],
+            registry=r,
+        )  # fmt: skip
+        for outcome in OUTCOMES:  # every series exists from the start, at zero
+            self.items.labels(outcome=outcome)
+            self.duration.labels(outcome=outcome)
+        if queue is not None:
+            r.register(QueueDepthCollector(queue, depth_ttl))
+
+    def on_start(self, worker_id: str) -> None:
+        self.info.labels(worker=worker_id, host=socket.gethostname()).set(1)
+
+    def on_lease(self, lease: Lease) -> None:
+        self.leases.inc()
+        self.busy.set(1)
+
+    def on_outcome(self, item_id: str, status: str, seconds: float) -> None:
+        self.items.labels(outcome=status).inc()
+        self.duration.labels(outcome=status).observe(seconds)
+        self.busy.set(0)
+
+    def on_heartbeat(self, item_id: str, lag: float) -> None:
+        self.heartbeat_lag.observe(lag)
+
+    def on_lease_lost(self, item_id: str) -> None:
+        self.lease_losses.inc()
+
+    def on_idle(self) -> None:
+        self.idle.inc()
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP for one registry, on a daemon thread; ``close`` stops it."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another "
+                "--metrics-port"
+            ) from None
+        self.host = host
+        self.port = int(self._server.server_port)
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", host, self.port)
+
+    @property
+    def server(self) -> WSGIServer:
+        return self._server
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
