@@ -125,7 +125,7 @@ def transactions(draw: st.DrawFn, max_rows: int = 40) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("time_key", ["scaled time", "time ranks"])
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(tx=transactions())
 def test_matches_the_slow_reference(tx: pd.DataFrame, time_key: str) -> None:
     # Given random transactions with ties and window-edge offsets, in random order
@@ -138,7 +138,7 @@ def test_matches_the_slow_reference(tx: pd.DataFrame, time_key: str) -> None:
     assert_same_features(actual, reference_features(tx))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     tx=transactions(max_rows=25),
     windows=st.lists(st.integers(1, 12), min_size=1, max_size=3, unique=True),
