@@ -1,4 +1,9 @@
-"""Progress for long commands: a Rich bar on a terminal, plain log lines otherwise."""
+"""Progress for long commands: a Rich bar on a terminal, plain log lines otherwise.
+
+``progress_bars()`` gives counted bars (``data generate``, ``data import``, ``demo``);
+``activity()`` a spinner with the elapsed time for a step that cannot count (``fraud evaluate``).
+Off a terminal (a pod's log, CI) both write a few ``batchml.progress`` log lines instead.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 log = logging.getLogger("batchml.progress")
 
@@ -65,3 +77,20 @@ class ProgressGroup:
 
     def bar(self, description: str, total: int) -> Bar:
         return Bar(self._progress, description, total)
+
+
+@contextmanager
+def activity(description: str, console: Console | None = None) -> Iterator[None]:
+    """A spinner and the elapsed time on a terminal; a line before and after otherwise."""
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    if console.is_terminal:
+        columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(description, total=1)
+            yield
+            progress.update(task, completed=1)
+        return
+    log.info("%s …", description)
+    yield
+    log.info("%s: done in %.1fs", description, time.monotonic() - started)

@@ -57,6 +57,14 @@ def generate(
     console.print(f"wrote {len(written)} daily datasets: {written[0]} … {written[-1]}")
 
 
+def _readable_files(path: Path) -> list[Path]:
+    """The dataset files of a folder (for the progress bar), or the path itself."""
+    if not path.is_dir():
+        return [path]
+    found = sorted(f for f in path.rglob("*") if f.suffix.lower() in datasets.READABLE_SUFFIXES)
+    return found or [path]  # an empty folder: import_files names the problem
+
+
 @app.command("import")
 def import_(
     ctx: typer.Context,
@@ -81,16 +89,22 @@ def import_(
     if kind not in (None, datasets.TRAINING, datasets.TESTING):
         raise typer.BadParameter("--kind must be training or testing")
     storage = settings(ctx).storage()
-    done = datasets.import_files(
-        storage,
-        paths,
-        kind=kind,
-        trust_pickle=trust_pickle,
-        force=force,
-        on_file=lambda r: console.print(
-            f"{r.status:9} {r.target}  ({r.rows} rows from {r.source})"
-        ),
-    )
+    files = [f for p in paths for f in _readable_files(p)]
+    done: list[datasets.Imported] = []
+    with progress_bars() as bars:
+        bar = bars.bar("importing files", len(files))
+        for path in files:
+            done += datasets.import_files(
+                storage,
+                [path],
+                kind=kind,
+                trust_pickle=trust_pickle,
+                force=force,
+                on_file=lambda r: console.print(
+                    f"{r.status:9} {r.target}  ({r.rows} rows from {r.source})"
+                ),
+            )
+            bar.advance()
     console.print(f"imported {len(done)} dataset(s) into {storage.root / 'datasets'}")
 
 

@@ -18,7 +18,7 @@ from batchml.fraud import plan
 from batchml.fraud.evaluate import Protocol, evaluate
 from batchml.fraud.simulate import SimulationConfig
 from batchml.local import spawn_workers, wait
-from batchml.progress import progress_bars
+from batchml.progress import activity, progress_bars
 from batchml.queue.base import State
 from batchml.report import write_reports
 
@@ -66,8 +66,9 @@ def demo(
                 items.update(counts[State.DONE] + counts[State.DEAD], sum(counts.values()))
 
             codes = wait(q, procs, show)
-        report = write_reports(storage, s.run, q)
-        evaluation = evaluate(storage, q, s.run, protocol=Protocol())
+        with activity("writing the report and evaluating the final model"):
+            report = write_reports(storage, s.run, q)
+            evaluation = evaluate(storage, q, s.run, protocol=Protocol())
         dead = q.counts()[State.DEAD]
     elapsed = time.monotonic() - started
     _summary(s.root, s.run, train_days, test_week, report, evaluation, codes, dead, elapsed)

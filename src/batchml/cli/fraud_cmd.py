@@ -14,6 +14,7 @@ from batchml.fraud import datasets, pipeline, plan
 from batchml.fraud.evaluate import Protocol, evaluate, pick_version
 from batchml.fraud.lineage import ModelConfig
 from batchml.fraud.pipeline import FeatureSpec
+from batchml.progress import activity
 
 app = typer.Typer(help="The fraud-detection workload.", no_args_is_help=True)
 
@@ -34,7 +35,7 @@ def evaluate_cmd(
 ) -> None:
     """ROC AUC, average precision, card precision@k and accuracy on the test period."""
     s = settings(ctx)
-    with queue(ctx) as q:
+    with queue(ctx) as q, activity(f"evaluating run {s.run!r}"):
         result = evaluate(
             s.storage(), q, s.run, version=version,
             protocol=Protocol(test_start=test_start, test_days=test_days, delay=delay, top_k=top_k),
