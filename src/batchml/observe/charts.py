@@ -134,7 +134,7 @@ def _legend(frame: Frame, series: Sequence[Series]) -> list[str]:
     out = []
     x = frame.width - frame.right
     for s in reversed(series):
-        x -= int(6.5 * len(s.name)) + 22
+        x -= 7 * len(s.name) + 24
         out.append(
             f'<g class="legend"><rect x="{x}" y="20" width="10" height="10" fill="{s.color}"/>'
             f'<text x="{x + 14}" y="29">{escape(s.name)}</text></g>'

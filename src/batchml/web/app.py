@@ -10,7 +10,7 @@ GET      ``/api/status``             the ``queue status --json`` snapshot: count
 GET      ``/api/lineage``            ``{"run", "versions": [...]}``: report.json's versions
                                      (dataset, test and train metrics, worker) from the records
 GET      ``/api/plots/metrics.svg``  test metrics per lineage version (SVG)
-GET      ``/api/plots/throughput.svg``  attempts per minute over the last minutes, by outcome
+GET      ``/api/plots/throughput.svg``  items done per minute over the last 10 minutes (SVG)
 POST     ``/api/requeue``            body ``{"ids": [...]}`` (omit for every dead item), header
                                      ``Authorization: Bearer <token>``; ``{"requeued": n}``.
                                      403 when the dashboard was started without a token
@@ -99,13 +99,12 @@ class Dashboard:
         return Response(svg, media_type=SVG, headers={"Cache-Control": "no-store"})
 
     def throughput_plot(self, request: Request) -> Response:
-        snapshot = status.throughput(
-            self.queue.history(5000), self.queue.clock(), window_minutes=15
-        )
-        labels = [f"-{15 - k}m" for k in range(15)]
+        minutes = status.StatusOptions().window_minutes
+        snapshot = status.throughput(self.queue.history(5000), self.queue.clock(), minutes)
+        labels = [f"-{minutes - k}m" for k in range(minutes)]
         done = [float(m.get("done", 0)) for m in snapshot["minutes"]]
         svg = bar_chart(
-            "throughput", "Items done per minute (last 15 min)", labels, done,
+            "throughput", f"Items done per minute (last {minutes} min)", labels, done,
             y_label="items", color=OUTCOME_COLORS["done"], size=(520, 280),
         )  # fmt: skip
         return Response(svg, media_type=SVG, headers={"Cache-Control": "no-store"})
