@@ -19,8 +19,9 @@ so two workers in one process, as in the tests, do not mix their counts). Export
 =========================================  ========  ============================================
 
 The queue depth is the queue's, not the worker's: every worker exports the same numbers (use
-``max by (state)`` in queries). It is read at most once per ``depth_ttl`` seconds, however
-often Prometheus scrapes, with one ``counts()`` call.
+``max by (state)`` in queries). It is read with one ``counts()`` call at scrape time, at most
+once per ``depth_ttl`` seconds however often Prometheus scrapes, and afresh after this worker
+leased or ended an item.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class QueueDepthCollector(Collector):
         self._lock = threading.Lock()
         self._cached: dict[State, int] | None = None
         self._read_at = -float("inf")
+
+    def invalidate(self) -> None:
+        """Read the queue again at the next scrape (this worker just changed it)."""
+        with self._lock:
+            self._read_at = -float("inf")
 
     def _counts(self) -> dict[State, int] | None:
         with self._lock:
@@ -114,8 +120,9 @@ class PrometheusObserver(WorkerObserver):
         for outcome in OUTCOMES:  # every series exists from the start, at zero
             self.items.labels(outcome=outcome)
             self.duration.labels(outcome=outcome)
-        if queue is not None:
-            r.register(QueueDepthCollector(queue, depth_ttl))
+        self.depth = QueueDepthCollector(queue, depth_ttl) if queue is not None else None
+        if self.depth is not None:
+            r.register(self.depth)
 
     def on_start(self, worker_id: str) -> None:
         self.info.labels(worker=worker_id, host=socket.gethostname()).set(1)
@@ -123,11 +130,15 @@ class PrometheusObserver(WorkerObserver):
     def on_lease(self, lease: Lease) -> None:
         self.leases.inc()
         self.busy.set(1)
+        if self.depth is not None:
+            self.depth.invalidate()
 
     def on_outcome(self, item_id: str, status: str, seconds: float) -> None:
         self.items.labels(outcome=status).inc()
         self.duration.labels(outcome=status).observe(seconds)
         self.busy.set(0)
+        if self.depth is not None:
+            self.depth.invalidate()
 
     def on_heartbeat(self, item_id: str, lag: float) -> None:
         self.heartbeat_lag.observe(lag)
