@@ -16,7 +16,7 @@ from batchml.fraud.schema import COLUMNS, normalize
 from batchml.storage import Storage
 from tests.cli import run_cli
 
-TUTORIAL = Path(__file__).resolve().parents[2] / "shared" / "tutorial-datasets"
+TUTORIAL = Path(__file__).parent / "data" / "tutorial-datasets"
 
 
 def frame(n: int = 5, day: str = "2018-04-01") -> pd.DataFrame:
@@ -163,7 +163,6 @@ def test_trusted_dataframe_pickle_is_accepted(storage: Storage, tmp_path: Path) 
     )
 
 
-@pytest.mark.skipif(not TUTORIAL.is_dir(), reason="the tutorial's datasets are not beside the repo")
 def test_tutorial_files_import_through_the_cli(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = str(tmp_path / "root")
     refused = run_cli(capsys, "--root", root, "data", "import", str(TUTORIAL))

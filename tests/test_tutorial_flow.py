@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from batchml.fraud import checkpoint, pipeline
 from batchml.fraud import lineage as lineage_mod
-from batchml.fraud import pipeline
 from batchml.fraud.metrics import roc_auc
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.queue import open_queue
@@ -18,9 +18,6 @@ from batchml.storage import Storage
 from tests.cli import run_cli
 from tests.test_datasets import TUTORIAL
 
-pytestmark = pytest.mark.skipif(
-    not TUTORIAL.is_dir(), reason="tutorial datasets not beside the repo"
-)
 DAYS = ["2018-04-01", "2018-04-02", "2018-04-03", "2018-04-04"]
 
 
@@ -60,7 +57,10 @@ def test_tutorial_datasets_end_to_end(capsys, tmp_path: Path) -> None:  # type: 
     storage, spec = Storage(root), FeatureSpec()
     queue = open_queue(f"sqlite:///{root}/queue.db")
     head = queue.lineage_head("default")
-    model, meta = lineage_mod.load_head(storage, head, lineage_mod.ModelConfig(), spec.inputs)
+    assert head.checkpoint is not None
+    _, meta = checkpoint.load_file(storage.resolve(head.checkpoint.final), head.checkpoint.sha256)
+    trained_as = lineage_mod.ModelConfig(meta["kind"], tuple(sorted(meta["params"].items())))
+    model, _ = lineage_mod.load_head(storage, head, trained_as, spec.inputs)
     assert "TX_FRAUD" not in meta["inputs"] and "CUSTOMER_ID" not in meta["inputs"]
     table = pipeline.load_dataset_features(storage, "datasets/testing/test_dataset.parquet", spec)
     X, y = pipeline.xy(table, spec)
