@@ -9,6 +9,7 @@ below, and the commands they give the batchml containers are run here against a 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from batchml.queue.redis_connect import parse_url
 from batchml.storage import Storage
 from tests.deploy_dockerfile import base_images, copy_sources, excluded, instructions
 from tests.deploy_manifests import (
+    K8S,
     OVERLAYS,
     REPO,
     batchml_workloads,
@@ -493,8 +495,9 @@ def test_rendered_redis_starts_with_its_password_and_append_only_file(tmp_path: 
                 time.sleep(0.05)
         client.set("k", "v")
         assert client.config_get("appendfsync") == {"appendfsync": "always"}
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=cluster.redis_port).ping()
+        with redis.Redis(port=cluster.redis_port) as anonymous:
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.ping()
         client.close()
     finally:
         server.terminate()
@@ -506,6 +509,7 @@ def test_rendered_redis_starts_with_its_password_and_append_only_file(tmp_path: 
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # seven CLI processes, one after the other, on a busy machine
 @pytest.mark.skipif(
     not TUTORIAL.is_dir() and not _in_ci(), reason="the tutorial's datasets are not beside the repo"
 )
@@ -555,3 +559,23 @@ def test_rendered_jobs_load_train_and_score_the_tutorial_here(
 
     run_all("batchml-score", jobs["batchml-score"].containers())
     assert list((data / "runs/default/predictions").glob("test_dataset*"))
+
+
+def test_readme_commands_name_what_the_manifests_hold() -> None:
+    readme = (REPO / "deploy" / "README.md").read_text()
+    objs = render("gke-spot")
+    assert f"create secret generic {SECRET[0]} --from-literal={SECRET[1]}=" in readme
+    for job in re.findall(r"job[ /](batchml-[a-z]+)", readme):
+        find(objs, "Job", job)
+    for overlay in re.findall(r"deploy/k8s/overlays/([a-z-]+)", readme):
+        assert overlay in OVERLAYS, overlay
+    # Step 5's sed commands rewrite exactly the image's name and the Filestore IP.
+    overlay = K8S / "overlays" / "gke-filestore"
+    assert "s|newName: .*|newName: $IMAGE|" in readme
+    assert (
+        len(re.findall(r"^\s+newName: ", (overlay / "kustomization.yaml").read_text(), re.M)) == 1
+    )
+    assert "s|server: .*|server: $FILESTORE_IP|" in readme
+    assert len(re.findall(r"^\s+server: ", (overlay / "filestore-pv.yaml").read_text(), re.M)) == 1
+    pv = find(objs, "PersistentVolume", "batchml-filestore")
+    assert f"--file-share=name={pv['spec']['nfs']['path'].strip('/')}," in readme
