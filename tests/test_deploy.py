@@ -495,9 +495,11 @@ def test_rendered_redis_starts_with_its_password_and_append_only_file(tmp_path: 
                 time.sleep(0.05)
         client.set("k", "v")
         assert client.config_get("appendfsync") == {"appendfsync": "always"}
-        with redis.Redis(port=cluster.redis_port) as anonymous:
-            with pytest.raises(redis.AuthenticationError):
-                anonymous.ping()
+        with (
+            redis.Redis(port=cluster.redis_port) as anonymous,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            anonymous.ping()
         client.close()
     finally:
         server.terminate()
