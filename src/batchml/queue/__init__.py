@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from batchml.errors import ConfigError
 from batchml.queue.base import (
     Item,
@@ -17,6 +20,7 @@ from batchml.queue.base import (
 )
 
 __all__ = [
+    "ConnectOptions",
     "Item",
     "ItemSpec",
     "Lease",
@@ -31,7 +35,19 @@ __all__ = [
 ]
 
 
-def open_queue(url: str, options: QueueOptions | None = None) -> WorkQueue:
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach a networked backend (Redis); the embedded SQLite queue ignores them."""
+
+    password: str | None = field(default=None, repr=False)  # overrides one in the URL
+    ca_file: Path | None = None  # CA bundle that signed the server's certificate (rediss://)
+    connect_timeout: float = 5.0  # seconds to open a connection
+    socket_timeout: float = 10.0  # seconds to wait for any reply
+
+
+def open_queue(
+    url: str, options: QueueOptions | None = None, connect: ConnectOptions | None = None
+) -> WorkQueue:
     """Open the queue a URL names: ``sqlite:///path/queue.db`` or ``redis://host:port/db``."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
@@ -39,11 +55,9 @@ def open_queue(url: str, options: QueueOptions | None = None) -> WorkQueue:
 
         return SqliteQueue(path_from_url(url), options)
     if scheme in ("redis", "rediss"):
-        import importlib
+        from batchml.queue.redis import RedisQueue
 
-        redis_backend = importlib.import_module("batchml.queue.redis")  # issue 3: Redis backend
-        queue: WorkQueue = redis_backend.RedisQueue.from_url(url, options)
-        return queue
+        return RedisQueue.from_url(url, options, connect)
     raise ConfigError(
         f"unsupported queue URL {url!r}: use sqlite:///path/to/queue.db or redis://host:port/db"
     )

@@ -1,0 +1,91 @@
+"""Every Redis key of a queue, named in one place.
+
+A queue called NAME (``redis://host:port/db?name=NAME``, default ``batchml``) owns the keys
+``batchml:{NAME}:<part>``. The braces are a Redis Cluster hash tag: every key of one queue maps
+to the same slot, so each Lua script may touch all of them. Scripts never build key names; they
+receive every key of the queue as ``KEYS``, in the order of :data:`PARTS` (``prelude.lua`` names
+them), and hash *fields* (item ids, run names) are given to them as ``ARGV``.
+
+``batchml:{NAME}:ready`` is a plain list whose length is the number of items in state ``ready``
+(its elements are placeholders): KEDA's ``redis`` scaler reads it with ``LLEN``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from batchml.errors import ConfigError
+
+PREFIX = "batchml"
+DEFAULT_NAME = "batchml"
+
+#: the key parts in the order the Lua scripts receive them as KEYS (see lua/prelude.lua)
+PARTS: tuple[str, ...] = (
+    "items",  # hash   id -> item record (JSON written by the scripts)
+    "payloads",  # hash   id -> payload (canonical JSON, opaque to the scripts)
+    "results",  # hash   id -> {"result", "outputs"} of the committed attempt (opaque)
+    "dependents",  # hash   id -> JSON list of the items that depend on it
+    "order",  # zset   id scored by push sequence (items() in push order)
+    "seq",  # string push sequence counter
+    "queue",  # zset   ready now: member "<seq:016d><id>", score -priority
+    "delayed",  # zset   ready after a backoff: id scored by available_at (ms)
+    "deadlines",  # zset   leased: id scored by lease deadline (ms)
+    "state:waiting",  # zsets  id scored by push sequence, one per state
+    "state:ready",
+    "state:leased",
+    "state:done",
+    "state:dead",
+    "ready",  # list   LLEN = number of ready items (for KEDA's redis scaler)
+    "lineage-head",  # hash   run -> head JSON of its latest version
+    "lineage",  # hash   "<run>#<version>" -> head JSON
+    "history",  # list   ended attempts (JSON), newest last, capped
+    "workers",  # hash   worker id -> its last self-report (JSON)
+    "workers-seen",  # zset   worker id scored by when its report arrived (s)
+    "lease-requests",  # hash   worker -> its last lease request (makes a lease retry idempotent)
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+def check_name(name: str) -> str:
+    """A queue name, or ConfigError: letters, digits, ``.``, ``_`` and ``-`` only."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"queue name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-' "
+            "(e.g. ?name=batchml)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The key names of one queue."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+
+    def key(self, part: str) -> str:
+        if part not in PARTS:
+            raise KeyError(part)
+        return f"{PREFIX}:{{{self.name}}}:{part}"
+
+    @property
+    def all(self) -> list[str]:
+        """Every key of the queue, in the order the scripts receive them."""
+        return [self.key(part) for part in PARTS]
+
+    @property
+    def ready_list(self) -> str:
+        """The list KEDA's redis scaler reads (``listName``)."""
+        return self.key("ready")
+
+    def state(self, state: str) -> str:
+        return self.key(f"state:{state}")
+
+
+def lineage_field(run: str, version: int) -> str:
+    """The field of one lineage version in the ``lineage`` hash (a version has no ``#``)."""
+    return f"{run}#{version}"

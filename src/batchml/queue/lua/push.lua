@@ -1,0 +1,75 @@
+-- push.lua: add items in order, all or none. An existing id is left alone ('exists') unless
+-- force is set and the item has ended, which puts it back to ready ('reset'). A dependency must
+-- already exist or be pushed earlier in the same call.
+-- KEYS: every key of the queue (prelude.lua). Writes items, payloads, results, dependents,
+--       order, seq, queue, state:*, ready.
+-- ARGV[1] = now (ms; '' = the server's clock)
+-- ARGV[2] = force: '1' or '0'
+-- ARGV[3] = default max attempts
+-- ARGV[4..] = five per item: id, payload JSON, priority, max attempts ('' = default),
+--             JSON list of the ids it depends on (no duplicates)
+-- Reply: {'ok', outcome per item ('added' | 'exists' | 'reset')} | {'missing', id, dependency}
+
+local now, force, default_max = clock_ms(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
+local count = (#ARGV - 3) / 5
+
+-- validate everything before the first write: a script error would not roll back
+local seen = {}
+for i = 0, count - 1 do
+  local id = ARGV[4 + i * 5]
+  if not seen[id] and redis.call('HEXISTS', K.items, id) == 0 then
+    for _, dep in ipairs(cjson.decode(ARGV[8 + i * 5])) do
+      if not seen[dep] and redis.call('HEXISTS', K.items, dep) == 0 then
+        return {'missing', id, dep}
+      end
+    end
+  end
+  seen[id] = true
+end
+
+local function add_dependent(dep, id)
+  local raw = redis.call('HGET', K.dependents, dep)
+  local list = {}
+  if raw then list = cjson.decode(raw) end
+  list[#list + 1] = id
+  redis.call('HSET', K.dependents, dep, cjson.encode(list))
+end
+
+local function add(id, payload, priority, max_attempts, deps_json)
+  local pending = 0
+  for _, dep in ipairs(cjson.decode(deps_json)) do
+    if not ended(load(dep).state) then pending = pending + 1 end
+    add_dependent(dep, id)
+  end
+  local seq = redis.call('INCR', K.seq)
+  local it = {seq = seq, priority = priority, attempts = 0, max_attempts = max_attempts,
+              token = 0, pending = pending, deps = deps_json, available_at = now,
+              created_at = now, updated_at = now}
+  redis.call('HSET', K.payloads, id, payload)
+  redis.call('ZADD', K.order, seq, id)
+  if pending > 0 then set_state(id, it, 'waiting', now) else make_ready(id, it, now, now) end
+  save(id, it)
+end
+
+local outcomes = {'ok'}
+for i = 0, count - 1 do
+  local b = 4 + i * 5
+  local id = ARGV[b]
+  local it = load(id)
+  if not it then
+    add(id, ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]) or default_max,
+        ARGV[b + 4])
+    outcomes[#outcomes + 1] = 'added'
+  elseif force and ended(it.state) then
+    it.attempts = 0
+    it.last_error = nil
+    redis.call('HDEL', K.results, id)
+    make_ready(id, it, now, now)
+    save(id, it)
+    outcomes[#outcomes + 1] = 'reset'
+  else
+    outcomes[#outcomes + 1] = 'exists'
+  end
+end
+sync_ready_list()
+return outcomes

@@ -1,0 +1,355 @@
+"""The Redis queue: one queue shared by N workers on N machines.
+
+Select it with ``--queue redis://[user:password@]host:port/db[?name=QUEUE]`` (or ``rediss://``
+for TLS); see :mod:`batchml.queue.redis_connect` for the URL, passwords and errors.
+
+Every state change is one round trip: one Lua script per operation (``queue/lua/*.lua``, each
+headed by its KEYS and ARGV), loaded once and called with EVALSHA (a server that forgot it, after
+a restart, gets it again through the NOSCRIPT fallback). The scripts receive every key of the
+queue as KEYS, hash-tagged so a queue lives in one Redis Cluster slot (:mod:`batchml.queue.keys`
+names them all). Expired leases and due retries are found through sorted sets of deadlines:
+``lease`` costs O(log n + expired), never a scan. A commit and its lineage compare-and-set are
+one script: both land or neither does.
+
+For KEDA: ``batchml:{QUEUE}:ready`` is a list whose ``LLEN`` is the number of items in state
+``ready`` (its elements are placeholders), so KEDA's ``redis`` scaler can use it as ``listName``.
+
+Time: scripts take "now" from the queue's clock when one was injected (tests move a fake clock),
+otherwise from the Redis server (``TIME``), so workers on machines whose clocks disagree still
+agree on every lease deadline. Times are kept in milliseconds.
+
+Durability: run Redis with ``appendonly yes`` (``appendfsync everysec``, the default, may lose
+the last second of writes when the *machine* dies; a killed or restarted Redis loses nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+
+from batchml.errors import LeaseLost, LineageConflict, QueueError, QueueUnavailable, UnknownItem
+from batchml.queue import ConnectOptions
+from batchml.queue.base import (
+    WORKER_RETENTION,
+    AttemptRecord,
+    Item,
+    ItemSpec,
+    Lease,
+    LineageHead,
+    LineageStep,
+    PushOutcome,
+    QueueOptions,
+    State,
+    WorkerInfo,
+    WorkQueue,
+    canonical_json,
+)
+from batchml.queue.keys import QueueKeys, lineage_field
+from batchml.queue.redis_connect import RedisAddress, connect, parse_url, translate
+from batchml.storage import Publication
+
+#: ended attempts kept in the history list; older ones are trimmed as new ones arrive
+HISTORY_LIMIT = 10_000
+
+_SCRIPTS: dict[str, tuple[str, str]] = {}
+
+
+def _script(name: str) -> tuple[str, str]:
+    """The source of ``lua/<name>.lua`` behind the shared prelude, and its SHA1."""
+    if name not in _SCRIPTS:
+        folder = resources.files("batchml.queue").joinpath("lua")
+        source = folder.joinpath("prelude.lua").read_text() + "\n"
+        source += folder.joinpath(f"{name}.lua").read_text()
+        _SCRIPTS[name] = (source, hashlib.sha1(source.encode()).hexdigest())
+    return _SCRIPTS[name]
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _seconds(ms: Any) -> float | None:
+    return None if ms is None else float(ms) / 1000
+
+
+def _item(item_id: str, record: str, payload: str, committed: str | None) -> Item:
+    """An Item from what the scripts keep: its record, payload and commit."""
+    r = json.loads(record)
+    done = json.loads(committed) if committed else None
+    return Item(
+        id=item_id,
+        payload=json.loads(payload),
+        state=State(r["state"]),
+        attempts=int(r["attempts"]),
+        max_attempts=int(r["max_attempts"]),
+        priority=int(r["priority"]),
+        depends_on=tuple(json.loads(r["deps"])),
+        token=int(r["token"]),
+        worker=r.get("worker"),
+        deadline=_seconds(r.get("deadline")),
+        available_at=float(r["available_at"]) / 1000,
+        last_error=r.get("last_error"),
+        result=done["result"] if done else None,
+        outputs=tuple(Publication.from_json(p) for p in done["outputs"]) if done else (),
+        created_at=float(r["created_at"]) / 1000,
+        updated_at=float(r["updated_at"]) / 1000,
+    )
+
+
+class RedisQueue(WorkQueue):
+    """A WorkQueue in Redis, every state change one Lua script."""
+
+    def __init__(
+        self, client: redis.Redis[str], address: RedisAddress, options: QueueOptions | None = None
+    ) -> None:
+        super().__init__(options)
+        self.address = address
+        self.url = address.url
+        self.keys = QueueKeys(address.name)
+        self._client = client
+        self._scripting: Any = client  # redis-py's stubs leave EVALSHA and SCRIPT LOAD untyped
+        self._key_list = self.keys.all
+        self._lease_retry: dict[str, str] = {}
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        options: QueueOptions | None = None,
+        connect_options: ConnectOptions | None = None,
+    ) -> RedisQueue:
+        address = parse_url(url)
+        return cls(connect(address, connect_options or ConnectOptions()), address, options)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        """The time scripts use: the injected clock in ms, or '' for the server's clock."""
+        return "" if self.clock is time.time else str(_ms(self.clock()))
+
+    def _run(self, name: str, *args: str | int | float) -> Any:
+        source, sha = _script(name)
+        call = (sha, len(self._key_list), *self._key_list, *args)
+        try:
+            try:
+                return self._scripting.evalsha(*call)
+            except redis.exceptions.NoScriptError:  # a restarted server forgot its scripts
+                self._scripting.script_load(source)
+                return self._scripting.evalsha(*call)
+        except redis.RedisError as exc:
+            raise translate(exc, self.address) from None
+
+    def _read(self, commands: Any) -> list[Any]:
+        """Run read commands in one MULTI/EXEC round trip: ``commands(pipeline)`` queues them."""
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                commands(pipe)
+                return list(pipe.execute())
+        except redis.RedisError as exc:
+            raise translate(exc, self.address) from None
+
+    def _refused(self, reply: list[Any], item_id: str, token: int) -> QueueError:
+        """The exception for a script's refusal ({'lost', state, token} and the like)."""
+        if reply[0] == "unknown":
+            return UnknownItem(f"no item {item_id!r} in {self.url}")
+        if reply[0] == "expired":
+            return LeaseLost(f"item {item_id}: lease expired before this heartbeat")
+        if reply[0] == "lost":
+            return LeaseLost(
+                f"item {item_id}: lease token {token} is no longer current "
+                f"(state {reply[1]}, token {reply[2]}); another worker owns it now"
+            )
+        return QueueError(f"{self.url}: unexpected reply {reply!r} for item {item_id}")
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def push(self, specs: Sequence[ItemSpec], *, force: bool = False) -> list[PushOutcome]:
+        args: list[str | int] = [self._now(), int(force), self.retry.max_attempts]
+        for spec in specs:
+            deps = list(dict.fromkeys(spec.depends_on))
+            args += [
+                spec.item_id,
+                canonical_json(spec.payload),
+                spec.priority,
+                spec.max_attempts or "",
+                json.dumps(deps),
+            ]
+        reply = self._run("push", *args)
+        if reply[0] == "missing":
+            raise QueueError(
+                f"item {reply[1]}: dependency {reply[2]!r} is not in the queue; push it first"
+            )
+        return [PushOutcome(outcome) for outcome in reply[1:]]
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def lease(self, worker: str, ttl: float) -> Lease | None:
+        # A lease whose reply was lost is asked for again with the same request id, and the
+        # script hands back the same lease instead of leaving it to expire.
+        request = self._lease_retry.pop(worker, None) or uuid.uuid4().hex
+        try:
+            reply = self._run("lease", self._now(), worker, _ms(ttl), request, HISTORY_LIMIT)
+        except QueueUnavailable:
+            self._lease_retry[worker] = request
+            raise
+        if reply[0] == "none":
+            return None
+        item = _item(reply[1], reply[2], reply[3], None)
+        assert item.deadline is not None, "a leased item has a deadline"
+        return Lease(item=item, token=item.token, worker=worker, deadline=item.deadline)
+
+    def heartbeat(self, item_id: str, token: int, ttl: float) -> float:
+        reply = self._run("heartbeat", self._now(), item_id, token, _ms(ttl))
+        if reply[0] != "ok":
+            raise self._refused(reply, item_id, token)
+        return float(reply[1]) / 1000
+
+    def complete(
+        self,
+        item_id: str,
+        token: int,
+        result: dict[str, Any] | None = None,
+        *,
+        outputs: Sequence[Publication] = (),
+        lineage: LineageStep | None = None,
+    ) -> None:
+        committed = {"result": result, "outputs": [p.to_json() for p in outputs]}
+        args: list[str | int] = [
+            self._now(), item_id, token, canonical_json(committed), HISTORY_LIMIT,
+        ]  # fmt: skip
+        if lineage is not None:
+            head = LineageHead.from_json({**lineage.head.to_json(), "created_at": self.clock()})
+            args += [
+                head.run,
+                lineage.expected_version,
+                lineage_field(head.run, head.version),
+                canonical_json(head.to_json()),
+            ]
+        reply = self._run("complete", *args)
+        if reply[0] == "conflict":
+            assert lineage is not None
+            raise LineageConflict(
+                f"lineage {lineage.head.run!r}: head is version {reply[1]}, the step was "
+                f"computed from version {lineage.expected_version}"
+            )
+        if reply[0] != "ok":
+            raise self._refused(reply, item_id, token)
+
+    def fail(self, item_id: str, token: int, error: str) -> State:
+        retry = self.retry
+        reply = self._run(
+            "fail", self._now(), item_id, token, error, HISTORY_LIMIT,
+            _ms(retry.backoff_base), retry.backoff_factor, _ms(retry.backoff_cap),
+        )  # fmt: skip
+        if reply[0] != "ok":
+            raise self._refused(reply, item_id, token)
+        return State(reply[1])
+
+    def release(self, item_id: str, token: int) -> None:
+        reply = self._run("release", self._now(), item_id, token, HISTORY_LIMIT)
+        if reply[0] != "ok":
+            raise self._refused(reply, item_id, token)
+
+    # -- inspection and administration -------------------------------------------------------
+
+    def get(self, item_id: str) -> Item:
+        k = self.keys
+        record, payload, committed = self._read(
+            lambda p: (
+                p.hget(k.key("items"), item_id)
+                .hget(k.key("payloads"), item_id)
+                .hget(k.key("results"), item_id)
+            )
+        )
+        if record is None:
+            raise UnknownItem(f"no item {item_id!r} in {self.url}")
+        return _item(item_id, record, payload, committed)
+
+    def items(self, states: Iterable[State] | None = None, limit: int | None = None) -> list[Item]:
+        wanted = [State(s).value for s in states] if states is not None else []
+        if states is not None and not wanted:
+            return []
+        flat = self._run("items", limit or 0, *wanted)
+        return [_item(*flat[i : i + 4]) for i in range(0, len(flat), 4)]
+
+    def counts(self) -> dict[State, int]:
+        numbers = self._read(lambda p: [p.zcard(self.keys.state(s.value)) for s in State])
+        return {state: int(n) for state, n in zip(State, numbers, strict=True)}
+
+    def lineage_head(self, run: str) -> LineageHead:
+        try:
+            raw = self._client.hget(self.keys.key("lineage-head"), run)
+        except redis.RedisError as exc:
+            raise translate(exc, self.address) from None
+        return LineageHead.from_json(json.loads(raw)) if raw else LineageHead(run=run)
+
+    def lineage(self, run: str) -> list[LineageHead]:
+        version = self.lineage_head(run).version
+        if version == 0:
+            return []
+        fields = [lineage_field(run, v) for v in range(1, version + 1)]
+        [heads] = self._read(lambda p: p.hmget(self.keys.key("lineage"), fields))
+        return [LineageHead.from_json(json.loads(h)) for h in heads if h]
+
+    def history(self, limit: int = 1000) -> list[AttemptRecord]:
+        [rows] = self._read(lambda p: p.lrange(self.keys.key("history"), -limit, -1))
+        records = []
+        for row in rows:
+            r = json.loads(row)
+            records.append(
+                AttemptRecord(
+                    item_id=r["item_id"],
+                    token=int(r["token"]),
+                    worker=r["worker"],
+                    started_at=float(r["started_at"]) / 1000,
+                    ended_at=float(r["ended_at"]) / 1000,
+                    outcome=r["outcome"],
+                    error=r.get("error"),
+                )
+            )
+        return records
+
+    def report_worker(self, info: WorkerInfo) -> None:
+        self._run(
+            "report_worker", self._now(), info.id, canonical_json(info.to_json()),
+            _ms(WORKER_RETENTION),
+        )  # fmt: skip
+
+    def workers(self) -> list[WorkerInfo]:
+        workers, seen_key = self.keys.key("workers"), self.keys.key("workers-seen")
+        reports, seen = self._read(
+            lambda p: p.hgetall(workers).zrange(seen_key, 0, -1, withscores=True)
+        )
+        last_seen = {worker: float(ms) / 1000 for worker, ms in seen}
+        found = [
+            WorkerInfo.from_json({**json.loads(raw), "last_seen": last_seen.get(worker, 0.0)})
+            for worker, raw in reports.items()
+        ]
+        return sorted(found, key=lambda w: (-w.last_seen, w.id))
+
+    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
+        which = ["1"] if ids is None else ["0", *ids]
+        reply = self._run("requeue_dead", self._now(), *which)
+        return int(reply[1])
+
+    def purge(self) -> None:
+        try:
+            self._client.delete(*self._key_list)
+        except redis.RedisError as exc:
+            raise translate(exc, self.address) from None
+
+    def ping(self) -> None:
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise translate(exc, self.address) from None

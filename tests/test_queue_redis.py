@@ -1,0 +1,263 @@
+"""The Redis backend against the shared queue contract, plus what only Redis has."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+import batchml.queue
+from batchml.errors import ConfigError, QueueUnavailable
+from batchml.queue import ConnectOptions, open_queue
+from batchml.queue import redis as redis_queue
+from batchml.queue.base import (
+    ItemSpec,
+    LineageHead,
+    LineageStep,
+    PushOutcome,
+    QueueOptions,
+    RetryPolicy,
+    State,
+    WorkQueue,
+)
+from batchml.queue.keys import PARTS, QueueKeys
+from batchml.queue.redis import RedisQueue
+from batchml.queue.redis_connect import parse_url
+from tests.queue_contract import QueueContract, spec
+from tests.redis_server import RedisServer, free_port
+
+pytestmark = pytest.mark.redis
+
+
+class TestRedisQueue(QueueContract):
+    @pytest.fixture(autouse=True)
+    def _url(self, redis_url: str) -> None:
+        self.url = redis_url
+
+    def make_queue(self, tmp_path: Path, options: QueueOptions) -> WorkQueue:
+        return RedisQueue.from_url(self.url, options)
+
+
+# -- URLs, credentials and errors at the boundary ----------------------------------------------
+
+
+def _admin(base_url: str) -> redis.Redis[str]:
+    return redis.Redis.from_url(base_url, decode_responses=True)
+
+
+def test_url_forms_and_defaults() -> None:
+    a = parse_url("redis://cache")
+    assert (a.host, a.port, a.db, a.name, a.tls, a.username, a.password) == (
+        "cache", 6379, 0, "batchml", False, None, None,
+    )  # fmt: skip
+    b = parse_url("rediss://ml:s%40cret@10.0.0.5:6380/3?name=fraud-2")
+    assert (b.host, b.port, b.db, b.name, b.tls) == ("10.0.0.5", 6380, 3, "fraud-2", True)
+    assert (b.username, b.password) == ("ml", "s@cret")
+    assert b.url == "rediss://ml@10.0.0.5:6380/3?name=fraud-2"  # never the password
+    assert "s@cret" not in repr(b)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis://", "names no host"),
+        ("redis://h:notaport/0", "port"),
+        ("redis://h:6379/zero", "database number"),
+        ("redis://h:6379/0?db=1", "unknown URL parameter"),
+        ("redis://h:6379/0?name=a{b}", "queue name"),
+        ("redis://u:hunter2@h:6379/x", "database number"),
+    ],
+)
+def test_bad_urls_are_config_errors_without_the_password(url: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason) as info:
+        open_queue(url)
+    assert "hunter2" not in str(info.value)
+
+
+def test_refused_connection_is_unavailable_and_fast() -> None:
+    queue = open_queue(f"redis://127.0.0.1:{free_port()}/0", connect=ConnectOptions(password="pw"))
+    started = time.monotonic()
+    with pytest.raises(QueueUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:"):
+        queue.ping()
+    with pytest.raises(QueueUnavailable):
+        queue.lease("w", 30)
+    assert time.monotonic() - started < 5
+
+
+def test_wrong_password_is_a_config_error(redis_server: str, redis_url: str) -> None:
+    user = f"u{uuid.uuid4().hex[:8]}"
+    admin = _admin(redis_server)
+    admin.acl_setuser(user, enabled=True, passwords=["+right"], keys=["*"], commands=["+@all"])
+    try:
+        host = urlsplit(redis_url)
+        url = f"redis://{user}:wrong@{host.hostname}:{host.port}/0?{host.query}"
+        with pytest.raises(ConfigError, match=f"refused the credentials of user '{user}'") as info:
+            open_queue(url).push([ItemSpec(payload={"n": 1})])
+        assert "wrong" not in str(info.value).replace("wrong password", "")
+        queue = open_queue(url, connect=ConnectOptions(password="right"))  # the option wins
+        assert queue.push([ItemSpec(payload={"n": 1})]) == [PushOutcome.ADDED]
+    finally:
+        admin.acl_deluser(user)
+
+
+def test_missing_acl_permission_is_a_config_error(redis_server: str, redis_url: str) -> None:
+    user = f"u{uuid.uuid4().hex[:8]}"
+    admin = _admin(redis_server)
+    admin.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["other:*"], commands=["+@all"])
+    try:
+        host = urlsplit(redis_url)
+        url = f"redis://{user}@{host.hostname}:{host.port}/0?{host.query}"
+        queue = open_queue(url, connect=ConnectOptions(password="pw"))
+        queue.ping()  # reachable, and allowed to PING
+        with pytest.raises(ConfigError, match=r"lacks a permission.*batchml:\{t-"):
+            queue.lease("w", 30)
+    finally:
+        admin.acl_deluser(user)
+
+
+def test_missing_database_and_ca_file_are_config_errors(redis_url: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="database number does not exist"):
+        open_queue(redis_url.replace("/0?", "/999?")).ping()
+    with pytest.raises(ConfigError, match="--redis-ca-file"):
+        open_queue("rediss://h:6380/0", connect=ConnectOptions(ca_file=tmp_path / "none.pem"))
+
+
+# -- keys and scripts --------------------------------------------------------------------------
+
+LUA = Path(batchml.queue.__file__).parent / "lua"
+
+
+def test_every_key_of_a_queue_is_in_one_cluster_slot() -> None:
+    keys = QueueKeys("fraud").all
+    assert len(keys) == len(PARTS) and all(k.startswith("batchml:{fraud}:") for k in keys)
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    assert QueueKeys("fraud").ready_list == "batchml:{fraud}:ready"
+
+
+def test_prelude_names_the_keys_in_the_order_python_passes_them() -> None:
+    prelude = (LUA / "prelude.lua").read_text()
+    named = dict(re.findall(r"--\s+KEYS\[(\d+)\]\s+(\S+)", prelude))
+    for index, part in enumerate(PARTS, start=1):
+        if not part.startswith("state:"):
+            assert named[str(index)] == part
+    states = [p for p in PARTS if p.startswith("state:")]
+    assert states == [f"state:{s.value}" for s in State]
+    assert f"KEYS[{PARTS.index('state:waiting') + 1}..{PARTS.index('state:dead') + 1}]" in prelude
+
+
+def test_each_script_states_its_keys_and_argv_and_never_scans() -> None:
+    scripts = sorted(LUA.glob("*.lua"))
+    assert {p.stem for p in scripts} >= {
+        "prelude", "push", "lease", "heartbeat", "complete", "fail", "release",
+        "requeue_dead", "report_worker", "items",
+    }  # fmt: skip
+    for path in scripts:
+        text = path.read_text()
+        header = "\n".join(line for line in text.splitlines() if line.startswith("--"))
+        assert "KEYS" in header, path.name
+        if path.stem != "prelude":
+            assert "ARGV[1]" in header and "Reply" in header, path.name
+        code = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+        assert not re.search(r"'(KEYS|SCAN|HSCAN|ZSCAN|SSCAN)'", code, re.I), path.name
+        assert "..':'" not in code.replace(" ", "") and "batchml:" not in code, path.name
+
+
+def test_ready_list_length_is_the_number_of_ready_items(redis_server: str, redis_url: str) -> None:
+    """Given any sequence of operations, then LLEN of the KEDA list equals counts()[ready]."""
+    queue = RedisQueue.from_url(redis_url, QueueOptions(retry=RetryPolicy(backoff_base=60)))
+    llen = _admin(redis_server).llen
+    key = queue.keys.ready_list
+
+    def check() -> None:
+        assert llen(key) == queue.counts()[State.READY]
+
+    queue.push([spec(i) for i in range(5)] + [spec("w", depends_on=("item-0",))])
+    check()
+    a, b = queue.lease("w", 30), queue.lease("w", 30)
+    assert a and b
+    check()
+    queue.complete(a.item.id, a.token)  # item-w becomes ready
+    check()
+    assert queue.fail(b.item.id, b.token, "boom") == State.READY  # ready, after a backoff
+    check()
+    assert llen(key) == 5
+    queue.purge()
+    check()
+    assert llen(key) == 0
+
+
+class LostReply:
+    """Runs the real call, then loses its reply once (as a connection reset would)."""
+
+    def __init__(self, inner: Any, script_name: str) -> None:
+        self.inner, self.sha, self.armed = inner, redis_queue._script(script_name)[1], True
+
+    def evalsha(self, sha: str, *args: Any) -> Any:
+        reply = self.inner.evalsha(sha, *args)
+        if sha == self.sha and self.armed:
+            self.armed = False
+            raise redis.ConnectionError("Connection reset by peer")
+        return reply
+
+    def script_load(self, source: str) -> Any:
+        return self.inner.script_load(source)
+
+
+def test_lease_retried_after_a_lost_reply_gets_the_same_lease(redis_url: str) -> None:
+    queue = RedisQueue.from_url(redis_url)
+    queue.push([spec(1), spec(2)])
+    queue._scripting = LostReply(queue._scripting, "lease")
+    with pytest.raises(QueueUnavailable):
+        queue.lease("w1", 30)
+    again = queue.lease("w1", 30)
+    assert again and again.item.id == "item-1" and again.token == 1 and again.item.attempts == 1
+    other = queue.lease("w1", 30)
+    assert other and other.item.id == "item-2"
+
+
+def test_scripts_are_loaded_again_after_a_flush(redis_server: str, redis_url: str) -> None:
+    queue = RedisQueue.from_url(redis_url)
+    queue.push([spec(1)])
+    _admin(redis_server).script_flush()
+    lease = queue.lease("w", 30)
+    assert lease and lease.item.id == "item-1"
+
+
+def test_without_an_injected_clock_the_server_time_is_used(
+    redis_server: str, redis_url: str
+) -> None:
+    queue = RedisQueue.from_url(redis_url)
+    queue.push([spec(1)])
+    lease = queue.lease("w", 30)
+    server_now = float(_admin(redis_server).time()[0])
+    assert lease and lease.deadline == pytest.approx(server_now + 30, abs=2)
+    assert queue.heartbeat("item-1", lease.token, 60) == pytest.approx(server_now + 60, abs=2)
+
+
+def test_acknowledged_writes_survive_a_killed_redis(
+    redis_factory: Callable[[], RedisServer],
+) -> None:
+    server = redis_factory()
+    url = f"{server.url}?name=durable"
+    queue = RedisQueue.from_url(url)
+    queue.push([spec(1), spec(2)])
+    lease = queue.lease("w", 30)
+    assert lease
+    step = LineageStep(0, LineageHead(run="r", version=1, dataset="d1"))
+    queue.complete(lease.item.id, lease.token, {"ok": True}, lineage=step)
+    server.kill()
+    with pytest.raises(QueueUnavailable):
+        queue.counts()
+    server.start()
+    assert queue.get("item-1").state == State.DONE and queue.get("item-1").result == {"ok": True}
+    assert queue.lineage_head("r").dataset == "d1"
+    second = queue.lease("w", 30)  # the scripts are loaded again (NOSCRIPT fallback)
+    assert second and second.item.id == "item-2"
