@@ -37,3 +37,20 @@ def slow_write(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
 
 def not_a_dict(ctx: TaskContext, payload: dict[str, Any]) -> Any:
     return None
+
+
+def stamp_slowly(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Stage an output naming this worker, then work ``seconds`` without checking the lease,
+    so a worker frozen past its lease only learns of it when its commit is refused."""
+    ctx.output(f"runs/{ctx.run}/out/{payload['name']}.txt").write_text(f"{ctx.worker_id}\n")
+    marker = payload.get("started_marker")
+    if marker:
+        Path(f"{marker}.{ctx.token}").write_text(f"{os.getpid()} {ctx.worker_id}")
+    end = time.monotonic() + float(payload.get("seconds", 1.0))
+    while time.monotonic() < end:
+        time.sleep(0.02)
+    return {"name": payload["name"], "worker": ctx.worker_id}
+
+
+def noop(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    return {}

@@ -55,6 +55,8 @@ class Heartbeat(threading.Thread):
             try:
                 self.queue.heartbeat(self.item_id, self.token, self.ttl)
             except LeaseLost as exc:
+                if self._halt.is_set():  # the item was committed while this renewal was on its way
+                    return
                 self.log.warning("lease lost on %s: %s", self.item_id, exc)
                 self.observer.on_lease_lost(self.item_id)
                 self.lost.set()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from batchml.errors import ConfigError
+from batchml.queue import ConnectOptions
 from batchml.queue.base import QueueOptions, RetryPolicy
 from batchml.storage import Storage
 
@@ -28,12 +29,15 @@ class WorkerSettings:
     grace: float = 20.0  # after SIGTERM, time to finish the current item before releasing it
     max_items: int | None = None  # stop after this many items (tests, debugging)
     exit_when_drained: bool = True
+    queue_retry: float = 120.0  # keep retrying an unreachable queue this long, then exit 69
 
     def __post_init__(self) -> None:
         if self.lease_ttl <= 0:
             raise ConfigError(f"--lease-ttl must be positive, got {self.lease_ttl}")
         if self.grace < 0:
             raise ConfigError(f"--grace must be zero or positive, got {self.grace}")
+        if self.queue_retry < 0:
+            raise ConfigError(f"--queue-retry must be zero or positive, got {self.queue_retry}")
 
     @property
     def heartbeat_interval(self) -> float:
@@ -47,6 +51,8 @@ class Settings:
     run: str = DEFAULT_RUN
     max_attempts: int = 3
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    redis_password: str | None = field(default=None, repr=False)  # never shown nor logged
+    redis_ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.run or "/" in self.run or self.run.startswith("."):
@@ -66,6 +72,13 @@ class Settings:
 
     def queue_options(self) -> QueueOptions:
         return QueueOptions(retry=RetryPolicy(max_attempts=self.max_attempts))
+
+    def connect_options(self, timeout: float | None = None) -> ConnectOptions:
+        """How to reach a Redis queue; ``timeout`` shortens both connect and reply timeouts."""
+        options = ConnectOptions(password=self.redis_password, ca_file=self.redis_ca_file)
+        if timeout is not None:
+            options = replace(options, connect_timeout=timeout, socket_timeout=timeout)
+        return options
 
     def with_worker(self, **changes: object) -> Settings:
         return replace(self, worker=replace(self.worker, **changes))  # type: ignore[arg-type]

@@ -7,6 +7,13 @@ publishes the outputs under their final names. A refused commit (stale token) pu
 Signals: SIGTERM or SIGINT stops leasing. A running task gets ``grace`` seconds to finish and
 commit; past that it is interrupted and its item released at once (not counted as an attempt),
 so another worker takes it immediately. The process then exits 143.
+
+An unreachable queue (Redis restarting, a failover, a network blip) is retried with capped
+exponential backoff and jitter (:mod:`batchml.backoff`) for up to ``queue_retry`` seconds, then
+the worker exits 69. Meanwhile the heartbeat thread keeps the lease if it can renew it in time;
+otherwise the attempt is abandoned. A commit whose reply was lost is ambiguous: if its retry is
+refused as stale, the worker reads the item back, and when it is done under this attempt's
+token the commit did land, so the outputs are published rather than discarded.
 """
 
 from __future__ import annotations
@@ -20,22 +27,27 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from batchml import exitcodes
-from batchml.errors import BatchmlError, LeaseLost, QueueUnavailable
+from batchml.backoff import Backoff
+from batchml.errors import BatchmlError, LeaseLost, QueueUnavailable, UnknownItem
 from batchml.heartbeat import Heartbeat
 from batchml.observer import WorkerObserver
 from batchml.queue.base import Lease, State, WorkerInfo, WorkQueue, canonical_json
 from batchml.settings import Settings
-from batchml.storage import Storage, safe_name
+from batchml.storage import Publication, Storage, safe_name
 from batchml.tasks import TaskContext, resolve
 from batchml.tasks.context import Shutdown
 
 log = logging.getLogger("batchml.worker")
+T = TypeVar("T")
+
+#: seconds spent trying to give an item back on shutdown before leaving it to expire
+RELEASE_BUDGET = 5.0
 
 
 class _Fanout(WorkerObserver):
@@ -105,6 +117,7 @@ class Worker:
             id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=time.time()
         )
         self._last_report = 0.0
+        self._backoff = Backoff(budget=self.config.queue_retry)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -161,7 +174,7 @@ class Worker:
         log.info("Worker with sessionID: %s", self.id)
         self.observer.on_start(self.id)
         self._report("idle")
-        log.info("Initial queue state: empty=%s", self.queue.drained())
+        log.info("Initial queue state: empty=%s", self._retry("drained", self.queue.drained))
         code = exitcodes.TERMINATED
         try:
             with self._signals():
@@ -183,7 +196,30 @@ class Worker:
             self._info, state=state, item_id=item_id, item_since=since,
             processed=len(self.outcomes),
         )  # fmt: skip
-        self.queue.report_worker(self._info)
+        try:
+            self.queue.report_worker(self._info)
+        except QueueUnavailable as exc:  # a report is informative: never worth waiting for
+            log.debug("worker report not sent: %s", exc)
+
+    def _retry(
+        self, what: str, op: Callable[[], T], *, budget: float | None = None,
+        interrupt: threading.Event | None = None,
+    ) -> T:  # fmt: skip
+        """``op()``, retried with backoff while the queue is unreachable."""
+        return self._backoff.call(op, what, log, interrupt=interrupt, budget=budget)
+
+    def _lease(self) -> Lease | None:
+        """The next lease; None also when told to stop while the queue was unreachable."""
+        try:
+            return self._retry(
+                "lease",
+                lambda: self.queue.lease(self.id, self.config.lease_ttl),
+                interrupt=self._stopping,
+            )
+        except QueueUnavailable:
+            if self._stopping.is_set():
+                return None
+            raise
 
     def _loop(self) -> int:
         waiting = False
@@ -192,9 +228,15 @@ class Worker:
             if self.config.max_items is not None and done >= self.config.max_items:
                 log.info("processed %d items; stopping as asked", done)
                 return exitcodes.OK
-            lease = self.queue.lease(self.id, self.config.lease_ttl)
+            lease = self._lease()
+            if lease is not None and self._stopping.is_set():
+                # the signal came while leasing: too late to start, give the item back at once
+                self._release(lease.item.id, lease.token, RELEASE_BUDGET)
+                break
             if lease is None:
-                if self.queue.drained():
+                if self._stopping.is_set():
+                    break
+                if self._retry("drained", self.queue.drained):
                     log.info("Queue empty, exiting")
                     return self._finish()
                 if not self.config.exit_when_drained or not waiting:
@@ -214,9 +256,9 @@ class Worker:
 
     def _finish(self) -> int:
         """The queue is drained: roll forward any publication a killed worker left undone."""
-        for item in self.queue.items([State.DONE]):
+        for item in self._retry("list done items", lambda: self.queue.items([State.DONE])):
             self.storage.publish_all(item.outputs)
-        dead = self.queue.counts()[State.DEAD]
+        dead = self._retry("counts", self.queue.counts)[State.DEAD]
         if dead:
             log.error("%d item(s) are dead; see `batchml queue status`", dead)
             return exitcodes.DEAD_ITEMS
@@ -256,42 +298,109 @@ class Worker:
     def _attempt(self, ctx: TaskContext, started: float) -> str:
         item = ctx.item
         try:
-            self._in_task = True
-            try:
-                task = resolve(str(item.payload.get("task", "")))
-                result = task(ctx, item.payload) or {}
-            finally:
-                self._in_task = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            result = self._run_task(ctx)
             ctx.check()
             self._write_record(ctx, result, started)
             outputs = ctx.publications()
-            self.queue.complete(
-                item.id, ctx.token, result, outputs=outputs, lineage=ctx.lineage_step
-            )
         except Shutdown:
             self._discard(ctx)
-            with contextlib.suppress(LeaseLost, QueueUnavailable):
-                self.queue.release(item.id, ctx.token)
-            log.info("released %s for another worker", item.id)
             self._stopping.set()
-            return "released"
+            return self._release(item.id, ctx.token, RELEASE_BUDGET)
         except LeaseLost as exc:
             self._discard(ctx)
             log.warning("abandoned %s: %s", item.id, exc)
             return "abandoned"
-        except Exception as exc:  # the task failed (or the lineage moved): retry, or dead
+        except QueueUnavailable as exc:  # the task could not read the queue: not the item's fault
+            self._discard(ctx)
+            log.warning("%s: the queue was unreachable during the task: %s", item.id, exc)
+            return self._release(item.id, ctx.token, self.config.lease_ttl)
+        except Exception as exc:  # the task failed: retry, or dead
+            self._discard(ctx)
+            return self._fail(ctx, exc)
+        return self._commit(ctx, result, outputs, started)
+
+    def _run_task(self, ctx: TaskContext) -> dict[str, Any]:
+        """Run the item's task; SIGTERM past the grace period interrupts it with Shutdown."""
+        self._in_task = True
+        try:
+            task = resolve(str(ctx.item.payload.get("task", "")))
+            return task(ctx, ctx.item.payload) or {}
+        finally:
+            self._in_task = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _commit(
+        self, ctx: TaskContext, result: dict[str, Any], outputs: list[Publication], started: float
+    ) -> str:
+        """Complete the item with this attempt's token, then publish its outputs."""
+        item = ctx.item
+        try:
+            self._complete(ctx, result, outputs)
+        except (LeaseLost, UnknownItem) as exc:
+            self._discard(ctx)
+            log.warning("abandoned %s: %s", item.id, exc)
+            return "abandoned"
+        except QueueUnavailable:
+            # the commit may have landed: keep the staged outputs for whoever rolls it forward
+            log.error("could not commit %s: the queue stayed unreachable", item.id)
+            raise
+        except Exception as exc:  # the lineage moved, or the queue refused the result
             self._discard(ctx)
             return self._fail(ctx, exc)
         self.storage.publish_all(outputs)
         log.info("committed %s in %.2fs", item.id, time.time() - started)
         return "done"
 
+    def _complete(
+        self, ctx: TaskContext, result: dict[str, Any], outputs: list[Publication]
+    ) -> None:
+        """Commit, retrying an unreachable queue. After a try whose reply was lost, a retry
+        refused as stale may mean that try landed: the item then is done under our token."""
+        unsure = False
+
+        def once() -> None:
+            nonlocal unsure
+            try:
+                self.queue.complete(
+                    ctx.item.id, ctx.token, result, outputs=outputs, lineage=ctx.lineage_step
+                )
+            except QueueUnavailable:
+                unsure = True
+                raise
+
+        try:
+            self._retry(f"commit {ctx.item.id}", once)
+        except LeaseLost:
+            if not unsure:
+                raise
+            item = self._retry(f"read {ctx.item.id}", lambda: self.queue.get(ctx.item.id))
+            if item.state != State.DONE or item.token != ctx.token:
+                raise
+            log.info("%s: the commit whose reply was lost did land", ctx.item.id)
+
+    def _release(self, item_id: str, token: int, budget: float) -> str:
+        """Give the item back at once (not an attempt); if the queue cannot be reached in
+        ``budget`` seconds the lease is left to expire instead."""
+        try:
+            self._retry(
+                f"release {item_id}", lambda: self.queue.release(item_id, token), budget=budget
+            )
+        except (LeaseLost, UnknownItem) as exc:
+            log.warning("could not release %s: %s", item_id, exc)
+            return "abandoned"
+        except QueueUnavailable:
+            log.warning("could not release %s; its lease will expire instead", item_id)
+            return "abandoned"
+        log.info("released %s for another worker", item_id)
+        return "released"
+
     def _fail(self, ctx: TaskContext, exc: BaseException) -> str:
         error = describe_error(exc)
         try:
-            state = self.queue.fail(ctx.item.id, ctx.token, error)
-        except LeaseLost:
+            state = self._retry(
+                f"fail {ctx.item.id}", lambda: self.queue.fail(ctx.item.id, ctx.token, error)
+            )
+        except (LeaseLost, UnknownItem):
             log.warning("failed %s after losing its lease: %s", ctx.item.id, error)
             return "abandoned"
         if state == State.DEAD:

@@ -26,6 +26,7 @@ def settings(ctx: typer.Context) -> Settings:
     return obj.settings
 
 
-def queue(ctx: typer.Context) -> WorkQueue:
+def queue(ctx: typer.Context, timeout: float | None = None) -> WorkQueue:
+    """The queue the settings name; ``timeout`` bounds connecting to and waiting for Redis."""
     s = settings(ctx)
-    return open_queue(s.resolved_queue_url, s.queue_options())
+    return open_queue(s.resolved_queue_url, s.queue_options(), s.connect_options(timeout))

@@ -54,6 +54,22 @@ def main_options(
         int,
         typer.Option(envvar="BATCHML_MAX_ATTEMPTS", help="Attempts before an item is dead."),
     ] = 3,
+    redis_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BATCHML_REDIS_PASSWORD",
+            show_default=False,
+            help="Password for a redis:// queue (overrides one in the URL); best set from a "
+            "Secret through the environment variable.",
+        ),
+    ] = None,
+    redis_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="BATCHML_REDIS_CA_FILE",
+            help="PEM file of the CA that signed the server's certificate (rediss://).",
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option(envvar="BATCHML_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -66,7 +82,11 @@ def main_options(
     ] = False,
 ) -> None:
     logs.configure(log_level, log_format)
-    ctx.obj = common.State(Settings(root=root, queue_url=queue, run=run, max_attempts=max_attempts))
+    settings = Settings(
+        root=root, queue_url=queue, run=run, max_attempts=max_attempts,
+        redis_password=redis_password, redis_ca_file=redis_ca_file,
+    )  # fmt: skip
+    ctx.obj = common.State(settings)
 
 
 def _register_late_commands() -> None:

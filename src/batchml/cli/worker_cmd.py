@@ -12,6 +12,9 @@ from batchml.observe.hooks import worker_observers
 from batchml.report import write_reports
 from batchml.worker import Worker
 
+#: seconds ``--check`` waits to connect and for the reply (a probe must answer fast)
+CHECK_TIMEOUT = 2.0
+
 
 def worker(
     ctx: typer.Context,
@@ -37,6 +40,13 @@ def worker(
         int | None, typer.Option(envvar="BATCHML_MAX_ITEMS", help="Stop after N items.")
     ] = None,
     worker_id: Annotated[str | None, typer.Option(envvar="BATCHML_WORKER_ID")] = None,
+    queue_retry: Annotated[
+        float,
+        typer.Option(
+            envvar="BATCHML_QUEUE_RETRY",
+            help="Seconds to keep retrying an unreachable queue before exiting 69.",
+        ),
+    ] = 120.0,
     check: Annotated[
         bool, typer.Option("--check", help="Exit 0 if the queue is reachable, 69 if not.")
     ] = False,
@@ -48,13 +58,14 @@ def worker(
     """Work through the queue; exit 0 once drained with nothing dead (1 if items are dead)."""
     s = settings(ctx).with_worker(
         lease_ttl=lease_ttl, heartbeat_every=heartbeat, grace=grace, poll_interval=poll,
-        max_items=max_items,
+        max_items=max_items, queue_retry=queue_retry,
     )  # fmt: skip
-    with queue(ctx) as q:
-        if check:
+    if check:
+        with queue(ctx, timeout=CHECK_TIMEOUT) as q:
             q.ping()
             console.print(f"queue reachable: {q.url}")
-            raise typer.Exit(exitcodes.OK)
+        raise typer.Exit(exitcodes.OK)
+    with queue(ctx) as q:
         with worker_observers(q, s.run, metrics_port) as observers:
             w = Worker(q, s.storage(), s, worker_id, observers)
             code = w.run()
