@@ -512,9 +512,6 @@ def test_rendered_redis_starts_with_its_password_and_append_only_file(tmp_path: 
 @pytest.mark.redis
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # seven CLI processes, one after the other, on a busy machine
-@pytest.mark.skipif(
-    not TUTORIAL.is_dir() and not _in_ci(), reason="the tutorial's datasets are not beside the repo"
-)
 def test_rendered_jobs_load_train_and_score_the_tutorial_here(
     redis_factory: Callable[[], RedisServer], tmp_path: Path
 ) -> None:
