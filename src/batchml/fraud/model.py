@@ -1,63 +1,21 @@
-"""Incremental fraud models: warm-started one dataset after another, state as plain arrays.
+"""Incremental fraud models: the registry of model kinds, and the SGD logistic floor.
 
-Each model kind follows scikit-learn's conventions (the constructor stores parameters; learned
-state ends in ``_``; ``partial_fit`` returns ``self``) and adds ``get_state``/``set_state`` so a
-checkpoint is a set of numeric arrays, never a pickle. Restoring a state and continuing gives
-bit-for-bit the model that continuing in memory would have given.
+Every kind implements :class:`~batchml.fraud.model_base.IncrementalModel`: warm-started one
+dataset after another, state as plain arrays. ``sgd`` (below) is the linear floor; ``lgbm``
+(:mod:`batchml.fraud.model_gbdt`) is the default, chosen by ``bench/model_selection.py``.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import StandardScaler
 
 from batchml.errors import ConfigError
-
-CLASSES = np.array([0, 1])
-
-
-class IncrementalModel(ABC):
-    """A binary classifier that learns one batch at a time."""
-
-    kind: ClassVar[str]
-
-    def __init__(self, **params: Any) -> None:
-        self.params = {**self.default_params(), **params}
-        unknown = set(params) - set(self.default_params())
-        if unknown:
-            raise ConfigError(
-                f"model {self.kind!r}: unknown parameter(s) {', '.join(sorted(unknown))}"
-            )
-
-    @classmethod
-    @abstractmethod
-    def default_params(cls) -> dict[str, Any]:
-        """Parameters and their defaults (JSON values)."""
-
-    @property
-    @abstractmethod
-    def is_fitted(self) -> bool:
-        """True once partial_fit has seen a batch."""
-
-    @abstractmethod
-    def partial_fit(self, X: np.ndarray, y: np.ndarray) -> IncrementalModel:
-        """Continue training on one batch; returns self."""
-
-    @abstractmethod
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Fraud scores in [0, 1], one per row."""
-
-    @abstractmethod
-    def get_state(self) -> dict[str, np.ndarray]:
-        """The learned state as named numeric arrays."""
-
-    @abstractmethod
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore a state produced by get_state."""
+from batchml.fraud.model_base import CLASSES, IncrementalModel
+from batchml.fraud.model_gbdt import LightGBMModel
 
 
 class SGDLogistic(IncrementalModel):
@@ -132,7 +90,11 @@ class SGDLogistic(IncrementalModel):
         c.n_features_in_ = int(state["coef"].shape[1])
 
 
-MODEL_KINDS: dict[str, type[IncrementalModel]] = {SGDLogistic.kind: SGDLogistic}
+MODEL_KINDS: dict[str, type[IncrementalModel]] = {
+    SGDLogistic.kind: SGDLogistic,
+    LightGBMModel.kind: LightGBMModel,
+}
+DEFAULT_KIND = LightGBMModel.kind
 
 
 def make_model(kind: str, params: dict[str, Any] | None = None) -> IncrementalModel:

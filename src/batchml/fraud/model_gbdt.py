@@ -1,0 +1,124 @@
+"""Gradient-boosted trees (LightGBM) that continue from the previous booster, batch after batch.
+
+Each ``partial_fit`` adds ``trees_per_batch`` trees to the booster, fitted (with the current
+booster's scores as the starting point, LightGBM's ``init_model``) on a replay memory of the
+last ``window`` batches (:mod:`batchml.fraud.replay`). The learned state is the booster's text
+model as bytes plus the replay arrays: no pickle anywhere.
+
+Deterministic: ``deterministic=True``, a fixed ``seed``, a fixed ``num_threads`` and a fixed
+column-wise histogram layout (LightGBM otherwise picks one by timing both). The booster is
+always rebuilt from its text before it continues, so continuing in memory and continuing after
+a checkpoint round trip run exactly the same computation and give bit-identical bytes.
+
+Defaults chosen on the validation period by ``bench/model_selection.py`` (docs/fraud.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from batchml.fraud.model_base import IncrementalModel
+from batchml.fraud.replay import ReplayBuffer
+
+
+class LightGBMModel(IncrementalModel):
+    """Boosted trees grown a few at a time on a replay of recent batches."""
+
+    kind = "lgbm"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
+        self.replay_ = ReplayBuffer(
+            window=int(p["window"]),
+            legit_keep=float(p["legit_keep"]),
+            fraud_weight=float(p["fraud_weight"]),
+            seed=int(p["seed"]),
+        )
+        self.model_text_ = ""
+        self._booster: lgb.Booster | None = None
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {
+            "trees_per_batch": 2,
+            "learning_rate": 0.1,
+            "num_leaves": 15,
+            "min_sum_hessian_in_leaf": 1.0,
+            "lambda_l2": 10.0,
+            "window": 14,
+            "legit_keep": 0.1,
+            "fraud_weight": 1.0,
+            "seed": 0,
+            "num_threads": 1,
+        }
+
+    def _lgb_params(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "objective": "binary",
+            "learning_rate": float(p["learning_rate"]),
+            "num_leaves": int(p["num_leaves"]),
+            "min_sum_hessian_in_leaf": float(p["min_sum_hessian_in_leaf"]),
+            "lambda_l2": float(p["lambda_l2"]),
+            "seed": int(p["seed"]),
+            "num_threads": int(p["num_threads"]),
+            "deterministic": True,
+            "force_col_wise": True,
+            "verbosity": -1,
+        }
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.model_text_)
+
+    def partial_fit(self, X: np.ndarray, y: np.ndarray) -> LightGBMModel:
+        """Sample the batch into the replay memory, then grow ``trees_per_batch`` trees on it.
+
+        While the memory holds a single class (no fraud seen yet) no tree is grown: a tree
+        could not separate anything, and LightGBM's starting score would be infinite.
+        """
+        replay = self.replay_
+        replay.add(X, y)
+        if not replay.has_both_classes():
+            return self
+        data = lgb.Dataset(
+            replay.X, label=replay.y, weight=replay.weights(), params={"verbosity": -1}
+        )
+        start = lgb.Booster(model_str=self.model_text_) if self.model_text_ else None
+        booster = lgb.train(
+            self._lgb_params(),
+            data,
+            num_boost_round=int(self.params["trees_per_batch"]),
+            init_model=start,
+            keep_training_booster=False,
+        )
+        self.model_text_ = booster.model_to_string()
+        self._booster = None
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if not self.is_fitted:
+            return np.zeros(len(X))
+        if self._booster is None:
+            self._booster = lgb.Booster(model_str=self.model_text_)
+        scores = self._booster.predict(
+            np.asarray(X, dtype=np.float64), num_threads=int(self.params["num_threads"])
+        )
+        return np.asarray(scores, dtype=np.float64)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        if not self.replay_.batches_seen:
+            return {}
+        booster = np.frombuffer(self.model_text_.encode(), dtype=np.uint8)
+        return {"booster": booster, **self.replay_.get_state()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        if not state:
+            return
+        self.model_text_ = np.asarray(state["booster"], dtype=np.uint8).tobytes().decode()
+        self._booster = None
+        self.replay_.set_state(state)
