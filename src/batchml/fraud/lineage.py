@@ -13,25 +13,34 @@ from typing import Any
 
 from batchml.errors import ConfigError
 from batchml.fraud import checkpoint
-from batchml.fraud.model import IncrementalModel, make_model
+from batchml.fraud.model import DEFAULT_KIND, make_model
+from batchml.fraud.model_base import IncrementalModel
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "sgd"
+    kind: str = DEFAULT_KIND
     params: tuple[tuple[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "params": dict(self.params)}
+
+    def resolved(self) -> ModelConfig:
+        """The same model with every parameter spelled out (defaults included).
+
+        Items carry resolved configs, so a later change of a kind's defaults cannot change
+        the model of a run already queued."""
+        params = make_model(self.kind, dict(self.params)).params
+        return ModelConfig(kind=self.kind, params=tuple(sorted(params.items())))
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ModelConfig:
         if not data:
             return cls()
         return cls(
-            kind=str(data.get("kind", "sgd")),
+            kind=str(data.get("kind", DEFAULT_KIND)),
             params=tuple(sorted((data.get("params") or {}).items())),
         )
 
@@ -40,15 +49,19 @@ def checkpoint_path(storage: Storage, run: str, version: int, dataset: str) -> s
     return storage.run_path(run, "checkpoints", f"v{version:04d}-{dataset}.npz")
 
 
-def load_head(
-    storage: Storage, head: LineageHead, config: ModelConfig, inputs: tuple[str, ...]
-) -> tuple[IncrementalModel, dict[str, Any]]:
-    """The model at ``head`` (a fresh one at version 0), checked against config and inputs."""
-    model = make_model(config.kind, dict(config.params))
+def _read(storage: Storage, head: LineageHead) -> tuple[dict[str, Any], dict[str, Any]]:
+    """State arrays and metadata of the head's checkpoint, publication rolled forward."""
     if head.checkpoint is None:
-        return model, {}
+        raise ConfigError(f"run {head.run!r} v{head.version} has no checkpoint")
     path = storage.publish(head.checkpoint)
-    state, meta = checkpoint.load_file(path, head.checkpoint.sha256)
+    return checkpoint.load_file(path, head.checkpoint.sha256)
+
+
+def _restore(
+    head: LineageHead, config: ModelConfig, inputs: tuple[str, ...],
+    state: dict[str, Any], meta: dict[str, Any],
+) -> IncrementalModel:  # fmt: skip
+    model = make_model(config.kind, dict(config.params))
     if meta.get("kind") != config.kind or meta.get("params") != model.params:
         raise ConfigError(
             f"lineage {head.run!r} v{head.version} was trained as {meta.get('kind')} "
@@ -61,7 +74,28 @@ def load_head(
             "start a new run (--run NAME) to change the features"
         )
     model.set_state(state)
-    return model, meta
+    return model
+
+
+def load_head(
+    storage: Storage, head: LineageHead, config: ModelConfig, inputs: tuple[str, ...]
+) -> tuple[IncrementalModel, dict[str, Any]]:
+    """The model at ``head`` (a fresh one at version 0), checked against config and inputs."""
+    if head.checkpoint is None:
+        return make_model(config.kind, dict(config.params)), {}
+    state, meta = _read(storage, head)
+    return _restore(head, config, inputs, state, meta), meta
+
+
+def load_version(
+    storage: Storage, head: LineageHead, inputs: tuple[str, ...]
+) -> tuple[IncrementalModel, dict[str, Any]]:
+    """The model of a trained version, of the kind and parameters its checkpoint records.
+
+    For readers (scoring, evaluation) that use a version as it is rather than continue it."""
+    state, meta = _read(storage, head)
+    config = ModelConfig(kind=str(meta["kind"]), params=tuple(sorted(meta["params"].items())))
+    return _restore(head, config, inputs, state, meta), meta
 
 
 def save_bytes(

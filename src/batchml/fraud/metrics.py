@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -34,24 +35,32 @@ def accuracy(y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float
 
 
 def card_precision_at_k(
-    days: pd.Series, cards: pd.Series, y: pd.Series, scores: np.ndarray, k: int = 100
-) -> float | None:
+    days: npt.ArrayLike, cards: npt.ArrayLike, y: npt.ArrayLike, scores: npt.ArrayLike,
+    k: int = 100,
+) -> float | None:  # fmt: skip
     """Mean over days of the share of compromised cards among the day's ``k`` riskiest cards.
 
-    A card's score on a day is the max over its transactions; it is compromised that day if
-    any of its transactions is a fraud. Cards found compromised on an earlier day are removed
-    from later days (they would already be blocked), as in the Fraud Detection Handbook.
+    The Fraud Detection Handbook's ``card_precision_top_k``: a card's score on a day is the max
+    over its transactions that day, and it is compromised that day if any of them is a fraud.
+    Days are taken in order; cards found compromised among an earlier day's top ``k`` are
+    removed from the later days (they would already be blocked). A day with fewer than ``k``
+    cards still divides by ``k``. Equal scores are ranked by card id, so the result is
+    deterministic. None when there is no row.
     """
     frame = pd.DataFrame(
-        {"day": days.to_numpy(), "card": cards.to_numpy(), "y": y.to_numpy(), "s": scores}
+        {
+            "day": np.asarray(days),
+            "card": np.asarray(cards),
+            "y": np.asarray(y),
+            "s": np.asarray(scores, dtype=np.float64),
+        }
     )
-    per_card = frame.groupby(["day", "card"], sort=True).agg(y=("y", "max"), s=("s", "max"))
+    per_card = frame.groupby(["day", "card"], sort=True).max().reset_index()
     detected: set[Any] = set()
     precisions = []
-    for _, day_cards in per_card.groupby(level="day", sort=True):
-        cards_today = day_cards.reset_index()
-        cards_today = cards_today[~cards_today["card"].isin(detected)]
-        top = cards_today.sort_values(["s", "card"], ascending=[False, True], kind="stable").head(k)
+    for _, day_cards in per_card.groupby("day", sort=True):
+        candidates = day_cards[~day_cards["card"].isin(detected)]
+        top = candidates.sort_values(["s", "card"], ascending=[False, True], kind="stable").head(k)
         precisions.append(float(top["y"].sum()) / k)
         detected.update(top.loc[top["y"] == 1, "card"].tolist())
     return float(np.mean(precisions)) if precisions else None
