@@ -12,9 +12,9 @@ from batchml.cli.common import console, queue, settings
 from batchml.errors import ConfigError
 from batchml.fraud import datasets, pipeline, plan
 from batchml.fraud.evaluate import Protocol, evaluate, pick_version
-from batchml.fraud.lineage import ModelConfig
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.progress import activity
+from batchml.storage import Storage
 
 app = typer.Typer(help="The fraud-detection workload.", no_args_is_help=True)
 
@@ -31,15 +31,26 @@ def evaluate_cmd(
     test_days: Annotated[int, typer.Option(min=1)] = 7,
     delay: Annotated[int, typer.Option(min=0, help="Days before a label is known.")] = 7,
     top_k: Annotated[int, typer.Option(min=1, help="Cards checked per day.")] = 100,
+    known_days: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Days of frauds before the delay period whose cards count as known "
+            "compromised and leave the test set (the handbook's training week); 0: every day.",
+        ),
+    ] = 7,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """ROC AUC, average precision, card precision@k and accuracy on the test period."""
+    """ROC AUC, average precision, card precision@k and accuracy on the test period.
+
+    The handbook's protocol: the test days start --delay days after the last trained day;
+    cards with a fraud known by a test day leave that day's test set (docs/fraud.md)."""
     s = settings(ctx)
+    protocol = Protocol(
+        test_start=test_start, test_days=test_days, delay=delay, top_k=top_k, known_days=known_days
+    )
     with queue(ctx) as q, activity(f"evaluating run {s.run!r}"):
-        result = evaluate(
-            s.storage(), q, s.run, version=version,
-            protocol=Protocol(test_start=test_start, test_days=test_days, delay=delay, top_k=top_k),
-        )  # fmt: skip
+        result = evaluate(s.storage(), q, s.run, version=version, protocol=protocol)
     if as_json:
         console.print_json(json.dumps(result))
         return
@@ -50,7 +61,25 @@ def evaluate_cmd(
     )
     for key in ("roc_auc", "average_precision", "card_precision_at_k", "accuracy"):
         console.print(f"  {key:22} {_fmt(m[key])}")
-    console.print(f"  {'rows':22} {m['rows']} ({m['frauds']} frauds)")
+    console.print(
+        f"  {'rows':22} {m['rows']} ({m['frauds']} frauds; "
+        f"{result['excluded_known_compromised']} of known compromised cards excluded)"
+    )
+
+
+def _score_targets(storage: Storage, names: list[str]) -> list[tuple[str, str]]:
+    """(name, root-relative path) of each day (YYYY-MM-DD) or testing dataset name."""
+    targets = []
+    for name in names:
+        if name[:4].isdigit():
+            path = datasets.day_path(name)
+        else:
+            path = f"datasets/{datasets.TESTING}/{name}.parquet"
+            storage.resolve(path, what="dataset name")
+        if not storage.exists(path):
+            raise ConfigError(f"{name}: no stored dataset {path}; import or generate it first")
+        targets.append((name, path))
+    return targets
 
 
 @app.command("score")
@@ -60,22 +89,23 @@ def score_cmd(
     version: Annotated[
         int | None, typer.Option(help="Pinned version (default: the head now).")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Score again datasets already scored.")] = False,
 ) -> None:
-    """Queue batch scoring of datasets with a pinned lineage version; run workers to do it."""
+    """Queue batch scoring of datasets with a pinned lineage version; run workers to do it.
+
+    Each dataset becomes an independent item (any worker, any order) that writes
+    runs/<run>/predictions/v<NNNN>/<name>.parquet: TRANSACTION_ID, SCORE, MODEL_VERSION."""
     s = settings(ctx)
-    storage = s.storage()
-    targets = []
-    for name in days:
-        path = datasets.day_path(name) if name[:4].isdigit() else f"datasets/testing/{name}.parquet"
-        if not storage.exists(path):
-            raise ConfigError(f"{name}: no stored dataset {path}")
-        targets.append((name, path))
+    targets = _score_targets(s.storage(), days)
     with queue(ctx) as q:
         head, _ = pick_version(q, s.run, version)
-        specs = plan.scoring_items(targets, run=s.run, version=head.version, model=ModelConfig())
-        outcomes = q.push(specs)
-    added = sum(o.value == "added" for o in outcomes)
-    console.print(f"queued {added} scoring item(s) with v{head.version}; run `batchml worker`")
+        specs = plan.scoring_items(targets, run=s.run, version=head.version, spec=FeatureSpec())
+        outcomes = q.push(specs, force=force)
+    added = sum(o.value != "exists" for o in outcomes)
+    console.print(
+        f"queued {added} of {len(specs)} scoring item(s) with v{head.version} "
+        f"(trained through {head.dataset}); run `batchml worker`"
+    )
 
 
 @app.command("features")

@@ -14,6 +14,7 @@ from batchml.cli.common import console, queue, settings
 from batchml.errors import ConfigError
 from batchml.fraud import datasets, plan
 from batchml.fraud.lineage import ModelConfig
+from batchml.fraud.model import DEFAULT_KIND, MODEL_KINDS
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
@@ -43,7 +44,13 @@ def push(
     test_days: Annotated[
         str | None, typer.Option(help="Stored days to evaluate on, as FIRST:LAST.")
     ] = None,
-    model: Annotated[str, typer.Option(envvar="BATCHML_MODEL", help="Model kind.")] = "sgd",
+    model: Annotated[
+        str,
+        typer.Option(
+            envvar="BATCHML_MODEL",
+            help=f"Model kind: {', '.join(sorted(MODEL_KINDS))} (docs/fraud.md).",
+        ),
+    ] = DEFAULT_KIND,
     force: Annotated[bool, typer.Option(help="Re-run days that are already done or dead.")] = False,
 ) -> None:
     """Queue the imported training days of the run, in date order (features, then training)."""

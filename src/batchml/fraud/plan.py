@@ -70,7 +70,7 @@ def training_items(
     are stored days used the same way (their features are queued too, ahead of training).
     """
     spec = spec or FeatureSpec()
-    model = model or ModelConfig()
+    model = (model or ModelConfig()).resolved()
     ordered = sorted(set(days))
     tests = [*test, *(datasets.day_path(d) for d in test_days)]
     specs: list[ItemSpec] = [features_item(spec, d) for d in sorted(set(test_days))]
@@ -106,12 +106,13 @@ def scoring_items(
     *,
     run: str,
     version: int,
-    model: ModelConfig | None = None,
     spec: FeatureSpec | None = None,
 ) -> list[ItemSpec]:
-    """One independent ``fraud.score`` item per (name, path), pinned to lineage ``version``."""
+    """One independent ``fraud.score`` item per (name, path), pinned to lineage ``version``.
+
+    No dependencies: scoring items run in parallel on any worker, in any order. The model
+    comes from the version's checkpoint, so the item names only the version."""
     spec = spec or FeatureSpec()
-    model = model or ModelConfig()
     return [
         ItemSpec(
             payload={
@@ -120,7 +121,6 @@ def scoring_items(
                 "dataset": name,
                 "path": path,
                 "version": version,
-                "model": model.to_json(),
                 "features": spec.to_json(),
             },
             id=score_id(run, version, name),

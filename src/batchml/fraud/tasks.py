@@ -5,6 +5,9 @@ Payloads (built by :mod:`batchml.fraud.plan`):
 ``fraud.features``  ``{"dataset": day, "path": ..., "features": spec}``
 ``fraud.train``     ``{"run", "dataset", "path", "test": [paths], "model": {...}, "features"}``
 ``fraud.score``     ``{"run", "dataset", "path", "version": N, "features"}``
+
+Each returns a JSON result; ``seconds`` says where the time went (io, features, train,
+evaluate, score), which ``bench/end_to_end.py`` sums up.
 """
 
 from __future__ import annotations
@@ -12,10 +15,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from batchml.errors import ConfigError, DatasetError
-from batchml.fraud import lineage, metrics, pipeline
+from batchml.fraud import lineage, metrics, pipeline, test_sets
+from batchml.fraud.model_base import IncrementalModel
 from batchml.fraud.pipeline import FeatureSpec
+from batchml.fraud.protocol import Protocol, TestSet
 from batchml.queue.base import LineageHead
+from batchml.storage import Storage
 from batchml.tasks.context import TaskContext
 
 
@@ -54,8 +63,20 @@ def features_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _test_metrics(
+    test: TestSet, protocol: Protocol, model: IncrementalModel, tests: list[str]
+) -> dict[str, Any]:
+    """The protocol's metrics of ``model`` on the item's test datasets."""
+    result = test.metrics(model.predict_proba(test.X), protocol.top_k)
+    return {**result, "datasets": tests, "test_days": list(test.days)}
+
+
 def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Warm-start the run's head model on one dataset and propose the next lineage version."""
+    """Warm-start the run's head model on one dataset and propose the next lineage version.
+
+    The result holds the new version's metrics on its own training day (``train``) and, when
+    the item names test datasets, on them with the evaluation protocol (``test``), and where
+    the time went (``seconds``: io, features, train, evaluate)."""
     spec = FeatureSpec.from_json(payload.get("features"))
     config = lineage.ModelConfig.from_json(payload.get("model"))
     day = str(payload["dataset"])
@@ -69,16 +90,17 @@ def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     model.partial_fit(X, y)
     clock.lap("train")
     ctx.check()
-    result: dict[str, Any] = {"dataset": day, "version": head.version + 1}
+    version = head.version + 1
+    result: dict[str, Any] = {"dataset": day, "version": version}
     result["train"] = metrics.summary(y, model.predict_proba(X))
     tests = [str(p) for p in payload.get("test") or []]
     if tests:
-        test_table = pipeline.load_many(ctx.storage, tests, spec)
+        protocol = Protocol(delay=spec.delay_days)
+        test = test_sets.get(ctx.storage, tests, spec, protocol)
         clock.lap("features")
-        Xt, yt = pipeline.xy(test_table, spec)
-        result["test"] = {**metrics.summary(yt, model.predict_proba(Xt)), "datasets": tests}
+        ctx.check()
+        result["test"] = _test_metrics(test, protocol, model, tests)
         clock.lap("evaluate")
-    version = head.version + 1
     final = lineage.checkpoint_path(ctx.storage, ctx.run, version, day)
     data, digest = lineage.save_bytes(
         model,
@@ -101,34 +123,66 @@ def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
         ),
     )
     result.update(
-        checkpoint=final, sha256=pub.sha256, params_digest=digest, parent_version=head.version,
-        seconds=clock.seconds,
+        model=config.kind, checkpoint=final, sha256=pub.sha256, params_digest=digest,
+        parent_version=head.version, seconds=clock.seconds,
     )  # fmt: skip
     return result
 
 
+def prediction_path(storage: Storage, run: str, version: int, name: str) -> str:
+    """Where the predictions of lineage ``version`` for dataset ``name`` are published."""
+    return storage.run_path(run, "predictions", f"v{version:04d}", f"{name}.parquet")
+
+
+def _pinned(ctx: TaskContext, version: int) -> LineageHead:
+    for head in ctx.queue.lineage(ctx.run):
+        if head.version == version:
+            return head
+    raise ConfigError(f"run {ctx.run!r} has no lineage version {version} to score with")
+
+
 def score_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Score one dataset with a pinned lineage version; publish its predictions file."""
+    """Score one dataset with a pinned lineage version; publish its predictions file.
+
+    ``<root>/runs/<run>/predictions/v<NNNN>/<name>.parquet`` holds TRANSACTION_ID, SCORE (the
+    fraud probability) and MODEL_VERSION, in the dataset's row order. The model is the one the
+    version's checkpoint records, so the file depends only on the dataset and the version:
+    scoring again gives the same bytes. The version is part of the path because every
+    published file has exactly one owning item: scoring a day with v3 and later with v10 makes
+    two files, never one file claimed by two commits."""
     spec = FeatureSpec.from_json(payload.get("features"))
-    config = lineage.ModelConfig.from_json(payload.get("model"))
-    version = int(payload["version"])
-    versions = {h.version: h for h in ctx.queue.lineage(ctx.run)}
-    if version not in versions:
-        raise ConfigError(f"run {ctx.run!r} has no lineage version {version} to score with")
-    head = versions[version]
-    model, _ = lineage.load_head(ctx.storage, head, config, spec.inputs)
+    name = str(payload["dataset"])
+    clock = _Stopwatch()
+    head = _pinned(ctx, int(payload["version"]))
+    model, meta = lineage.load_version(ctx.storage, head, spec.inputs)
+    clock.lap("io")
     table = pipeline.load_dataset_features(ctx.storage, _path(payload), spec)
+    clock.lap("features")
     X, y = pipeline.xy(table, spec)
     scores = model.predict_proba(X)
-    out = table[["TRANSACTION_ID"]].copy()
-    out["SCORE"] = scores
-    out["MODEL_VERSION"] = version
-    name = str(payload["dataset"])
-    final = ctx.storage.run_path(ctx.run, "predictions", f"{name}.parquet")
+    clock.lap("score")
+    ctx.check()
+    out = pd.DataFrame(
+        {
+            "TRANSACTION_ID": table["TRANSACTION_ID"].to_numpy(dtype=np.int64),
+            "SCORE": np.asarray(scores, dtype=np.float64),
+            "MODEL_VERSION": np.full(len(table), head.version, dtype=np.int64),
+        }
+    )
+    final = prediction_path(ctx.storage, ctx.run, head.version, name)
     ctx.output(final).write_bytes(pipeline.table_to_bytes(out))
-    return {"dataset": name, "version": version, "rows": len(out), "predictions": final,
-            "checkpoint_sha256": head.checkpoint.sha256 if head.checkpoint else None,
-            "test": metrics.summary(y, scores)}  # fmt: skip
+    clock.lap("io")
+    return {
+        "dataset": name,
+        "version": head.version,
+        "model": meta.get("kind"),
+        "trained_through": head.dataset,
+        "rows": len(out),
+        "predictions": final,
+        "checkpoint_sha256": head.checkpoint.sha256 if head.checkpoint else None,
+        "metrics": metrics.summary(y, scores),
+        "seconds": clock.seconds,
+    }
 
 
-__all__ = ["features_task", "score_task", "train_task"]
+__all__ = ["features_task", "prediction_path", "score_task", "train_task"]

@@ -84,6 +84,8 @@ def render_text(report: dict[str, Any]) -> str:
             f"ROC AUC on testing data: {_fmt(test.get('roc_auc'))}",
             f"Average precision on training data: {_fmt(train.get('average_precision'))}",
             f"Average precision on testing data: {_fmt(test.get('average_precision'))}",
+            f"Card precision@{test.get('top_k', 100)} on testing data: "
+            f"{_fmt(test.get('card_precision_at_k'))}",
         ]
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)

@@ -1,0 +1,60 @@
+"""Test sets kept in memory between the train items a worker process runs.
+
+Every version of a lineage is assessed on the same test datasets: without a memo, each train
+step would read and filter the whole test period again (seven feature tables plus the raw
+days of the known-compromised window). A worker keeps the last few test sets it built, keyed
+by the storage root, the datasets, the feature set and the protocol, and by a fingerprint of
+the files they come from (size and modification time of each test dataset and of the
+training folder, which changes whenever a day is added or replaced). A changed file is a
+different key, so the memo never serves stale rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from batchml.fraud import datasets
+from batchml.fraud.pipeline import FeatureSpec
+from batchml.fraud.protocol import Protocol, TestSet, load_test_set
+from batchml.storage import Storage
+
+MAX_ENTRIES = 2
+
+_Key = tuple[object, ...]
+_memo: OrderedDict[_Key, TestSet] = OrderedDict()
+
+
+def _stamp(path: os.PathLike[str] | str) -> tuple[int, int]:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return (-1, -1)
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def _key(storage: Storage, relpaths: Sequence[str], spec: FeatureSpec, protocol: Protocol) -> _Key:
+    files = tuple((p, _stamp(storage.resolve(p, what="test dataset"))) for p in relpaths)
+    folder = _stamp(storage.dataset_dir(datasets.TRAINING))
+    return (str(storage.root), files, folder, spec, protocol)
+
+
+def get(
+    storage: Storage, relpaths: Sequence[str], spec: FeatureSpec, protocol: Protocol
+) -> TestSet:
+    """The protocol's test set of ``relpaths``, built once per process while files are unchanged."""
+    key = _key(storage, relpaths, spec, protocol)
+    if key in _memo:
+        _memo.move_to_end(key)
+        return _memo[key]
+    test = load_test_set(storage, relpaths, spec, protocol)
+    _memo[key] = test
+    while len(_memo) > MAX_ENTRIES:
+        _memo.popitem(last=False)
+    return test
+
+
+def clear() -> None:
+    """Forget every test set (tests use it to measure a cold start)."""
+    _memo.clear()
