@@ -28,7 +28,7 @@ from batchml.queue.base import (
     State,
     WorkQueue,
 )
-from batchml.queue.keys import PARTS, QueueKeys
+from batchml.queue.keys import PARTS, SCRIPT_KEYS, QueueKeys
 from batchml.queue.redis import RedisQueue
 from batchml.queue.redis_connect import parse_url
 from tests.queue_contract import QueueContract, spec
@@ -142,15 +142,25 @@ def test_every_key_of_a_queue_is_in_one_cluster_slot() -> None:
     assert QueueKeys("fraud").ready_list == "batchml:{fraud}:ready"
 
 
-def test_prelude_names_the_keys_in_the_order_python_passes_them() -> None:
+def test_each_script_gets_the_keys_its_header_names() -> None:
+    """Given SCRIPT_KEYS, then every script's header lists exactly those keys (state:* for the
+    five state indexes), and the prelude documents every part."""
     prelude = (LUA / "prelude.lua").read_text()
-    named = dict(re.findall(r"--\s+KEYS\[(\d+)\]\s+(\S+)", prelude))
-    for index, part in enumerate(PARTS, start=1):
-        if not part.startswith("state:"):
-            assert named[str(index)] == part
-    states = [p for p in PARTS if p.startswith("state:")]
-    assert states == [f"state:{s.value}" for s in State]
-    assert f"KEYS[{PARTS.index('state:waiting') + 1}..{PARTS.index('state:dead') + 1}]" in prelude
+    for part in PARTS:
+        documented = part if not part.startswith("state:") else "state:waiting|ready|leased"
+        assert f"--   {documented}" in prelude, part
+    for name, parts in SCRIPT_KEYS.items():
+        text = (LUA / f"{name}.lua").read_text()
+        header = re.search(r"-- KEYS: (.*(?:\n--       .*)*)", text)
+        assert header, name
+        listed = {k.strip() for k in header.group(1).replace("--", "").split(",")}
+        expected = {p for p in parts if not p.startswith("state:")}
+        if any(p.startswith("state:") for p in parts):
+            expected.add("state:*")
+            assert [p for p in parts if p.startswith("state:")] == [
+                f"state:{s.value}" for s in State
+            ]
+        assert listed == expected, name
 
 
 def test_each_script_states_its_keys_and_argv_and_never_scans() -> None:

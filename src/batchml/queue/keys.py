@@ -2,9 +2,9 @@
 
 A queue called NAME (``redis://host:port/db?name=NAME``, default ``batchml``) owns the keys
 ``batchml:{NAME}:<part>``. The braces are a Redis Cluster hash tag: every key of one queue maps
-to the same slot, so each Lua script may touch all of them. Scripts never build key names; they
-receive every key of the queue as ``KEYS``, in the order of :data:`PARTS` (``prelude.lua`` names
-them), and hash *fields* (item ids, run names) are given to them as ``ARGV``.
+to the same slot, so each Lua script may touch all of them. Scripts never build key names: each
+receives the keys it uses as ``KEYS`` (:data:`SCRIPT_KEYS`, in any order; ``prelude.lua`` tells
+them apart by their part), and hash *fields* (item ids, run names) are given to it as ``ARGV``.
 
 ``batchml:{NAME}:ready`` is a plain list whose length is the number of items in state ``ready``
 (its elements are placeholders): KEDA's ``redis`` scaler reads it with ``LLEN``.
@@ -20,7 +20,7 @@ from batchml.errors import ConfigError
 PREFIX = "batchml"
 DEFAULT_NAME = "batchml"
 
-#: the key parts in the order the Lua scripts receive them as KEYS (see lua/prelude.lua)
+#: every key of a queue, by the part after ``batchml:{NAME}:``
 PARTS: tuple[str, ...] = (
     "items",  # hash   id -> item record (JSON written by the scripts)
     "payloads",  # hash   id -> payload (canonical JSON, opaque to the scripts)
@@ -41,9 +41,25 @@ PARTS: tuple[str, ...] = (
     "lineage",  # hash   "<run>#<version>" -> head JSON
     "history",  # list   ended attempts (JSON), newest last, capped
     "workers",  # hash   worker id -> its last self-report (JSON)
-    "workers-seen",  # zset   worker id scored by when its report arrived (s)
-    "lease-requests",  # hash   worker -> its last lease request (makes a lease retry idempotent)
+    "workers-seen",  # zset   worker id scored by when its report arrived (ms)
 )
+
+_STATES = ("state:waiting", "state:ready", "state:leased", "state:done", "state:dead")
+_MOVES = ("items", "queue", "delayed", "ready", *_STATES)  # what a state change touches
+
+#: the keys each script receives as KEYS (its header lists the same); fewer keys, less to send
+SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
+    "push": (*_MOVES, "payloads", "results", "dependents", "order", "seq"),
+    "lease": (*_MOVES, "payloads", "dependents", "deadlines", "history"),
+    "heartbeat": ("items", "deadlines"),
+    "complete": (*_MOVES, "results", "dependents", "deadlines", "history", "lineage-head",
+                 "lineage"),
+    "fail": (*_MOVES, "dependents", "deadlines", "history"),
+    "release": (*_MOVES, "deadlines", "history"),
+    "requeue_dead": _MOVES,
+    "report_worker": ("workers", "workers-seen"),
+    "items": ("items", "payloads", "results", "order", *_STATES),
+}  # fmt: skip
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
@@ -74,8 +90,12 @@ class QueueKeys:
 
     @property
     def all(self) -> list[str]:
-        """Every key of the queue, in the order the scripts receive them."""
+        """Every key of the queue."""
         return [self.key(part) for part in PARTS]
+
+    def for_script(self, script: str) -> list[str]:
+        """The keys a Lua script receives as KEYS."""
+        return [self.key(part) for part in SCRIPT_KEYS[script]]
 
     @property
     def ready_list(self) -> str:

@@ -5,8 +5,8 @@ for TLS); see :mod:`batchml.queue.redis_connect` for the URL, passwords and erro
 
 Every state change is one round trip: one Lua script per operation (``queue/lua/*.lua``, each
 headed by its KEYS and ARGV), loaded once and called with EVALSHA (a server that forgot it, after
-a restart, gets it again through the NOSCRIPT fallback). The scripts receive every key of the
-queue as KEYS, hash-tagged so a queue lives in one Redis Cluster slot (:mod:`batchml.queue.keys`
+a restart, gets it again through the NOSCRIPT fallback). A script receives the keys it uses as
+KEYS, all hash-tagged so a queue lives in one Redis Cluster slot (:mod:`batchml.queue.keys`
 names them all). Expired leases and due retries are found through sorted sets of deadlines:
 ``lease`` costs O(log n + expired), never a scan. A commit and its lineage compare-and-set are
 one script: both land or neither does.
@@ -51,7 +51,7 @@ from batchml.queue.base import (
     WorkQueue,
     canonical_json,
 )
-from batchml.queue.keys import QueueKeys, lineage_field
+from batchml.queue.keys import SCRIPT_KEYS, QueueKeys, lineage_field
 from batchml.queue.redis_connect import RedisAddress, connect, parse_url, translate
 from batchml.storage import Publication
 
@@ -65,10 +65,23 @@ def _script(name: str) -> tuple[str, str]:
     """The source of ``lua/<name>.lua`` behind the shared prelude, and its SHA1."""
     if name not in _SCRIPTS:
         folder = resources.files("batchml.queue").joinpath("lua")
-        source = folder.joinpath("prelude.lua").read_text() + "\n"
+        source = _key_binding(SCRIPT_KEYS[name]) + "\n"
+        source += folder.joinpath("prelude.lua").read_text() + "\n"
         source += folder.joinpath(f"{name}.lua").read_text()
         _SCRIPTS[name] = (source, hashlib.sha1(source.encode()).hexdigest())
     return _SCRIPTS[name]
+
+
+def _key_binding(parts: Sequence[str]) -> str:
+    """The Lua line that names a script's KEYS by part: ``local K = {items = KEYS[1], ...}``."""
+    plain, states = [], []
+    for index, part in enumerate(parts, start=1):
+        if part.startswith("state:"):
+            states.append(f"{part.removeprefix('state:')} = KEYS[{index}]")
+        else:
+            plain.append(f"{part.replace('-', '_')} = KEYS[{index}]")
+    fields = [*plain, "state = {" + ", ".join(states) + "}"]
+    return "local K = {" + ", ".join(fields) + "}"
 
 
 def _ms(seconds: float) -> int:
@@ -115,7 +128,7 @@ class RedisQueue(WorkQueue):
         self.keys = QueueKeys(address.name)
         self._client = client
         self._scripting: Any = client  # redis-py's stubs leave EVALSHA and SCRIPT LOAD untyped
-        self._key_list = self.keys.all
+        self._script_keys = {name: self.keys.for_script(name) for name in SCRIPT_KEYS}
         self._lease_retry: dict[str, str] = {}
 
     @classmethod
@@ -136,7 +149,8 @@ class RedisQueue(WorkQueue):
 
     def _run(self, name: str, *args: str | int | float) -> Any:
         source, sha = _script(name)
-        call = (sha, len(self._key_list), *self._key_list, *args)
+        keys = self._script_keys[name]
+        call = (sha, len(keys), *keys, *args)
         try:
             try:
                 return self._scripting.evalsha(*call)
@@ -196,9 +210,12 @@ class RedisQueue(WorkQueue):
     def lease(self, worker: str, ttl: float) -> Lease | None:
         # A lease whose reply was lost is asked for again with the same request id, and the
         # script hands back the same lease instead of leaving it to expire.
-        request = self._lease_retry.pop(worker, None) or uuid.uuid4().hex
+        retry = self._lease_retry.pop(worker, None)
+        request = retry or uuid.uuid4().hex
         try:
-            reply = self._run("lease", self._now(), worker, _ms(ttl), request, HISTORY_LIMIT)
+            reply = self._run(
+                "lease", self._now(), worker, _ms(ttl), request, int(bool(retry)), HISTORY_LIMIT
+            )
         except QueueUnavailable:
             self._lease_retry[worker] = request
             raise
@@ -344,7 +361,7 @@ class RedisQueue(WorkQueue):
 
     def purge(self) -> None:
         try:
-            self._client.delete(*self._key_list)
+            self._client.delete(*self.keys.all)
         except redis.RedisError as exc:
             raise translate(exc, self.address) from None
 

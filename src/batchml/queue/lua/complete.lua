@@ -1,7 +1,7 @@
 -- complete.lua: commit an item leased under the current fencing token and, if a lineage step is
 -- given, advance the run's lineage head by compare-and-set - both or neither.
--- KEYS: every key of the queue (prelude.lua). Writes items, results, deadlines, state:*, queue,
---       ready, history, lease-requests, lineage, lineage-head; reads dependents.
+-- KEYS: items, queue, delayed, ready, state:*, results, dependents, deadlines, history,
+--       lineage-head, lineage
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token
@@ -33,5 +33,4 @@ it.last_error = nil
 set_state(id, it, 'done', now)
 save(id, it)
 end_item(id, now)
-sync_ready_list()
 return {'ok'}

@@ -1,7 +1,6 @@
 -- fail.lua: record a failed attempt of an item leased under the current fencing token: back to
 -- ready after a backoff, or dead after its last attempt (dependents then become ready).
--- KEYS: every key of the queue (prelude.lua). Writes items, delayed, deadlines, state:*, queue,
---       ready, history, lease-requests; reads dependents.
+-- KEYS: items, queue, delayed, ready, state:*, dependents, deadlines, history
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token
@@ -24,13 +23,11 @@ if it.attempts >= it.max_attempts then
   set_state(id, it, 'dead', now)
   save(id, it)
   end_item(id, now)
-  sync_ready_list()
-  return {'ok', 'dead'}
+    return {'ok', 'dead'}
 end
 log_attempt(id, it, now, 'failed', err, limit)
 unlease(id, it)
 local delay = math.min(base * factor ^ math.max(it.attempts - 1, 0), cap)
 make_ready(id, it, now, now + math.floor(delay + 0.5))
 save(id, it)
-sync_ready_list()
 return {'ok', 'ready'}

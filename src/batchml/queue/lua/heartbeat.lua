@@ -1,6 +1,6 @@
 -- heartbeat.lua: extend a lease held under the current fencing token. An expired lease is never
 -- revived, even if no other worker has taken the item yet.
--- KEYS: every key of the queue (prelude.lua). Writes items, deadlines.
+-- KEYS: items, deadlines
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token

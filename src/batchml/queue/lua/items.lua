@@ -1,5 +1,5 @@
 -- items.lua (read only): items in push order, optionally only those in some states.
--- KEYS: every key of the queue (prelude.lua). Reads order, state:*, items, payloads, results.
+-- KEYS: items, payloads, results, order, state:*
 -- ARGV[1] = at most this many items (0 = all)
 -- ARGV[2..] = states to keep (none = every item)
 -- Reply: flat list of id, item record JSON, payload JSON, result JSON (or nil), per item

@@ -1,25 +1,25 @@
 -- lease.lua: return expired leases to ready (or dead), make due retries leasable, then lease the
 -- next ready item: highest priority first, FIFO within a priority.
--- KEYS: every key of the queue (prelude.lua). Writes items, queue, delayed, deadlines, state:*,
---       ready, history, lease-requests; reads payloads, dependents.
+-- KEYS: items, queue, delayed, ready, state:*, payloads, dependents, deadlines, history
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = worker id
 -- ARGV[3] = lease time-to-live (ms)
--- ARGV[4] = request id: a retry after a lost reply repeats it and gets the same lease back
--- ARGV[5] = number of history records kept
+-- ARGV[4] = request id
+-- ARGV[5] = '1' when this request is a retry of one whose reply was lost: if it leased an item
+--           that this worker still holds, that same lease is returned
+-- ARGV[6] = number of history records kept
 -- Reply: {'none'} or {'ok', id, item record JSON, payload JSON}
--- Cost: O(log n + expired + due).
+-- Cost: O(log n + expired + due); a retry also reads the (few) leased items.
 
 local now, worker, ttl = clock_ms(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local request, limit = ARGV[4], tonumber(ARGV[5])
+local request, retry, limit = ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
 
-local previous = redis.call('HGET', K.lease_requests, worker)
-if previous then
-  local p = cjson.decode(previous)
-  if p.request == request then
-    local it = load(p.id)
-    if it and it.state == 'leased' and it.token == p.token and it.worker == worker then
-      return {'ok', p.id, cjson.encode(it), redis.call('HGET', K.payloads, p.id)}
+if retry then
+  for _, id in ipairs(redis.call('ZRANGE', K.deadlines, 0, -1)) do
+    local raw = redis.call('HGET', K.items, id)
+    local it = cjson.decode(raw)
+    if it.worker == worker and it.request == request then
+      return {'ok', id, raw, redis.call('HGET', K.payloads, id)}
     end
   end
 end
@@ -49,23 +49,17 @@ for _, id in ipairs(due) do
 end
 if #due > 0 then redis.call('ZREMRANGEBYSCORE', K.delayed, '-inf', now) end
 
-local top = redis.call('ZRANGE', K.queue, 0, 0)
-if #top == 0 then
-  sync_ready_list()
-  return {'none'}
-end
-redis.call('ZREM', K.queue, top[1])
+local top = redis.call('ZPOPMIN', K.queue)
+if #top == 0 then return {'none'} end
 local id = string.sub(top[1], 17)
 local it = load(id)
 set_state(id, it, 'leased', now)
 it.token = it.token + 1
 it.attempts = it.attempts + 1
 it.worker = worker
+it.request = request
 it.leased_at = now
 it.deadline = now + ttl
 local raw = save(id, it)
 redis.call('ZADD', K.deadlines, it.deadline, id)
-redis.call('HSET', K.lease_requests, worker,
-  cjson.encode({request = request, id = id, token = it.token}))
-sync_ready_list()
 return {'ok', id, raw, redis.call('HGET', K.payloads, id)}

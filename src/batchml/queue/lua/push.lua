@@ -1,8 +1,7 @@
 -- push.lua: add items in order, all or none. An existing id is left alone ('exists') unless
 -- force is set and the item has ended, which puts it back to ready ('reset'). A dependency must
 -- already exist or be pushed earlier in the same call.
--- KEYS: every key of the queue (prelude.lua). Writes items, payloads, results, dependents,
---       order, seq, queue, state:*, ready.
+-- KEYS: items, queue, delayed, ready, state:*, payloads, results, dependents, order, seq
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = force: '1' or '0'
 -- ARGV[3] = default max attempts
@@ -71,5 +70,4 @@ for i = 0, count - 1 do
     outcomes[#outcomes + 1] = 'exists'
   end
 end
-sync_ready_list()
 return outcomes

@@ -1,6 +1,5 @@
 -- release.lua: give an item back at once (graceful shutdown); the attempt is not counted.
--- KEYS: every key of the queue (prelude.lua). Writes items, queue, deadlines, state:*, ready,
---       history, lease-requests.
+-- KEYS: items, queue, delayed, ready, state:*, deadlines, history
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token
@@ -15,5 +14,4 @@ unlease(id, it)
 it.attempts = it.attempts - 1
 make_ready(id, it, now, now)
 save(id, it)
-sync_ready_list()
 return {'ok'}

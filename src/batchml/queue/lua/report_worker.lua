@@ -1,6 +1,6 @@
 -- report_worker.lua: keep a worker's self-report, stamped with the queue's clock, and drop the
 -- reports that arrived longer ago than the retention.
--- KEYS: every key of the queue (prelude.lua). Writes workers, workers-seen.
+-- KEYS: workers, workers-seen
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = worker id
 -- ARGV[3] = report JSON

@@ -1,5 +1,5 @@
 -- requeue_dead.lua: put dead items (all, or the ids given) back to ready with fresh attempts.
--- KEYS: every key of the queue (prelude.lua). Writes items, queue, state:*, ready.
+-- KEYS: items, queue, delayed, ready, state:*
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = '1' for every dead item, '0' for the ids that follow
 -- ARGV[3..] = item ids
@@ -22,5 +22,4 @@ for _, id in ipairs(ids) do
     n = n + 1
   end
 end
-sync_ready_list()
 return {'ok', n}

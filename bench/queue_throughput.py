@@ -1,0 +1,222 @@
+"""Benchmark: the Redis queue's lease+complete rate against raw round trips and the tutorial.
+
+Side by side, in one run, against the same Redis (one started on a free port for this run, with
+append-only persistence as recommended, unless ``--url`` names one):
+
+* raw ``PING`` round trips per second, from one client: the ceiling of any one-worker loop;
+* batchml ``lease`` + ``complete`` of no-op items, one worker, then four worker processes;
+* the Kubernetes tutorial's pattern re-implemented (``BRPOPLPUSH`` + ``SETEX`` lease key, then
+  ``LREM`` + ``DEL``, plus its two ``LLEN`` calls per loop), one worker, then four.
+
+It prints items per second, the ratios, the round trips each loop paid per item (the
+commands its client sent, counted by the server: ``INFO commandstats``) and the server time
+they took per item.
+
+    .venv/bin/python bench/queue_throughput.py
+    .venv/bin/python bench/queue_throughput.py --url redis://10.0.0.5:6379/0 --items 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from batchml.queue import open_queue
+from batchml.queue.base import ItemSpec
+
+TARGET_OF_PING = 0.5  # one batchml worker should reach half the PING rate (≤ 2 round trips)
+
+
+@contextmanager
+def local_redis() -> Iterator[str]:
+    """A redis-server on a free port in a temporary folder, append-only on (everysec)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="batchml-bench-") as folder:
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
+             "--appendonly", "yes", "--save", "", "--logfile", f"{folder}/redis.log"],
+        )  # fmt: skip
+        try:
+            client = redis.Redis(port=port)
+            for _ in range(500):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.01)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+#: the commands each loop sends (commands run inside batchml's scripts are not round trips)
+BATCHML_COMMANDS = ("evalsha",)
+TUTORIAL_COMMANDS = ("llen", "brpoplpush", "setex", "lrem", "del")
+
+
+def command_stats(client: redis.Redis[str], commands: tuple[str, ...]) -> tuple[int, float]:
+    """Calls of ``commands`` the server has run since its statistics were reset, and the
+    microseconds it spent in them."""
+    stats: dict[str, Any] = client.info("commandstats")
+    picked = [stats.get(f"cmdstat_{name}", {"calls": 0, "usec": 0}) for name in commands]
+    return sum(int(s["calls"]) for s in picked), sum(float(s["usec"]) for s in picked)
+
+
+def ping_rate(url: str, seconds: float) -> float:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.ping()
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(100):
+            client.ping()
+        n += 100
+    return n / (time.perf_counter() - started)
+
+
+# -- batchml -----------------------------------------------------------------------------------
+
+
+def fill_batchml(url: str, items: int) -> str:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    queue = open_queue(f"{url}?name={name}")
+    queue.purge()
+    queue.push([ItemSpec(payload={"task": "noop", "n": i}, id=f"n{i}") for i in range(items)])
+    queue.close()
+    return f"{url}?name={name}"
+
+
+def batchml_worker(queue_url: str, start: Any, out: Any) -> None:
+    """One worker: lease and complete until nothing is left; reports (items, t0, t1)."""
+    queue = open_queue(queue_url)
+    worker = f"bench-{uuid.uuid4().hex[:6]}"
+    start.wait()
+    done, t0 = 0, time.perf_counter()
+    while (lease := queue.lease(worker, 60)) is not None:
+        queue.complete(lease.item.id, lease.token)
+        done += 1
+    out.put((done, t0, time.perf_counter()))
+
+
+# -- the tutorial's pattern (rediswq.py of "Fine Parallel Processing Using a Work Queue") -------
+
+
+def fill_tutorial(url: str, items: int) -> str:
+    name = f"tutorial-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(url, decode_responses=True)
+    for first in range(0, items, 10_000):
+        client.lpush(name, *(f"n{i}" for i in range(first, min(first + 10_000, items))))
+    return name
+
+
+def tutorial_worker(url: str, name: str, start: Any, out: Any) -> None:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    session = uuid.uuid4().hex
+    processing, lease_prefix = f"{name}:processing", f"{name}:leased_by_session:"
+    start.wait()
+    done, t0 = 0, time.perf_counter()
+    while True:
+        waiting, in_progress = client.llen(name), client.llen(processing)  # rediswq.empty()
+        if waiting == 0 and in_progress == 0:
+            break
+        item = client.brpoplpush(name, processing, timeout=1)  # rediswq.lease()
+        if item is None:
+            continue
+        client.setex(lease_prefix + item, 60, session)
+        client.lrem(processing, 0, item)  # rediswq.complete()
+        client.delete(lease_prefix + item)
+        done += 1
+    out.put((done, t0, time.perf_counter()))
+
+
+def cleanup(url: str, key: str) -> None:
+    """Delete what one measurement left: a batchml queue (by URL) or the tutorial's lists."""
+    if "?name=" in key:
+        open_queue(key).purge()
+    else:
+        redis.Redis.from_url(url).delete(key, f"{key}:processing")
+
+
+def run_workers(target: Callable[..., None], args: tuple[Any, ...], n: int) -> tuple[int, float]:
+    """Start ``n`` processes on ``target(*args, start, out)``; (items done, wall seconds)."""
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, start, out)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    time.sleep(0.5 + 0.5 * n)  # let every process import and connect before the start
+    start.set()
+    reports = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    done = sum(r[0] for r in reports)
+    return done, max(r[2] for r in reports) - min(r[1] for r in reports)
+
+
+def measure(url: str, items: int, ping_seconds: float) -> None:
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    version = admin.info("server")["redis_version"]
+    print(f"Redis {version} at {url}; {items} no-op items per one-worker run\n")
+    ping = ping_rate(url, ping_seconds)
+    rows: list[tuple[str, float, float, float]] = []
+    for label, fill, target, workers, commands in (
+        ("batchml, 1 worker", fill_batchml, batchml_worker, 1, BATCHML_COMMANDS),
+        ("batchml, 4 worker processes", fill_batchml, batchml_worker, 4, BATCHML_COMMANDS),
+        ("tutorial pattern, 1 worker", fill_tutorial, tutorial_worker, 1, TUTORIAL_COMMANDS),
+        ("tutorial pattern, 4 worker processes", fill_tutorial, tutorial_worker, 4,
+         TUTORIAL_COMMANDS),
+    ):  # fmt: skip
+        key = fill(url, items * workers)
+        args = (key,) if target is batchml_worker else (url, key)
+        admin.config_resetstat()
+        done, seconds = run_workers(target, args, workers)
+        calls, usec = command_stats(admin, commands)
+        rows.append((label, done / seconds, calls / max(done, 1), usec / max(done, 1)))
+        cleanup(url, key)
+    print(f"{'PING round trips':38} {ping:10,.0f} /s")
+    for label, rate, trips, usec in rows:
+        print(
+            f"{label:38} {rate:10,.0f} items/s  {trips:4.1f} round trips and "
+            f"{usec:5.1f} µs of server time per item"
+        )
+    one, four, tut_one, tut_four = (row[1] for row in rows)
+    print()
+    print(f"batchml 1 worker / PING            {one / ping:6.2f}  (target ≥ {TARGET_OF_PING})")
+    print(f"batchml 4 workers / 1 worker       {four / one:6.2f}  (target > 1)")
+    print(f"batchml / tutorial, 1 worker       {one / tut_one:6.2f}")
+    print(f"batchml / tutorial, 4 workers      {four / tut_four:6.2f}")
+    met = one >= TARGET_OF_PING * ping and four > one
+    print(f"\ntargets {'met' if met else 'NOT met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="an existing Redis (default: start one for this run)")
+    parser.add_argument("--items", type=int, default=5000, help="items per one-worker run")
+    parser.add_argument("--ping-seconds", type=float, default=3.0)
+    options = parser.parse_args()
+    if options.url:
+        measure(options.url, options.items, options.ping_seconds)
+        return
+    with local_redis() as url:
+        measure(url, options.items, options.ping_seconds)
+
+
+if __name__ == "__main__":
+    main()
