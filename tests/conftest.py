@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.redis_server import RedisServer, redis_server_binary
+from tests.redis_server import RedisServer, TlsFiles, redis_server_binary
 
 
 def _in_ci() -> bool:
@@ -62,13 +62,14 @@ def redis_url(redis_server: str) -> str:
 
 
 @pytest.fixture
-def redis_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
-    """Start redis-server processes this test owns; all are stopped at its end."""
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start redis-server processes this test owns (``tls=`` for a TLS-only one); all are
+    stopped at its end."""
     binary = _binary()
     servers: list[RedisServer] = []
 
-    def start() -> RedisServer:
-        server = RedisServer(binary, tmp_path / f"redis-{len(servers)}")
+    def start(tls: TlsFiles | None = None) -> RedisServer:
+        server = RedisServer(binary, tmp_path / f"redis-{len(servers)}", tls=tls)
         servers.append(server)
         server.start()
         return server

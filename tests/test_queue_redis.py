@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -15,6 +16,7 @@ import redis
 from redis.crc import key_slot
 
 import batchml.queue
+from batchml import exitcodes
 from batchml.errors import ConfigError, QueueUnavailable
 from batchml.queue import ConnectOptions, open_queue
 from batchml.queue import redis as redis_queue
@@ -31,8 +33,9 @@ from batchml.queue.base import (
 from batchml.queue.keys import PARTS, SCRIPT_KEYS, QueueKeys
 from batchml.queue.redis import RedisQueue
 from batchml.queue.redis_connect import parse_url
+from tests.cli import run_cli
 from tests.queue_contract import QueueContract, spec
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, free_port, make_tls_files
 
 pytestmark = pytest.mark.redis
 
@@ -253,7 +256,7 @@ def test_without_an_injected_clock_the_server_time_is_used(
 
 
 def test_acknowledged_writes_survive_a_killed_redis(
-    redis_factory: Callable[[], RedisServer],
+    redis_factory: Callable[..., RedisServer],
 ) -> None:
     server = redis_factory()
     url = f"{server.url}?name=durable"
@@ -271,3 +274,82 @@ def test_acknowledged_writes_survive_a_killed_redis(
     assert queue.lineage_head("r").dataset == "d1"
     second = queue.lease("w", 30)  # the scripts are loaded again (NOSCRIPT fallback)
     assert second and second.item.id == "item-2"
+
+
+def test_tls_needs_the_ca_file_and_says_so(
+    redis_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    """Given a TLS-only Redis with a certificate from a private CA, then rediss:// with
+    --redis-ca-file works; without it, and plain redis://, fail with one clear line."""
+    tls = make_tls_files(tmp_path / "tls")
+    server = redis_factory(tls=tls)
+    url = f"{server.url}?name=tls"
+    queue = open_queue(url, connect=ConnectOptions(ca_file=tls.ca))
+    queue.push([spec(1)])
+    assert queue.lease("w", 30)
+    with pytest.raises(ConfigError, match=r"TLS with Redis at rediss://.*--redis-ca-file"):
+        open_queue(url, connect=ConnectOptions(connect_timeout=2, socket_timeout=2)).ping()
+    plain = url.replace("rediss://", "redis://")
+    with pytest.raises(QueueUnavailable, match="cannot reach Redis at redis://"):
+        open_queue(plain, connect=ConnectOptions(connect_timeout=2, socket_timeout=2)).ping()
+
+
+# -- the CLI against Redis ---------------------------------------------------------------------
+
+
+def test_cli_administers_a_redis_queue(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = ("--root", str(tmp_path / "root"), "--queue", redis_url)
+    queue = open_queue(redis_url)
+    queue.push([spec(1, max_attempts=1), spec(2)])
+    lease = queue.lease("w", 30)
+    assert lease and queue.fail(lease.item.id, lease.token, "ValueError: bad row 7") == State.DEAD
+
+    status = json.loads(run_cli(capsys, *cli, "queue", "status", "--json").out)
+    assert status["counts"]["dead"] == 1 and status["counts"]["ready"] == 1
+    [dead] = status["dead"]
+    assert (dead["id"], dead["attempts"], dead["error"]) == ("item-1", 1, "ValueError: bad row 7")
+    assert "requeued 1" in run_cli(capsys, *cli, "queue", "requeue-dead").out
+    assert queue.get("item-1").state == State.READY
+
+    check = run_cli(capsys, *cli, "worker", "--check")
+    assert check.code == exitcodes.OK and "queue reachable" in check.out
+
+    refused = run_cli(capsys, *cli, "queue", "purge")
+    assert refused.code == exitcodes.CONFIG and "--yes" in refused.err
+    assert run_cli(capsys, *cli, "queue", "purge", "--yes").code == exitcodes.OK
+    assert queue.items() == [] and sum(queue.counts().values()) == 0
+
+
+def test_worker_check_fails_fast_with_one_line_when_redis_is_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    result = run_cli(capsys, "--root", str(tmp_path), "--queue", url, "worker", "--check")
+    assert result.code == exitcodes.UNAVAILABLE and time.monotonic() - started < 5
+    assert result.err.count("\n") == 1 and "cannot reach Redis at redis://127.0.0.1:" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_password_from_the_environment_never_shows(
+    redis_server: str, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    user = f"u{uuid.uuid4().hex[:8]}"
+    admin = _admin(redis_server)
+    admin.acl_setuser(user, enabled=True, passwords=["+s3cr3t-pw"], keys=["*"], commands=["+@all"])
+    try:
+        host = urlsplit(redis_url)
+        url = f"redis://{user}@{host.hostname}:{host.port}/0?{host.query}"
+        cli = ("--root", str(tmp_path), "--queue", url)
+        monkeypatch.setenv("BATCHML_REDIS_PASSWORD", "s3cr3t-pw")
+        ok = run_cli(capsys, *cli, "queue", "status", "--json")
+        assert ok.code == 0 and json.loads(ok.out)["queue"] == url
+        monkeypatch.setenv("BATCHML_REDIS_PASSWORD", "wrong-pw")
+        bad = run_cli(capsys, *cli, "queue", "status")
+        assert bad.code == exitcodes.CONFIG and "refused the credentials" in bad.err
+        assert "pw" not in (ok.out + ok.err + bad.out + bad.err).replace("--redis-password", "")
+    finally:
+        admin.acl_deluser(user)
