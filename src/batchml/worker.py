@@ -11,9 +11,8 @@ so another worker takes it immediately. The process then exits 143.
 An unreachable queue (Redis restarting, a failover, a network blip) is retried with capped
 exponential backoff and jitter (:mod:`batchml.backoff`) for up to ``queue_retry`` seconds, then
 the worker exits 69. Meanwhile the heartbeat thread keeps the lease if it can renew it in time;
-otherwise the attempt is abandoned. A commit whose reply was lost is ambiguous: if its retry is
-refused as stale, the worker reads the item back, and when it is done under this attempt's
-token the commit did land, so the outputs are published rather than discarded.
+otherwise the attempt is abandoned. How an attempt is committed, failed or released, including
+a commit whose reply was lost, is :mod:`batchml.settle`.
 """
 
 from __future__ import annotations
@@ -34,12 +33,13 @@ from typing import Any, TypeVar
 
 from batchml import exitcodes
 from batchml.backoff import Backoff
-from batchml.errors import BatchmlError, LeaseLost, QueueUnavailable, UnknownItem
+from batchml.errors import BatchmlError, LeaseLost, QueueUnavailable
 from batchml.heartbeat import Heartbeat
 from batchml.observer import WorkerObserver
 from batchml.queue.base import Lease, State, WorkerInfo, WorkQueue, canonical_json
 from batchml.settings import Settings
-from batchml.storage import Publication, Storage, safe_name
+from batchml.settle import Settle
+from batchml.storage import Storage, safe_name
 from batchml.tasks import TaskContext, resolve
 from batchml.tasks.context import Shutdown
 
@@ -118,6 +118,7 @@ class Worker:
         )
         self._last_report = 0.0
         self._backoff = Backoff(budget=self.config.queue_retry)
+        self._settle = Settle(queue, storage, self._backoff, describe_error)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -231,7 +232,7 @@ class Worker:
             lease = self._lease()
             if lease is not None and self._stopping.is_set():
                 # the signal came while leasing: too late to start, give the item back at once
-                self._release(lease.item.id, lease.token, RELEASE_BUDGET)
+                self._settle.release(lease.item.id, lease.token, RELEASE_BUDGET)
                 break
             if lease is None:
                 if self._stopping.is_set():
@@ -303,21 +304,21 @@ class Worker:
             self._write_record(ctx, result, started)
             outputs = ctx.publications()
         except Shutdown:
-            self._discard(ctx)
+            self._settle.discard(ctx)
             self._stopping.set()
-            return self._release(item.id, ctx.token, RELEASE_BUDGET)
+            return self._settle.release(item.id, ctx.token, RELEASE_BUDGET)
         except LeaseLost as exc:
-            self._discard(ctx)
+            self._settle.discard(ctx)
             log.warning("abandoned %s: %s", item.id, exc)
             return "abandoned"
         except QueueUnavailable as exc:  # the task could not read the queue: not the item's fault
-            self._discard(ctx)
+            self._settle.discard(ctx)
             log.warning("%s: the queue was unreachable during the task: %s", item.id, exc)
-            return self._release(item.id, ctx.token, self.config.lease_ttl)
+            return self._settle.release(item.id, ctx.token, self.config.lease_ttl)
         except Exception as exc:  # the task failed: retry, or dead
-            self._discard(ctx)
-            return self._fail(ctx, exc)
-        return self._commit(ctx, result, outputs, started)
+            self._settle.discard(ctx)
+            return self._settle.fail(ctx, exc)
+        return self._settle.commit(ctx, result, outputs, started)
 
     def _run_task(self, ctx: TaskContext) -> dict[str, Any]:
         """Run the item's task; SIGTERM past the grace period interrupts it with Shutdown."""
@@ -328,93 +329,6 @@ class Worker:
         finally:
             self._in_task = False
             signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def _commit(
-        self, ctx: TaskContext, result: dict[str, Any], outputs: list[Publication], started: float
-    ) -> str:
-        """Complete the item with this attempt's token, then publish its outputs."""
-        item = ctx.item
-        try:
-            self._complete(ctx, result, outputs)
-        except (LeaseLost, UnknownItem) as exc:
-            self._discard(ctx)
-            log.warning("abandoned %s: %s", item.id, exc)
-            return "abandoned"
-        except QueueUnavailable:
-            # the commit may have landed: keep the staged outputs for whoever rolls it forward
-            log.error("could not commit %s: the queue stayed unreachable", item.id)
-            raise
-        except Exception as exc:  # the lineage moved, or the queue refused the result
-            self._discard(ctx)
-            return self._fail(ctx, exc)
-        self.storage.publish_all(outputs)
-        log.info("committed %s in %.2fs", item.id, time.time() - started)
-        return "done"
-
-    def _complete(
-        self, ctx: TaskContext, result: dict[str, Any], outputs: list[Publication]
-    ) -> None:
-        """Commit, retrying an unreachable queue. After a try whose reply was lost, a retry
-        refused as stale may mean that try landed: the item then is done under our token."""
-        unsure = False
-
-        def once() -> None:
-            nonlocal unsure
-            try:
-                self.queue.complete(
-                    ctx.item.id, ctx.token, result, outputs=outputs, lineage=ctx.lineage_step
-                )
-            except QueueUnavailable:
-                unsure = True
-                raise
-
-        try:
-            self._retry(f"commit {ctx.item.id}", once)
-        except LeaseLost:
-            if not unsure:
-                raise
-            item = self._retry(f"read {ctx.item.id}", lambda: self.queue.get(ctx.item.id))
-            if item.state != State.DONE or item.token != ctx.token:
-                raise
-            log.info("%s: the commit whose reply was lost did land", ctx.item.id)
-
-    def _release(self, item_id: str, token: int, budget: float) -> str:
-        """Give the item back at once (not an attempt); if the queue cannot be reached in
-        ``budget`` seconds the lease is left to expire instead."""
-        try:
-            self._retry(
-                f"release {item_id}", lambda: self.queue.release(item_id, token), budget=budget
-            )
-        except (LeaseLost, UnknownItem) as exc:
-            log.warning("could not release %s: %s", item_id, exc)
-            return "abandoned"
-        except QueueUnavailable:
-            log.warning("could not release %s; its lease will expire instead", item_id)
-            return "abandoned"
-        log.info("released %s for another worker", item_id)
-        return "released"
-
-    def _fail(self, ctx: TaskContext, exc: BaseException) -> str:
-        error = describe_error(exc)
-        try:
-            state = self._retry(
-                f"fail {ctx.item.id}", lambda: self.queue.fail(ctx.item.id, ctx.token, error)
-            )
-        except (LeaseLost, UnknownItem):
-            log.warning("failed %s after losing its lease: %s", ctx.item.id, error)
-            return "abandoned"
-        if state == State.DEAD:
-            log.error(
-                "item %s is dead after %d attempts: %s", ctx.item.id, ctx.item.attempts, error
-            )
-            return "dead"
-        log.warning(
-            "attempt %d of %s failed, will retry: %s", ctx.item.attempts, ctx.item.id, error
-        )
-        return "failed"
-
-    def _discard(self, ctx: TaskContext) -> None:
-        self.storage.discard_attempt(ctx.item.id, ctx.token)
 
     def _write_record(self, ctx: TaskContext, result: dict[str, Any], started: float) -> None:
         """Stage ``runs/<run>/records/<item>.json``: the committed item, as the report reads it."""

@@ -1,0 +1,135 @@
+"""Settling an attempt with the queue: commit, fail or release it, whatever the network does.
+
+Each call is retried while the queue is unreachable (:class:`batchml.backoff.Backoff`), and each
+returns the attempt's status (done | failed | dead | abandoned | released). Outputs follow the
+exactly-once rule: published only after a commit that landed, discarded when it surely did not,
+and kept staged when that cannot be known (the queue stayed unreachable), so that whoever finds
+the item done rolls its publication forward.
+
+A commit is ambiguous when its reply is lost: the script may have run. Its retry is then refused
+as stale (the item is no longer leased under our token); the item is read back, and if it is
+done under our token, the first try landed and the outputs are published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from batchml.backoff import Backoff
+from batchml.errors import LeaseLost, QueueUnavailable, UnknownItem
+from batchml.queue.base import State, WorkQueue
+from batchml.storage import Publication, Storage
+from batchml.tasks import TaskContext
+
+log = logging.getLogger("batchml.worker")
+T = TypeVar("T")
+
+
+class Settle:
+    """Ends attempts in the queue for one worker; ``describe`` turns an error into one line."""
+
+    def __init__(
+        self,
+        queue: WorkQueue,
+        storage: Storage,
+        backoff: Backoff,
+        describe: Callable[[BaseException], str],
+    ) -> None:
+        self.queue = queue
+        self.storage = storage
+        self.backoff = backoff
+        self.describe = describe
+
+    def retry(self, what: str, op: Callable[[], T], *, budget: float | None = None) -> T:
+        """``op()``, retried with backoff while the queue is unreachable."""
+        return self.backoff.call(op, what, log, budget=budget)
+
+    def discard(self, ctx: TaskContext) -> None:
+        """Remove what the attempt staged: it never becomes visible."""
+        self.storage.discard_attempt(ctx.item.id, ctx.token)
+
+    def commit(
+        self, ctx: TaskContext, result: dict[str, Any], outputs: list[Publication], started: float
+    ) -> str:
+        """Complete the item with this attempt's token, then publish its outputs."""
+        item = ctx.item
+        try:
+            self._complete(ctx, result, outputs)
+        except (LeaseLost, UnknownItem) as exc:
+            self.discard(ctx)
+            log.warning("abandoned %s: %s", item.id, exc)
+            return "abandoned"
+        except QueueUnavailable:
+            # the commit may have landed: keep the staged outputs for whoever rolls it forward
+            log.error("could not commit %s: the queue stayed unreachable", item.id)
+            raise
+        except Exception as exc:  # the lineage moved, or the queue refused the result
+            self.discard(ctx)
+            return self.fail(ctx, exc)
+        self.storage.publish_all(outputs)
+        log.info("committed %s in %.2fs", item.id, time.time() - started)
+        return "done"
+
+    def _complete(
+        self, ctx: TaskContext, result: dict[str, Any], outputs: list[Publication]
+    ) -> None:
+        unsure = False
+
+        def once() -> None:
+            nonlocal unsure
+            try:
+                self.queue.complete(
+                    ctx.item.id, ctx.token, result, outputs=outputs, lineage=ctx.lineage_step
+                )
+            except QueueUnavailable:
+                unsure = True  # it may have run; only its reply is known to be lost
+                raise
+
+        try:
+            self.retry(f"commit {ctx.item.id}", once)
+        except LeaseLost:
+            if not unsure:
+                raise
+            item = self.retry(f"read {ctx.item.id}", lambda: self.queue.get(ctx.item.id))
+            if item.state != State.DONE or item.token != ctx.token:
+                raise
+            log.info("%s: the commit whose reply was lost did land", ctx.item.id)
+
+    def release(self, item_id: str, token: int, budget: float) -> str:
+        """Give the item back at once (not an attempt); if the queue cannot be reached in
+        ``budget`` seconds the lease is left to expire instead."""
+        try:
+            self.retry(
+                f"release {item_id}", lambda: self.queue.release(item_id, token), budget=budget
+            )
+        except (LeaseLost, UnknownItem) as exc:
+            log.warning("could not release %s: %s", item_id, exc)
+            return "abandoned"
+        except QueueUnavailable:
+            log.warning("could not release %s; its lease will expire instead", item_id)
+            return "abandoned"
+        log.info("released %s for another worker", item_id)
+        return "released"
+
+    def fail(self, ctx: TaskContext, exc: BaseException) -> str:
+        """Record the failed attempt: retried after a backoff, or dead after the last one."""
+        error = self.describe(exc)
+        try:
+            state = self.retry(
+                f"fail {ctx.item.id}", lambda: self.queue.fail(ctx.item.id, ctx.token, error)
+            )
+        except (LeaseLost, UnknownItem):
+            log.warning("failed %s after losing its lease: %s", ctx.item.id, error)
+            return "abandoned"
+        if state == State.DEAD:
+            log.error(
+                "item %s is dead after %d attempts: %s", ctx.item.id, ctx.item.attempts, error
+            )
+            return "dead"
+        log.warning(
+            "attempt %d of %s failed, will retry: %s", ctx.item.attempts, ctx.item.id, error
+        )
+        return "failed"
