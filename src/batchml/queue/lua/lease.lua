@@ -6,7 +6,7 @@
 -- ARGV[3] = lease time-to-live (ms)
 -- ARGV[4] = request id
 -- ARGV[5] = '1' when this request is a retry of one whose reply was lost: if it leased an item
---           that this worker still holds, that same lease is returned
+--           that this worker still holds, unexpired, that same lease is returned
 -- ARGV[6] = number of history records kept
 -- Reply: {'none'} or {'ok', id, item record JSON, payload JSON}
 -- Cost: O(log n + expired + due); a retry also reads the (few) leased items.
@@ -18,7 +18,7 @@ if retry then
   for _, id in ipairs(redis.call('ZRANGE', K.deadlines, 0, -1)) do
     local raw = redis.call('HGET', K.items, id)
     local it = cjson.decode(raw)
-    if it.worker == worker and it.request == request then
+    if it.worker == worker and it.request == request and it.deadline > now then
       return {'ok', id, raw, redis.call('HGET', K.payloads, id)}
     end
   end
