@@ -23,7 +23,7 @@ if it.attempts >= it.max_attempts then
   set_state(id, it, 'dead', now)
   save(id, it)
   end_item(id, now)
-    return {'ok', 'dead'}
+  return {'ok', 'dead'}
 end
 log_attempt(id, it, now, 'failed', err, limit)
 unlease(id, it)
