@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from batchml.errors import ConfigError, StorageError
-from batchml.fraud import checkpoint
+from batchml.fraud import checkpoint, protocol, test_sets
 from batchml.fraud.metrics import roc_auc
 from batchml.fraud.model import DEFAULT_KIND, MODEL_KINDS, make_model
 from batchml.fraud.model_base import IncrementalModel
@@ -160,3 +160,25 @@ def test_replay_sampling_depends_only_on_seed_and_batch_number() -> None:
     for X, y in data:
         b.add(X, y)
     assert np.array_equal(a.X, b.X) and np.array_equal(a.batch, b.batch)
+
+
+def test_scores_kept_between_versions_equal_a_cold_start() -> None:
+    """Given a worker that scored every version in turn (adding each batch's trees), and one
+    that scores the last version cold, then both get the very same floats."""
+    model = make_model("lgbm")
+    X, y = batches(1, rows=500, seed=3)[0]
+    day = np.full(len(y), np.datetime64("2018-01-01"))
+    test = protocol.TestSet(
+        X=X, y=y, day=day, card=np.arange(len(y)), days=("2018-01-01",), excluded=0
+    )
+    test_sets.clear()
+    parent: str | None = None
+    for Xb, yb in batches(6):
+        model.partial_fit(Xb, yb)
+        digest = checkpoint.params_digest(model.get_state())
+        warm = test_sets.scores(test, model, parent, digest)
+        parent = digest
+    test_sets.clear()
+    cold = test_sets.scores(test, model, None, "cold")
+    assert np.array_equal(warm, cold)
+    assert np.allclose(cold, model.predict_proba(X), rtol=0, atol=1e-12)

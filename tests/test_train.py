@@ -42,14 +42,15 @@ def test_every_day_makes_one_version_with_train_and_test_metrics(trained: Env) -
 
 
 def test_the_per_version_test_equals_the_evaluation_of_that_version(trained: Env) -> None:
-    """The report's test figures of the head are what `fraud evaluate` says of it."""
+    """The report's test figures of the head are what `fraud evaluate` says of it (the report
+    sums the boosted trees batch by batch, `evaluate` all at once: equal up to rounding)."""
     report = json.loads((trained.root / "runs/default/report.json").read_text())
     result = evaluate(trained.storage, trained.queue, "default")
     assert result["test_days"] == trained.test_days
     assert result["model"]["kind"] == "lgbm"
     m, test = result["metrics"], report["versions"][-1]["test"]
     for key in ("roc_auc", "average_precision", "card_precision_at_k", "rows"):
-        assert m[key] == pytest.approx(test[key], abs=1e-12)
+        assert m[key] == pytest.approx(test[key], abs=1e-9)
 
 
 def test_evaluation_refuses_a_test_period_inside_the_label_delay(trained: Env) -> None:

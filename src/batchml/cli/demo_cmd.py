@@ -16,6 +16,8 @@ from batchml.cli.data import generate_days
 from batchml.errors import ConfigError
 from batchml.fraud import plan
 from batchml.fraud.evaluate import Protocol, evaluate
+from batchml.fraud.lineage import ModelConfig
+from batchml.fraud.model import DEFAULT_KIND, MODEL_KINDS
 from batchml.fraud.simulate import SimulationConfig
 from batchml.local import spawn_workers, wait
 from batchml.progress import activity, progress_bars
@@ -46,6 +48,10 @@ def demo(
     terminals: Annotated[int, typer.Option(min=10)] = 6000,
     seed: Annotated[int, typer.Option()] = 0,
     fresh: Annotated[bool, typer.Option(help="Start from an empty demo folder.")] = False,
+    model: Annotated[
+        str,
+        typer.Option(envvar="BATCHML_MODEL", help=f"Model kind: {', '.join(sorted(MODEL_KINDS))}."),
+    ] = DEFAULT_KIND,
 ) -> None:
     """Simulate days, queue them, train with N worker processes, evaluate, and summarise."""
     s = settings(ctx)
@@ -56,7 +62,9 @@ def demo(
     all_days = generate_days(storage, config)
     train_days, test_week = all_days[:-14], all_days[-7:]
     with queue(ctx) as q:
-        specs = plan.training_items(q, train_days, run=s.run, test_days=test_week)
+        specs = plan.training_items(
+            q, train_days, run=s.run, test_days=test_week, model=ModelConfig(kind=model)
+        )
         q.push(specs)
         procs = spawn_workers(s, workers, s.root / "logs", ["--lease-ttl", "30"])
         with progress_bars() as bars:

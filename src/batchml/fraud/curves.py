@@ -2,7 +2,8 @@
 
 The version is named by the record of the training step that made it (its ``lineage`` head and
 its payload), so the curves are computed from the records and the storage alone. The model is
-scored on the same test datasets that step recorded its test metrics on, so the areas under
+scored on the same test set that step recorded its test metrics on (the test datasets less the
+known compromised cards, :func:`batchml.fraud.protocol.load_test_set`), so the areas under
 these curves are the ``test.roc_auc`` and ``test.average_precision`` of ``report.json``.
 
 Curves are thinned to at most ``points`` points for drawing; the areas are computed on the full
@@ -16,8 +17,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from batchml.fraud import lineage, metrics, pipeline
+from batchml.fraud import lineage, metrics
 from batchml.fraud.pipeline import FeatureSpec
+from batchml.fraud.protocol import load_test_set, version_protocol
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage
 
@@ -46,9 +48,9 @@ def version_curves(
     spec = FeatureSpec.from_json(payload.get("features"))
     config = lineage.ModelConfig.from_json(payload.get("model"))
     model, _ = lineage.load_head(storage, head, config, spec.inputs)
-    table = pipeline.load_many(storage, tests, spec)
-    X, y = pipeline.xy(table, spec)
-    scores = model.predict_proba(X)
+    test = load_test_set(storage, tests, spec, version_protocol(spec))  # as the train task's
+    y = test.y
+    scores = model.predict_proba(test.X)
     result: dict[str, Any] = {
         "version": head.version,
         "dataset": head.dataset,
@@ -58,11 +60,7 @@ def version_curves(
         "roc_auc": metrics.roc_auc(y, scores),
         "average_precision": metrics.average_precision(y, scores),
         "card_precision_at_k": metrics.card_precision_at_k(
-            table["TX_DATETIME"].dt.strftime("%Y-%m-%d"),
-            table["CUSTOMER_ID"],
-            table[pipeline.LABEL],
-            scores,
-            top_k,
+            test.day, test.card, test.y, scores, top_k
         ),
         "top_k": top_k,
         "fraud_share": float(np.mean(y)) if len(y) else None,

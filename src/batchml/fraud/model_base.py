@@ -56,3 +56,25 @@ class IncrementalModel(ABC):
     @abstractmethod
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore a state produced by get_state."""
+
+
+class AdditiveModel(IncrementalModel):
+    """A model whose raw score is a sum of per-batch parts (boosting adds trees per batch).
+
+    A reader that kept the raw scores of version v-1 on some rows gets version v's by adding
+    the parts of the batches since; summing the parts one batch after another from zero gives
+    exactly the same floats, so scores computed either way are bit-identical.
+    """
+
+    @abstractmethod
+    def parts(self) -> int:
+        """How many per-batch parts the score is made of so far."""
+
+    @abstractmethod
+    def raw_part(self, X: np.ndarray, part: int) -> np.ndarray:
+        """Raw score (log-odds) contribution of one part, for each row of ``X``."""
+
+    @staticmethod
+    def probability(raw: np.ndarray) -> np.ndarray:
+        """Fraud probability from a summed raw score."""
+        return np.asarray(1.0 / (1.0 + np.exp(-raw)))

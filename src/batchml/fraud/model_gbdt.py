@@ -3,7 +3,9 @@
 Each ``partial_fit`` adds ``trees_per_batch`` trees to the booster, fitted (with the current
 booster's scores as the starting point, LightGBM's ``init_model``) on a replay memory of the
 last ``window`` batches (:mod:`batchml.fraud.replay`). The learned state is the booster's text
-model as bytes plus the replay arrays: no pickle anywhere.
+model as bytes, the number of trees after each batch that grew some, and the replay arrays: no
+pickle anywhere. The score is a sum of per-batch groups of trees (:class:`AdditiveModel`), so a
+reader that scored the previous version adds only the newest trees' part.
 
 Deterministic: ``deterministic=True``, a fixed ``seed``, a fixed ``num_threads`` and a fixed
 column-wise histogram layout (LightGBM otherwise picks one by timing both). The booster is
@@ -20,11 +22,11 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from batchml.fraud.model_base import IncrementalModel
+from batchml.fraud.model_base import AdditiveModel
 from batchml.fraud.replay import ReplayBuffer
 
 
-class LightGBMModel(IncrementalModel):
+class LightGBMModel(AdditiveModel):
     """Boosted trees grown a few at a time on a replay of recent batches."""
 
     kind = "lgbm"
@@ -39,6 +41,7 @@ class LightGBMModel(IncrementalModel):
             seed=int(p["seed"]),
         )
         self.model_text_ = ""
+        self.tree_bounds_ = np.zeros(1, dtype=np.int64)  # trees before part 0, 1, …, and after
         self._booster: lgb.Booster | None = None
 
     @classmethod
@@ -49,7 +52,7 @@ class LightGBMModel(IncrementalModel):
             "num_leaves": 15,
             "min_sum_hessian_in_leaf": 1.0,
             "lambda_l2": 10.0,
-            "window": 14,
+            "window": 30,
             "legit_keep": 0.1,
             "fraud_weight": 1.0,
             "seed": 0,
@@ -98,14 +101,30 @@ class LightGBMModel(IncrementalModel):
         )
         self.model_text_ = booster.model_to_string()
         self._booster = None
+        self.tree_bounds_ = np.append(self.tree_bounds_, booster.num_trees())
         return self
+
+    def parts(self) -> int:
+        """Batches that added trees: the booster's trees in per-batch groups."""
+        return len(self.tree_bounds_) - 1
+
+    def raw_part(self, X: np.ndarray, part: int) -> np.ndarray:
+        first, stop = int(self.tree_bounds_[part]), int(self.tree_bounds_[part + 1])
+        scores = self._predictor().predict(
+            np.asarray(X, dtype=np.float64), start_iteration=first, num_iteration=stop - first,
+            raw_score=True, num_threads=int(self.params["num_threads"]),
+        )  # fmt: skip
+        return np.asarray(scores, dtype=np.float64)
+
+    def _predictor(self) -> lgb.Booster:
+        if self._booster is None:
+            self._booster = lgb.Booster(model_str=self.model_text_)
+        return self._booster
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         if not self.is_fitted:
             return np.zeros(len(X))
-        if self._booster is None:
-            self._booster = lgb.Booster(model_str=self.model_text_)
-        scores = self._booster.predict(
+        scores = self._predictor().predict(
             np.asarray(X, dtype=np.float64), num_threads=int(self.params["num_threads"])
         )
         return np.asarray(scores, dtype=np.float64)
@@ -114,11 +133,12 @@ class LightGBMModel(IncrementalModel):
         if not self.replay_.batches_seen:
             return {}
         booster = np.frombuffer(self.model_text_.encode(), dtype=np.uint8)
-        return {"booster": booster, **self.replay_.get_state()}
+        return {"booster": booster, "tree_bounds": self.tree_bounds_, **self.replay_.get_state()}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         if not state:
             return
         self.model_text_ = np.asarray(state["booster"], dtype=np.uint8).tobytes().decode()
+        self.tree_bounds_ = np.ascontiguousarray(state["tree_bounds"], dtype=np.int64)
         self._booster = None
         self.replay_.set_state(state)

@@ -69,6 +69,12 @@ class Protocol:
         }
 
 
+def version_protocol(spec: FeatureSpec) -> Protocol:
+    """The protocol of every lineage version's ``test`` metrics: the handbook's defaults, with
+    the label delay the features assume (the terminal risk windows end that many days back)."""
+    return Protocol(delay=spec.delay_days)
+
+
 def day_numbers(times: pd.Series) -> DayArray:
     """The calendar day of each timestamp, as ``datetime64[D]``."""
     return times.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")

@@ -20,9 +20,8 @@ import pandas as pd
 
 from batchml.errors import ConfigError, DatasetError
 from batchml.fraud import lineage, metrics, pipeline, test_sets
-from batchml.fraud.model_base import IncrementalModel
 from batchml.fraud.pipeline import FeatureSpec
-from batchml.fraud.protocol import Protocol, TestSet
+from batchml.fraud.protocol import TestSet, version_protocol
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage
 from batchml.tasks.context import TaskContext
@@ -64,11 +63,10 @@ def features_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _test_metrics(
-    test: TestSet, protocol: Protocol, model: IncrementalModel, tests: list[str]
+    test: TestSet, scores: np.ndarray, top_k: int, tests: list[str]
 ) -> dict[str, Any]:
-    """The protocol's metrics of ``model`` on the item's test datasets."""
-    result = test.metrics(model.predict_proba(test.X), protocol.top_k)
-    return {**result, "datasets": tests, "test_days": list(test.days)}
+    """The protocol's metrics of one version's scores on the item's test datasets."""
+    return {**test.metrics(scores, top_k), "datasets": tests, "test_days": list(test.days)}
 
 
 def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
@@ -93,20 +91,23 @@ def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     version = head.version + 1
     result: dict[str, Any] = {"dataset": day, "version": version}
     result["train"] = metrics.summary(y, model.predict_proba(X))
-    tests = [str(p) for p in payload.get("test") or []]
-    if tests:
-        protocol = Protocol(delay=spec.delay_days)
-        test = test_sets.get(ctx.storage, tests, spec, protocol)
-        clock.lap("features")
-        ctx.check()
-        result["test"] = _test_metrics(test, protocol, model, tests)
-        clock.lap("evaluate")
+    clock.lap("evaluate")
     final = lineage.checkpoint_path(ctx.storage, ctx.run, version, day)
     data, digest = lineage.save_bytes(
         model,
         spec.inputs,
         {"run": ctx.run, "version": version, "dataset": day, "parent": head.params_digest},
     )
+    clock.lap("io")
+    tests = [str(p) for p in payload.get("test") or []]
+    if tests:
+        protocol = version_protocol(spec)
+        test = test_sets.get(ctx.storage, tests, spec, protocol)
+        clock.lap("features")
+        ctx.check()
+        scores = test_sets.scores(test, model, head.params_digest, digest)
+        result["test"] = _test_metrics(test, scores, protocol.top_k, tests)
+        clock.lap("evaluate")
     ctx.output(final).write_bytes(data)
     pub = ctx.publication(final)
     ctx.output(final + ".sha256").write_text(f"{pub.sha256}  {final.rsplit('/', 1)[-1]}\n")
