@@ -432,3 +432,26 @@ def test_stop_during_lease_gives_the_item_back_untouched(flaky: tuple[Flaky, Set
     item = queue.get("a")
     assert item.state == State.READY and item.attempts == 0 and not worker.outcomes
     assert not os.path.exists(settings.root / "runs/default/out/a.txt")
+
+
+def test_item_purged_while_it_runs_is_abandoned_without_publishing(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Given a running item, when the queue loses it (purged; or a Redis restarted without its
+    append-only file), then the heartbeat notices, the attempt publishes nothing, and the
+    worker carries on instead of dying on an unknown item."""
+    queue = open_queue(redis_url)
+    worker_settings = WorkerSettings(lease_ttl=5, heartbeat_every=0.1, poll_interval=0.02)
+    settings = Settings(root=tmp_path / "root", queue_url=redis_url, worker=worker_settings)
+    payload = {"task": "tests.sample_tasks:slow_write", "name": "gone", "seconds": 3}
+    queue.push([ItemSpec(payload=payload, id="gone")])
+    worker = Worker(queue, settings.storage(), settings, "w1")
+    outcome: list[int] = []
+    thread = threading.Thread(target=lambda: outcome.append(worker.run()))
+    thread.start()
+    _wait_for(lambda: queue.get("gone").state == State.LEASED, 30, "the item to be leased")
+    queue.purge()
+    thread.join(30)
+    assert outcome == [exitcodes.OK]
+    assert [o.status for o in worker.outcomes] == ["abandoned"]
+    assert not (settings.root / "runs/default/out/gone.txt").exists()

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 
-from batchml.errors import LeaseLost, QueueUnavailable
+from batchml.errors import LeaseLost, QueueUnavailable, UnknownItem
 from batchml.observer import WorkerObserver
 from batchml.queue.base import WorkQueue
 
@@ -54,7 +54,7 @@ class Heartbeat(threading.Thread):
             lag = max(time.monotonic() - planned, 0.0)
             try:
                 self.queue.heartbeat(self.item_id, self.token, self.ttl)
-            except LeaseLost as exc:
+            except (LeaseLost, UnknownItem) as exc:  # stale token, or the item is gone
                 if self._halt.is_set():  # the item was committed while this renewal was on its way
                     return
                 self.log.warning("lease lost on %s: %s", self.item_id, exc)

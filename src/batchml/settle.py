@@ -58,9 +58,17 @@ class Settle:
         item = ctx.item
         try:
             self._complete(ctx, result, outputs)
-        except (LeaseLost, UnknownItem) as exc:
+        except LeaseLost as exc:
             self.discard(ctx)
             log.warning("abandoned %s: %s", item.id, exc)
+            return "abandoned"
+        except UnknownItem:
+            self.discard(ctx)
+            log.error(
+                "item %s vanished from the queue while it ran: purged, or the queue lost its "
+                "data (a Redis restarted without appendonly yes?); abandoned",
+                item.id,
+            )
             return "abandoned"
         except QueueUnavailable:
             # the commit may have landed: keep the staged outputs for whoever rolls it forward
