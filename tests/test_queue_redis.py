@@ -28,11 +28,12 @@ from batchml.queue.base import (
     QueueOptions,
     RetryPolicy,
     State,
+    WorkerInfo,
     WorkQueue,
 )
 from batchml.queue.keys import PARTS, SCRIPT_KEYS, QueueKeys
 from batchml.queue.redis import RedisQueue
-from batchml.queue.redis_connect import parse_url
+from batchml.queue.redis_connect import ACL_COMMANDS, parse_url
 from tests.cli import run_cli
 from tests.queue_contract import QueueContract, spec
 from tests.redis_server import RedisServer, free_port, make_tls_files
@@ -351,5 +352,38 @@ def test_password_from_the_environment_never_shows(
         bad = run_cli(capsys, *cli, "queue", "status")
         assert bad.code == exitcodes.CONFIG and "refused the credentials" in bad.err
         assert "pw" not in (ok.out + ok.err + bad.out + bad.err).replace("--redis-password", "")
+    finally:
+        admin.acl_deluser(user)
+
+
+def test_the_documented_acl_is_enough_for_every_operation(
+    redis_server: str, redis_url: str
+) -> None:
+    """Given a user with only the queue's keys and ACL_COMMANDS, then every operation works."""
+    user = f"u{uuid.uuid4().hex[:8]}"
+    admin = _admin(redis_server)
+    host = urlsplit(redis_url)
+    name = host.query.removeprefix("name=")
+    rules = ["on", ">pw", f"~batchml:{{{name}}}:*", "resetchannels", "-@all", *ACL_COMMANDS.split()]
+    admin.execute_command("ACL", "SETUSER", user, *rules)
+    try:
+        url = f"redis://{user}@{host.hostname}:{host.port}/0?{host.query}"
+        queue = open_queue(url, connect=ConnectOptions(password="pw"))
+        queue.ping()
+        queue.push([spec(1), spec(2, max_attempts=1)])
+        a, b = queue.lease("w", 30), queue.lease("w", 30)
+        assert a and b
+        queue.heartbeat(a.item.id, a.token, 30)
+        queue.complete(a.item.id, a.token, lineage=LineageStep(0, LineageHead(run="r", version=1)))
+        queue.fail(b.item.id, b.token, "boom")
+        queue.report_worker(WorkerInfo(id="w", host="h", pid=1, started_at=0.0))
+        assert queue.requeue_dead() == 1 and queue.get("item-2").state == State.READY
+        lease = queue.lease("w", 30)
+        assert lease
+        queue.release(lease.item.id, lease.token)
+        assert [i.id for i in queue.items([State.READY])] == ["item-2"]
+        assert queue.counts()[State.DONE] == 1 and queue.lineage("r")[0].version == 1
+        assert queue.workers()[0].id == "w" and queue.history()[-1].outcome == "released"
+        queue.purge()
     finally:
         admin.acl_deluser(user)

@@ -34,6 +34,10 @@ _TRANSIENT = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # newer than the stubs
 )
+#: what a Redis ACL user needs (besides its queue's keys): every command batchml sends or its
+#: scripts call, TIME included (scripts read the server's clock)
+ACL_COMMANDS = "+@read +@write +@scripting +@transaction +@connection +time"
+
 #: replies that say the server is a Redis Cluster node, which this client does not follow
 _CLUSTER = (redis.exceptions.AskError, redis.exceptions.ClusterCrossSlotError)
 
@@ -137,10 +141,10 @@ def translate(exc: redis.RedisError, address: RedisAddress) -> BatchmlError:
             f"Redis at {where} refused the credentials of {who} ({text}); check the URL's user "
             "and --redis-password / BATCHML_REDIS_PASSWORD"
         )
-    if isinstance(exc, redis.exceptions.NoPermissionError):
+    if isinstance(exc, redis.exceptions.NoPermissionError) or _acl_refusal(text):
         return ConfigError(
             f"Redis at {where}: the ACL user lacks a permission ({text}); grant it the keys "
-            f"{PREFIX}:{{{address.name}}}:* and the commands @read @write @scripting PING"
+            f"{PREFIX}:{{{address.name}}}:* and {ACL_COMMANDS}"
         )
     if isinstance(exc, redis.BusyLoadingError):
         return QueueUnavailable(f"Redis at {where} is loading its data set; retry shortly")
@@ -166,6 +170,11 @@ def _connection_error(text: str, where: str, tls: bool) -> BatchmlError:
         )
     hint = " (rediss:// needs the server's TLS port)" if tls and "timeout" in lowered else ""
     return QueueUnavailable(f"cannot reach Redis at {where}: {text}{hint}")
+
+
+def _acl_refusal(text: str) -> bool:
+    """A command refused by the ACL from inside a script (not reported as NOPERM)."""
+    return "can't run this command" in text or "no permissions to access" in text.lower()
 
 
 def _response_error(text: str, where: str) -> BatchmlError:
