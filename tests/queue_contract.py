@@ -144,6 +144,14 @@ class QueueContract:
         third = queue.lease("w", TTL)
         assert third and third.item.id == "item-c"
 
+    def test_a_dependency_named_twice_counts_once(self, queue: WorkQueue) -> None:
+        queue.push([spec("a"), spec("b", depends_on=("item-a", "item-a"))])
+        lease = queue.lease("w", TTL)
+        assert lease and lease.item.id == "item-a"
+        queue.complete(lease.item.id, lease.token)
+        assert queue.get("item-b").state == State.READY
+        assert queue.get("item-b").depends_on == ("item-a",)
+
     def test_given_dead_dependency_then_dependent_still_runs(self, queue: WorkQueue) -> None:
         queue.push([spec("a", max_attempts=1), spec("b", depends_on=("item-a",))])
         lease = queue.lease("w", TTL)

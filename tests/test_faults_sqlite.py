@@ -41,8 +41,10 @@ def _fill(root: Path) -> tuple[Settings, WorkQueue, list[str]]:
 
 
 def _pid_holding_a_lease(queue: WorkQueue) -> int | None:
+    """The pid of a worker holding a lease on an item that can afford one more lost attempt
+    (killing the same item max_attempts times would rightly make it dead)."""
     for item in queue.items([State.LEASED]):
-        if item.worker and item.worker.count("-") >= 2:
+        if item.worker and item.worker.count("-") >= 2 and item.attempts < item.max_attempts - 1:
             return int(item.worker.rsplit("-", 2)[-2])
     return None
 

@@ -137,3 +137,37 @@ def test_worker_rolls_forward_outputs_left_unpublished(env) -> None:  # type: ig
     assert not (storage.root / pub.final).exists()
     assert Worker(queue, storage, settings).run() == exitcodes.OK
     assert (storage.root / pub.final).read_text() == "from the dead\n"
+
+
+@pytest.mark.timeout(60)
+def test_task_still_running_when_the_grace_period_ends_is_released(tmp_path: Path) -> None:
+    """Given a worker with --grace 1 on a 60-second item, when it gets SIGTERM, then after
+    about a second the item is released (not counted as an attempt) and the worker exits 143."""
+    import signal
+    import subprocess
+
+    from batchml.local import spawn_workers
+
+    settings = Settings(root=tmp_path / "root")
+    queue = SqliteQueue(tmp_path / "root" / "queue.db")
+    marker = tmp_path / "started"
+    queue.push([item("slow_write", "long", seconds=60, started_marker=str(marker))])
+    [proc] = spawn_workers(settings, 1, tmp_path / "logs", ["--grace", "1", "--lease-ttl", "30"])
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), (tmp_path / "logs/worker-0.log").read_text()
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    try:
+        assert proc.wait(timeout=15) == exitcodes.TERMINATED
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert 0.9 < time.monotonic() - signalled < 10
+    released = queue.get("long")
+    assert released.state == State.READY and released.attempts == 0
+    assert [h.outcome for h in queue.history()] == ["released"]
+    log = (tmp_path / "logs/worker-0.log").read_text()
+    assert "finishing the current item within 1s" in log and "grace period over" in log
+    assert not (tmp_path / "root/runs/default/out/long.txt").exists()

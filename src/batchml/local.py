@@ -25,6 +25,17 @@ def worker_command(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
     ]  # fmt: skip
 
 
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The children's environment: ours, plus the Redis secrets (never put on a command line,
+    where ``ps`` would show them)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if settings.redis_password is not None:
+        env["BATCHML_REDIS_PASSWORD"] = settings.redis_password
+    if settings.redis_ca_file is not None:
+        env["BATCHML_REDIS_CA_FILE"] = str(settings.redis_ca_file)
+    return env
+
+
 def spawn_workers(
     settings: Settings, n: int, log_dir: Path, extra: Sequence[str] = ()
 ) -> list[subprocess.Popen[bytes]]:
@@ -38,7 +49,7 @@ def spawn_workers(
                 worker_command(settings, extra),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=worker_environment(settings),
             )
         )
         log.close()

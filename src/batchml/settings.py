@@ -28,7 +28,6 @@ class WorkerSettings:
     poll_interval: float = 0.5  # sleep when nothing is ready but the queue is not drained
     grace: float = 20.0  # after SIGTERM, time to finish the current item before releasing it
     max_items: int | None = None  # stop after this many items (tests, debugging)
-    exit_when_drained: bool = True
     queue_retry: float = 120.0  # keep retrying an unreachable queue this long, then exit 69
 
     def __post_init__(self) -> None:

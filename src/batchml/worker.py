@@ -113,6 +113,8 @@ class Worker:
         self.observer = _Fanout(observers)
         self._stopping = threading.Event()
         self._in_task = False
+        self._grace_over = threading.Event()
+        self._grace_timer: threading.Timer | None = None
         self._info = WorkerInfo(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=time.time()
         )
@@ -129,8 +131,9 @@ class Worker:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self._stopping.is_set() and self._in_task:
-            log.warning("%s again: releasing the current item now", name)
-            raise Shutdown(name)
+            reason = "grace period over" if self._grace_over.is_set() else f"{name} again"
+            log.warning("%s: releasing the current item now", reason)
+            raise Shutdown(reason)
         self._stopping.set()
         if not self._in_task:
             log.info("%s: no item in hand; stopping", name)
@@ -141,12 +144,28 @@ class Worker:
         log.info(
             "%s: finishing the current item within %.0fs, then stopping", name, self.config.grace
         )
-        signal.setitimer(signal.ITIMER_REAL, self.config.grace)
+        self._start_grace_timer()
 
-    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        if self._in_task:
-            log.warning("grace period over: releasing the current item")
-            raise Shutdown("grace period over")
+    def _start_grace_timer(self) -> None:
+        """After ``grace`` seconds, interrupt a task still running (as a second SIGTERM would).
+
+        A timer thread, not SIGALRM: the alarm belongs to whoever embeds the worker."""
+        main = threading.main_thread().ident
+        assert main is not None
+
+        def expire() -> None:
+            if self._in_task:
+                self._grace_over.set()
+                signal.pthread_kill(main, signal.SIGTERM)
+
+        self._grace_timer = threading.Timer(self.config.grace, expire)
+        self._grace_timer.daemon = True
+        self._grace_timer.start()
+
+    def _cancel_grace_timer(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
 
     @contextlib.contextmanager
     def _signals(self) -> Any:
@@ -154,17 +173,12 @@ class Worker:
             yield
             return
         previous = {
-            sig: signal.signal(sig, handler)
-            for sig, handler in (
-                (signal.SIGTERM, self._on_signal),
-                (signal.SIGINT, self._on_signal),
-                (signal.SIGALRM, self._on_alarm),
-            )
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
             yield
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._cancel_grace_timer()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -240,7 +254,7 @@ class Worker:
                 if self._retry("drained", self.queue.drained):
                     log.info("Queue empty, exiting")
                     return self._finish()
-                if not self.config.exit_when_drained or not waiting:
+                if not waiting:
                     log.info("Waiting for work")
                 waiting = True
                 self.observer.on_idle()
@@ -328,7 +342,7 @@ class Worker:
             return task(ctx, ctx.item.payload) or {}
         finally:
             self._in_task = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._cancel_grace_timer()
 
     def _write_record(self, ctx: TaskContext, result: dict[str, Any], started: float) -> None:
         """Stage ``runs/<run>/records/<item>.json``: the committed item, as the report reads it."""

@@ -354,8 +354,9 @@ class SqliteQueue(WorkQueue):
                 (now, now, item_id),
             )
             return PushOutcome.RESET
+        depends_on = tuple(dict.fromkeys(spec.depends_on))  # a dependency named twice counts once
         pending = 0
-        for dep in spec.depends_on:
+        for dep in depends_on:
             dep_row = db.execute("SELECT state FROM items WHERE id = ?", (dep,)).fetchone()
             if dep_row is None:
                 raise QueueError(
@@ -375,14 +376,14 @@ class SqliteQueue(WorkQueue):
                 spec.max_attempts or self.retry.max_attempts,
                 now,
                 pending,
-                json.dumps(list(spec.depends_on)),
+                json.dumps(list(depends_on)),
                 now,
                 now,
             ),
         )
         db.executemany(
             "INSERT OR IGNORE INTO deps (depends_on, item_id) VALUES (?, ?)",
-            [(dep, item_id) for dep in spec.depends_on],
+            [(dep, item_id) for dep in depends_on],
         )
         return PushOutcome.ADDED
 
