@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
+import lightgbm as lgb
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from batchml.fraud import checkpoint, protocol, test_sets
 from batchml.fraud.metrics import roc_auc
 from batchml.fraud.model import DEFAULT_KIND, MODEL_KINDS, make_model
 from batchml.fraud.model_base import IncrementalModel
+from batchml.fraud.model_gbdt import append_trees
 from batchml.fraud.replay import ReplayBuffer
 
 N_FEATURES = 5
@@ -27,6 +29,10 @@ def batches(n: int, rows: int = 600, seed: int = 7) -> list[tuple[np.ndarray, np
         y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.5, size=rows) > 2.4).astype(np.int64)
         out.append((X, y))
     return out
+
+
+def zero_scores(X: np.ndarray) -> np.ndarray:
+    return np.zeros(len(X))
 
 
 def fit(model: IncrementalModel, data: list[tuple[np.ndarray, np.ndarray]]) -> IncrementalModel:
@@ -141,7 +147,7 @@ def test_replay_keeps_every_fraud_samples_legit_rows_and_forgets_old_batches() -
     buffer = ReplayBuffer(window=2, legit_keep=0.25, fraud_weight=2.0, seed=0)
     data = batches(3, rows=2000)
     for X, y in data:
-        buffer.add(X, y)
+        buffer.add(X, y, zero_scores)
     assert set(buffer.batch.tolist()) == {1, 2}  # batch 0 fell out of the window
     frauds = sum(int(y.sum()) for _, y in data[1:])
     assert int(buffer.y.sum()) == frauds
@@ -155,10 +161,10 @@ def test_replay_sampling_depends_only_on_seed_and_batch_number() -> None:
     a = ReplayBuffer(window=3, legit_keep=0.1, fraud_weight=1.0, seed=5)
     b = ReplayBuffer(window=3, legit_keep=0.1, fraud_weight=1.0, seed=5)
     for X, y in data:
-        a.add(X, y)
+        a.add(X, y, zero_scores)
     b.set_state({k: v.copy() for k, v in ReplayBuffer(3, 0.1, 1.0, 5).get_state().items()})
     for X, y in data:
-        b.add(X, y)
+        b.add(X, y, zero_scores)
     assert np.array_equal(a.X, b.X) and np.array_equal(a.batch, b.batch)
 
 
@@ -182,3 +188,19 @@ def test_scores_kept_between_versions_equal_a_cold_start() -> None:
     cold = test_sets.scores(test, model, None, "cold")
     assert np.array_equal(warm, cold)
     assert np.allclose(cold, model.predict_proba(X), rtol=0, atol=1e-12)
+
+
+def test_appended_trees_equal_what_init_model_training_grows() -> None:
+    """Growing trees from the kept raw scores and appending their text gives the booster that
+    LightGBM's own continued training (``init_model``) gives, tree for tree."""
+    X, y = batches(1, rows=3000)[0]
+    params = {"objective": "binary", "num_leaves": 7, "deterministic": True, "num_threads": 1,
+              "force_col_wise": True, "verbosity": -1}  # fmt: skip
+    first = lgb.train(params, lgb.Dataset(X, y), num_boost_round=3)
+    raw = first.predict(X, raw_score=True)
+    grown = lgb.train(params, lgb.Dataset(X, y, init_score=raw), num_boost_round=2)
+    appended = lgb.Booster(model_str=append_trees(first.model_to_string(), grown.model_to_string()))
+    continued = lgb.train(params, lgb.Dataset(X, y), num_boost_round=2, init_model=first)
+    assert appended.num_trees() == continued.num_trees() == 5
+    assert np.array_equal(appended.predict(X, raw_score=True), continued.predict(X, raw_score=True))
+    assert append_trees("", grown.model_to_string()) == grown.model_to_string()

@@ -1,22 +1,25 @@
 """Gradient-boosted trees (LightGBM) that continue from the previous booster, batch after batch.
 
-Each ``partial_fit`` adds ``trees_per_batch`` trees to the booster, fitted (with the current
-booster's scores as the starting point, LightGBM's ``init_model``) on a replay memory of the
-last ``window`` batches (:mod:`batchml.fraud.replay`). The learned state is the booster's text
-model as bytes, the number of trees after each batch that grew some, and the replay arrays: no
-pickle anywhere. The score is a sum of per-batch groups of trees (:class:`AdditiveModel`), so a
-reader that scored the previous version adds only the newest trees' part.
+Each ``partial_fit`` adds ``trees_per_batch`` trees to the booster, fitted on a replay memory of
+the last ``window`` batches (:mod:`batchml.fraud.replay`), starting from the current booster's
+raw score of each row — what LightGBM's ``init_model`` does, except that the memory keeps each
+row's score and adds the newest trees' part, instead of running every tree on every row at
+each step. The new trees are then appended to the booster's text model. The learned state is
+that text as bytes, the number of trees after each batch that grew some, and the replay arrays:
+no pickle anywhere. The score is a sum of per-batch groups of trees (:class:`AdditiveModel`),
+so a reader that scored the previous version adds only the newest trees' part.
 
 Deterministic: ``deterministic=True``, a fixed ``seed``, a fixed ``num_threads`` and a fixed
-column-wise histogram layout (LightGBM otherwise picks one by timing both). The booster is
-always rebuilt from its text before it continues, so continuing in memory and continuing after
-a checkpoint round trip run exactly the same computation and give bit-identical bytes.
+column-wise histogram layout (LightGBM otherwise picks one by timing both). Everything a step
+starts from is in the state (the text model, the rows and their scores), so continuing in
+memory and continuing after a checkpoint round trip give bit-identical bytes.
 
 Defaults chosen on the validation period by ``bench/model_selection.py`` (docs/fraud.md).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightgbm as lgb
@@ -24,6 +27,34 @@ import numpy as np
 
 from batchml.fraud.model_base import AdditiveModel
 from batchml.fraud.replay import ReplayBuffer
+
+_TREE = re.compile(r"(?m)^Tree=\d+\n")
+_END = "end of trees"
+
+
+def _trees(text: str) -> list[str]:
+    """The tree blocks of a LightGBM text model, without their ``Tree=<n>`` lines."""
+    body = text[text.index("\nTree=") + 1 : text.index(_END)]
+    return _TREE.split(body)[1:]
+
+
+def append_trees(model: str, grown: str) -> str:
+    """The text model with the trees of ``model`` followed by those of ``grown``.
+
+    The header (feature names and ranges, objective) is ``model``'s, minus ``tree_sizes``: the
+    byte sizes of the trees, which only let LightGBM parse them in parallel; without them it
+    reads them one after another. Trees are renumbered; the end (importances, parameters) is
+    ``grown``'s, informative only. Equals, tree for tree, what ``init_model`` training makes.
+    """
+    if not model:
+        return grown
+    header = model[: model.index("\nTree=") + 1]
+    header = "".join(
+        line for line in header.splitlines(keepends=True) if not line.startswith("tree_sizes=")
+    )
+    trees = _trees(model) + _trees(grown)
+    body = "".join(f"Tree={number}\n{tree}" for number, tree in enumerate(trees))
+    return header + body + grown[grown.index(_END) :]
 
 
 class LightGBMModel(AdditiveModel):
@@ -85,24 +116,34 @@ class LightGBMModel(AdditiveModel):
         could not separate anything, and LightGBM's starting score would be infinite.
         """
         replay = self.replay_
-        replay.add(X, y)
+        replay.add(X, y, self._raw_scores)
         if not replay.has_both_classes():
             return self
         data = lgb.Dataset(
-            replay.X, label=replay.y, weight=replay.weights(), params={"verbosity": -1}
-        )
-        start = lgb.Booster(model_str=self.model_text_) if self.model_text_ else None
-        booster = lgb.train(
+            replay.X, label=replay.y, weight=replay.weights(), params={"verbosity": -1},
+            init_score=replay.margin if self.is_fitted else None,
+        )  # fmt: skip
+        grown = lgb.train(
             self._lgb_params(),
             data,
             num_boost_round=int(self.params["trees_per_batch"]),
-            init_model=start,
             keep_training_booster=False,
         )
-        self.model_text_ = booster.model_to_string()
+        fresh = np.asarray(grown.predict(replay.X, raw_score=True), dtype=np.float64)
+        replay.margin = replay.margin + fresh if self.is_fitted else fresh
+        self.model_text_ = append_trees(self.model_text_, grown.model_to_string())
         self._booster = None
-        self.tree_bounds_ = np.append(self.tree_bounds_, booster.num_trees())
+        self.tree_bounds_ = np.append(self.tree_bounds_, self.tree_bounds_[-1] + grown.num_trees())
         return self
+
+    def _raw_scores(self, X: np.ndarray) -> np.ndarray:
+        """The booster's raw score (log-odds) of each row; 0 before the first tree."""
+        if not self.is_fitted:
+            return np.zeros(len(X))
+        scores = self._predictor().predict(
+            X, raw_score=True, num_threads=int(self.params["num_threads"])
+        )
+        return np.asarray(scores, dtype=np.float64)
 
     def parts(self) -> int:
         """Batches that added trees: the booster's trees in per-batch groups."""

@@ -10,6 +10,11 @@ Class imbalance is handled here, deliberately: under-sampling legitimate rows ma
 weights matches the full data and the scores stay calibrated probabilities (accuracy at 0.5
 keeps its meaning). Frauds weigh ``fraud_weight``.
 
+Each row also keeps its current raw score (``margin``): the model's log-odds for it, which a
+boosted model continues from. The model adds its newest trees' part after each step, so the
+whole buffer is never scored again by every tree (that re-scoring grew with the number of trees
+and was most of a training step's time).
+
 Deterministic: the rows kept from batch number ``n`` are drawn from
 ``numpy.random.default_rng([seed, n])``, so the same batches in the same order give the same
 buffer, in memory or restored from a checkpoint. Rows are stored as float32 (half the
@@ -18,10 +23,13 @@ checkpoint size; the values a model trains on are the stored ones, whichever the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+Scorer = Callable[[np.ndarray], FloatArray]
 
 
 class ReplayBuffer:
@@ -40,13 +48,16 @@ class ReplayBuffer:
         self.X = np.zeros((0, 0), dtype=np.float32)
         self.y = np.zeros(0, dtype=np.int8)
         self.batch = np.zeros(0, dtype=np.int64)
+        self.margin = np.zeros(0, dtype=np.float64)
 
     @property
     def n_features(self) -> int | None:
         return int(self.X.shape[1]) if self.batches_seen else None
 
-    def add(self, X: npt.ArrayLike, y: npt.ArrayLike) -> None:
-        """Sample one batch into the buffer and forget batches older than the window."""
+    def add(self, X: npt.ArrayLike, y: npt.ArrayLike, score: Scorer) -> None:
+        """Sample one batch into the buffer and forget batches older than the window.
+
+        ``score`` gives the model's current raw score of the kept rows (their ``margin``)."""
         rows = np.asarray(X, dtype=np.float32)
         labels = np.asarray(y).astype(np.int8)
         if rows.ndim != 2 or len(rows) != len(labels):
@@ -62,6 +73,8 @@ class ReplayBuffer:
         self.X = np.concatenate([old_X, rows[keep]])
         self.y = np.concatenate([self.y[recent], labels[keep]])
         self.batch = np.concatenate([self.batch[recent], np.full(int(keep.sum()), number)])
+        fresh = np.asarray(score(rows[keep]), dtype=np.float64)
+        self.margin = np.concatenate([self.margin[recent], fresh])
 
     def weights(self) -> FloatArray:
         """Per-row loss weights: ``fraud_weight`` for frauds, ``1 / legit_keep`` otherwise."""
@@ -75,6 +88,7 @@ class ReplayBuffer:
             "replay_X": self.X,
             "replay_y": self.y,
             "replay_batch": self.batch,
+            "replay_margin": self.margin,
             "replay_batches_seen": np.asarray(self.batches_seen, dtype=np.int64),
         }
 
@@ -82,4 +96,5 @@ class ReplayBuffer:
         self.X = np.ascontiguousarray(state["replay_X"], dtype=np.float32)
         self.y = np.ascontiguousarray(state["replay_y"], dtype=np.int8)
         self.batch = np.ascontiguousarray(state["replay_batch"], dtype=np.int64)
+        self.margin = np.ascontiguousarray(state["replay_margin"], dtype=np.float64)
         self.batches_seen = int(state["replay_batches_seen"])
