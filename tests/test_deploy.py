@@ -557,7 +557,10 @@ def test_rendered_jobs_load_train_and_score_the_tutorial_here(
     assert (data / "runs/default/report.txt").read_text().count("Training dataset") == 4
 
     run_all("batchml-score", jobs["batchml-score"].containers())
-    assert list((data / "runs/default/predictions").glob("test_dataset*"))
+    # predictions/v<NNNN>/<dataset>.parquet: one folder per pinned lineage version
+    assert [p.name for p in (data / "runs/default/predictions").rglob("test_dataset*")] == [
+        "test_dataset.parquet"
+    ]
 
 
 def test_readme_commands_name_what_the_manifests_hold() -> None:
