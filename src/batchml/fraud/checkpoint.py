@@ -26,6 +26,7 @@ from batchml.errors import StorageError
 FORMAT = "batchml-checkpoint/1"
 _META = "__meta__"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+_LEVEL = 1  # deflate level
 
 
 def library_versions() -> dict[str, str]:
@@ -53,7 +54,7 @@ def dumps(state: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
     if _META in state:
         raise ValueError(f"state may not contain an array named {_META}")
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         entries = {
             **state,
             _META: np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8),
@@ -66,7 +67,7 @@ def dumps(state: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
             np.lib.format.write_array(payload, array, allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, payload.getvalue())
+            archive.writestr(info, payload.getvalue(), compresslevel=_LEVEL)
     return buffer.getvalue()
 
 
