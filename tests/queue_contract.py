@@ -456,6 +456,109 @@ class QueueContract:
             queue.complete(old.item.id, old.token, lineage=self._step(1, "d1"))
         assert queue.lineage_head("r").version == 0
 
+    # -- complete_and_lease: a worker's steady state in one step ------------------------------
+
+    def test_complete_and_lease_commits_and_leases_the_next_in_order(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        """Given a, b, then c (priority 5) waiting on a, when a is completed and the next item
+        leased in one call, then c - released by that completion - comes before b."""
+        queue.push([spec("a"), spec("b"), spec("c", depends_on=("item-a",), priority=5)])
+        first = queue.lease("w", TTL)
+        assert first and first.item.id == "item-a"
+        pub = Publication(staged=".staging/x/a.json", final="runs/r/a.json", sha256="ab" * 32)
+        clock.advance(1)
+        nxt = queue.complete_and_lease(
+            "item-a", first.token, {"n": 1}, outputs=[pub], worker="w2", ttl=TTL
+        )
+        assert nxt and nxt.item.id == "item-c" and nxt.worker == "w2"
+        assert nxt.token == 1 and nxt.item.attempts == 1 and nxt.item.state == State.LEASED
+        assert nxt.deadline == pytest.approx(clock.now + TTL)
+        assert nxt.item.payload == {"n": "c"} and nxt.item.depends_on == ("item-a",)
+        done = queue.get("item-a")
+        assert done.state == State.DONE and done.result == {"n": 1} and done.outputs == (pub,)
+        held = queue.get("item-c")
+        assert held.state == State.LEASED and held.worker == "w2" and held.token == nxt.token
+        last = queue.complete_and_lease("item-c", nxt.token, worker="w2", ttl=TTL)
+        assert last and last.item.id == "item-b"
+        assert [(h.item_id, h.outcome) for h in queue.history()] == [
+            ("item-a", "done"), ("item-c", "done"),
+        ]  # fmt: skip
+
+    def test_complete_and_lease_keeps_fifo_order(self, queue: WorkQueue) -> None:
+        queue.push([spec(i) for i in range(4)])
+        lease = queue.lease("w", TTL)
+        order = []
+        while lease is not None:
+            order.append(lease.item.id)
+            lease = queue.complete_and_lease(lease.item.id, lease.token, worker="w", ttl=TTL)
+        assert order == [f"item-{i}" for i in range(4)]
+        assert queue.counts()[State.DONE] == 4 and queue.drained()
+
+    def test_complete_and_lease_on_an_empty_queue_completes_and_returns_none(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec(1)])
+        lease = queue.lease("w", TTL)
+        assert lease
+        nxt = queue.complete_and_lease("item-1", lease.token, {"ok": 1}, worker="w", ttl=TTL)
+        assert nxt is None
+        assert queue.get("item-1").state == State.DONE and queue.get("item-1").result == {"ok": 1}
+        assert queue.drained()
+
+    def test_complete_and_lease_reclaims_expired_leases_first(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec(1), spec(2), spec(3)])
+        lost = queue.lease("w1", TTL)
+        clock.advance(10)
+        mine = queue.lease("w2", TTL)
+        assert lost and mine and mine.item.id == "item-2"
+        clock.advance(TTL - 5)  # w1's lease has expired, w2's has not
+        nxt = queue.complete_and_lease("item-2", mine.token, worker="w2", ttl=TTL)
+        assert nxt and nxt.item.id == "item-1" and nxt.item.attempts == 2
+        assert nxt.token > lost.token
+        assert [h.outcome for h in queue.history()] == ["done", "expired"]
+
+    def test_complete_and_lease_with_a_stale_token_raises_and_leases_nothing(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec(1), spec(2)])
+        old = queue.lease("w1", TTL)
+        assert old
+        clock.advance(TTL + 1)
+        new = queue.lease("w2", TTL)
+        assert new and new.item.id == "item-1"
+        with pytest.raises(LeaseLost):
+            queue.complete_and_lease("item-1", old.token, {"late": True}, worker="w1", ttl=TTL)
+        assert queue.get("item-2").state == State.READY and queue.counts()[State.LEASED] == 1
+        item = queue.get("item-1")
+        assert item.state == State.LEASED and item.worker == "w2" and item.result is None
+        with pytest.raises((UnknownItem, LeaseLost)):
+            queue.complete_and_lease("missing", 1, worker="w1", ttl=TTL)
+        assert queue.get("item-2").state == State.READY
+
+    def test_complete_and_lease_with_a_lineage_conflict_raises_and_leases_nothing(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec("d1"), spec("d2"), spec("d3")])
+        a = queue.lease("w1", TTL)
+        b = queue.lease("w2", TTL)
+        assert a and b
+        queue.complete(a.item.id, a.token, lineage=self._step(1, "d1"))
+        with pytest.raises(LineageConflict):
+            queue.complete_and_lease(
+                b.item.id, b.token, lineage=self._step(1, "d2"), worker="w2", ttl=TTL
+            )
+        assert queue.get(b.item.id).state == State.LEASED
+        assert queue.get("item-d3").state == State.READY
+        assert queue.lineage_head("r").dataset == "d1"
+        nxt = queue.complete_and_lease(
+            b.item.id, b.token, lineage=self._step(2, "d2"), worker="w2", ttl=TTL
+        )
+        assert nxt and nxt.item.id == "item-d3"
+        assert [h.dataset for h in queue.lineage("r")] == ["d1", "d2"]
+
     # -- several processes -------------------------------------------------------------------
 
     @pytest.mark.timeout(120)

@@ -17,7 +17,7 @@ from redis.crc import key_slot
 
 import batchml.queue
 from batchml import exitcodes
-from batchml.errors import ConfigError, QueueUnavailable
+from batchml.errors import ConfigError, LeaseLost, QueueUnavailable
 from batchml.queue import ConnectOptions, open_queue
 from batchml.queue import redis as redis_queue
 from batchml.queue.base import (
@@ -237,6 +237,44 @@ def test_lease_retried_after_a_lost_reply_gets_the_same_lease(redis_url: str) ->
     assert other and other.item.id == "item-2"
 
 
+def test_complete_and_lease_retried_after_a_lost_reply_gets_the_same_lease(
+    redis_url: str,
+) -> None:
+    """Given a combined call that committed item-1 and leased item-2 but lost its reply, when
+    it is retried, then the retry returns that lease (one attempt, token 1), not a second."""
+    queue = RedisQueue.from_url(redis_url)
+    queue.push([spec(1), spec(2), spec(3)])
+    first = queue.lease("w1", 30)
+    assert first
+    queue._scripting = LostReply(queue._scripting, "complete_and_lease")
+    with pytest.raises(QueueUnavailable):
+        queue.complete_and_lease("item-1", first.token, {"n": 1}, worker="w1", ttl=30)
+    again = queue.complete_and_lease("item-1", first.token, {"n": 1}, worker="w1", ttl=30)
+    assert again and again.item.id == "item-2" and again.token == 1 and again.item.attempts == 1
+    assert queue.get("item-1").state == State.DONE and queue.get("item-3").state == State.READY
+    last = queue.complete_and_lease("item-2", again.token, worker="w1", ttl=30)
+    assert last and last.item.id == "item-3"
+
+
+def test_complete_and_lease_retried_after_it_committed_and_leased_nothing_is_stale(
+    redis_url: str,
+) -> None:
+    """Given a combined call that committed the last item and lost its reply, when it is
+    retried, then it is refused as stale - and the item is done under that token, which is
+    how the worker recognises that its commit landed (batchml.settle)."""
+    queue = RedisQueue.from_url(redis_url)
+    queue.push([spec(1)])
+    lease = queue.lease("w1", 30)
+    assert lease
+    queue._scripting = LostReply(queue._scripting, "complete_and_lease")
+    with pytest.raises(QueueUnavailable):
+        queue.complete_and_lease("item-1", lease.token, worker="w1", ttl=30)
+    with pytest.raises(LeaseLost):
+        queue.complete_and_lease("item-1", lease.token, worker="w1", ttl=30)
+    item = queue.get("item-1")
+    assert item.state == State.DONE and item.token == lease.token and queue.drained()
+
+
 def test_scripts_are_loaded_again_after_a_flush(redis_server: str, redis_url: str) -> None:
     queue = RedisQueue.from_url(redis_url)
     queue.push([spec(1)])
@@ -370,11 +408,14 @@ def test_the_documented_acl_is_enough_for_every_operation(
         url = f"redis://{user}@{host.hostname}:{host.port}/0?{host.query}"
         queue = open_queue(url, connect=ConnectOptions(password="pw"))
         queue.ping()
-        queue.push([spec(1), spec(2, max_attempts=1)])
+        queue.push([spec(1), spec(2, max_attempts=1), spec(3)])
         a, b = queue.lease("w", 30), queue.lease("w", 30)
         assert a and b
         queue.heartbeat(a.item.id, a.token, 30)
-        queue.complete(a.item.id, a.token, lineage=LineageStep(0, LineageHead(run="r", version=1)))
+        step = LineageStep(0, LineageHead(run="r", version=1))
+        c = queue.complete_and_lease(a.item.id, a.token, lineage=step, worker="w", ttl=30)
+        assert c and c.item.id == "item-3"
+        queue.complete(c.item.id, c.token)
         queue.fail(b.item.id, b.token, "boom")
         queue.report_worker(WorkerInfo(id="w", host="h", pid=1, started_at=0.0))
         assert queue.requeue_dead() == 1 and queue.get("item-2").state == State.READY
@@ -382,7 +423,7 @@ def test_the_documented_acl_is_enough_for_every_operation(
         assert lease
         queue.release(lease.item.id, lease.token)
         assert [i.id for i in queue.items([State.READY])] == ["item-2"]
-        assert queue.counts()[State.DONE] == 1 and queue.lineage("r")[0].version == 1
+        assert queue.counts()[State.DONE] == 2 and queue.lineage("r")[0].version == 1
         assert queue.workers()[0].id == "w" and queue.history()[-1].outcome == "released"
         queue.purge()
     finally:

@@ -275,6 +275,28 @@ class WorkQueue(ABC):
         Raises LeaseLost if the token is stale, LineageConflict if the head moved; in both
         cases nothing changed."""
 
+    def complete_and_lease(
+        self,
+        item_id: str,
+        token: int,
+        result: dict[str, Any] | None = None,
+        *,
+        outputs: Sequence[Publication] = (),
+        lineage: LineageStep | None = None,
+        worker: str,
+        ttl: float,
+    ) -> Lease | None:
+        """A worker's steady state in one step: :meth:`complete`, then :meth:`lease`.
+
+        The completion is exactly ``complete``'s (same errors, same atomicity with the lineage
+        step); only if it succeeded is the next ready item leased for ``worker``, exactly as
+        ``lease`` does (expired leases reclaimed first), so dependents this completion released
+        can be the next lease. A refused completion raises and leases nothing. This default
+        makes two calls; a backend overrides it to make both one transaction (one round trip).
+        """
+        self.complete(item_id, token, result, outputs=outputs, lineage=lineage)
+        return self.lease(worker, ttl)
+
     @abstractmethod
     def fail(self, item_id: str, token: int, error: str) -> State:
         """Record a failed attempt: back to ready after a backoff, or dead after the last one."""

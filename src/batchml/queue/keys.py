@@ -54,6 +54,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "heartbeat": ("items", "deadlines"),
     "complete": (*_MOVES, "results", "dependents", "deadlines", "history", "lineage-head",
                  "lineage"),
+    "complete_and_lease": (*_MOVES, "payloads", "results", "dependents", "deadlines", "history",
+                           "lineage-head", "lineage"),
     "fail": (*_MOVES, "dependents", "deadlines", "history"),
     "release": (*_MOVES, "deadlines", "history"),
     "requeue_dead": _MOVES,

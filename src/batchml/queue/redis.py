@@ -92,6 +92,11 @@ def _seconds(ms: Any) -> float | None:
     return None if ms is None else float(ms) / 1000
 
 
+def _committed(result: dict[str, Any] | None, outputs: Sequence[Publication]) -> str:
+    """What a commit keeps of its attempt: the result and the outputs to publish."""
+    return canonical_json({"result": result, "outputs": [p.to_json() for p in outputs]})
+
+
 def _item(item_id: str, record: str, payload: str, committed: str | None) -> Item:
     """An Item from what the scripts keep: its record, payload and commit."""
     r = json.loads(record)
@@ -169,7 +174,9 @@ class RedisQueue(WorkQueue):
         except redis.RedisError as exc:
             raise translate(exc, self.address) from None
 
-    def _refused(self, reply: list[Any], item_id: str, token: int) -> QueueError:
+    def _refused(
+        self, reply: list[Any], item_id: str, token: int, lineage: LineageStep | None = None
+    ) -> QueueError:
         """The exception for a script's refusal ({'lost', state, token} and the like)."""
         if reply[0] == "unknown":
             return UnknownItem(f"no item {item_id!r} in {self.url}")
@@ -179,6 +186,11 @@ class RedisQueue(WorkQueue):
             return LeaseLost(
                 f"item {item_id}: lease token {token} is no longer current "
                 f"(state {reply[1]}, token {reply[2]}); another worker owns it now"
+            )
+        if reply[0] == "conflict" and lineage is not None:
+            return LineageConflict(
+                f"lineage {lineage.head.run!r}: head is version {reply[1]}, the step was "
+                f"computed from version {lineage.expected_version}"
             )
         return QueueError(f"{self.url}: unexpected reply {reply!r} for item {item_id}")
 
@@ -210,20 +222,9 @@ class RedisQueue(WorkQueue):
     def lease(self, worker: str, ttl: float) -> Lease | None:
         # A lease whose reply was lost is asked for again with the same request id, and the
         # script hands back the same lease instead of leaving it to expire.
-        retry = self._lease_retry.pop(worker, None)
-        request = retry or uuid.uuid4().hex
-        try:
-            reply = self._run(
-                "lease", self._now(), worker, _ms(ttl), request, int(bool(retry)), HISTORY_LIMIT
-            )
-        except QueueUnavailable:
-            self._lease_retry[worker] = request
-            raise
-        if reply[0] == "none":
-            return None
-        item = _item(reply[1], reply[2], reply[3], None)
-        assert item.deadline is not None, "a leased item has a deadline"
-        return Lease(item=item, token=item.token, worker=worker, deadline=item.deadline)
+        request, retry = self._request(worker)
+        args = (self._now(), worker, _ms(ttl), request, retry, HISTORY_LIMIT)
+        return self._lease_from(self._leasing(worker, request, "lease", *args), worker)
 
     def heartbeat(self, item_id: str, token: int, ttl: float) -> float:
         reply = self._run("heartbeat", self._now(), item_id, token, _ms(ttl))
@@ -240,27 +241,70 @@ class RedisQueue(WorkQueue):
         outputs: Sequence[Publication] = (),
         lineage: LineageStep | None = None,
     ) -> None:
-        committed = {"result": result, "outputs": [p.to_json() for p in outputs]}
-        args: list[str | int] = [
-            self._now(), item_id, token, canonical_json(committed), HISTORY_LIMIT,
-        ]  # fmt: skip
-        if lineage is not None:
-            head = LineageHead.from_json({**lineage.head.to_json(), "created_at": self.clock()})
-            args += [
-                head.run,
-                lineage.expected_version,
-                lineage_field(head.run, head.version),
-                canonical_json(head.to_json()),
-            ]
-        reply = self._run("complete", *args)
-        if reply[0] == "conflict":
-            assert lineage is not None
-            raise LineageConflict(
-                f"lineage {lineage.head.run!r}: head is version {reply[1]}, the step was "
-                f"computed from version {lineage.expected_version}"
-            )
+        committed = _committed(result, outputs)
+        reply = self._run(
+            "complete", self._now(), item_id, token, committed, HISTORY_LIMIT,
+            *self._lineage_args(lineage),
+        )  # fmt: skip
         if reply[0] != "ok":
-            raise self._refused(reply, item_id, token)
+            raise self._refused(reply, item_id, token, lineage)
+
+    def complete_and_lease(
+        self,
+        item_id: str,
+        token: int,
+        result: dict[str, Any] | None = None,
+        *,
+        outputs: Sequence[Publication] = (),
+        lineage: LineageStep | None = None,
+        worker: str,
+        ttl: float,
+    ) -> Lease | None:
+        # One script. A retry after a lost reply reuses the request id: if the earlier call
+        # committed and leased, the script returns that lease; if it committed and found
+        # nothing to lease, the retry is refused as stale, as a retried ``complete`` is.
+        request, retry = self._request(worker)
+        reply = self._leasing(
+            worker, request, "complete_and_lease", self._now(), item_id, token,
+            _committed(result, outputs), HISTORY_LIMIT, worker, _ms(ttl), request, retry,
+            *self._lineage_args(lineage),
+        )  # fmt: skip
+        if reply[0] not in ("ok", "none"):
+            raise self._refused(reply, item_id, token, lineage)
+        return self._lease_from(reply, worker)
+
+    def _request(self, worker: str) -> tuple[str, int]:
+        """The request id of the next leasing call: the one whose reply was lost, if any
+        (then the call is a retry: 1), else a new one."""
+        retry = self._lease_retry.pop(worker, None)
+        return (retry, 1) if retry else (uuid.uuid4().hex, 0)
+
+    def _leasing(self, worker: str, request: str, name: str, *args: str | int) -> Any:
+        """Run a script that may lease; if its reply is lost, remember its request id."""
+        try:
+            return self._run(name, *args)
+        except QueueUnavailable:
+            self._lease_retry[worker] = request
+            raise
+
+    def _lineage_args(self, lineage: LineageStep | None) -> list[str | int]:
+        if lineage is None:
+            return []
+        head = LineageHead.from_json({**lineage.head.to_json(), "created_at": self.clock()})
+        return [
+            head.run,
+            lineage.expected_version,
+            lineage_field(head.run, head.version),
+            canonical_json(head.to_json()),
+        ]
+
+    @staticmethod
+    def _lease_from(reply: list[Any], worker: str) -> Lease | None:
+        if reply[0] == "none":
+            return None
+        item = _item(reply[1], reply[2], reply[3], None)
+        assert item.deadline is not None, "a leased item has a deadline"
+        return Lease(item=item, token=item.token, worker=worker, deadline=item.deadline)
 
     def fail(self, item_id: str, token: int, error: str) -> State:
         retry = self.retry

@@ -392,23 +392,27 @@ class SqliteQueue(WorkQueue):
     def lease(self, worker: str, ttl: float) -> Lease | None:
         now = self.clock()
         with self._tx() as db:
-            self._reclaim(db, now)
-            row = db.execute(
-                "SELECT id FROM items WHERE state = 'ready' AND available_at <= ? "
-                "ORDER BY priority DESC, seq LIMIT 1",
-                (now,),
-            ).fetchone()
-            if row is None:
-                return None
-            deadline = now + ttl
-            db.execute(
-                "UPDATE items SET state = 'leased', token = token + 1, attempts = attempts + 1, "
-                "worker = ?, leased_at = ?, deadline = ?, updated_at = ? WHERE id = ?",
-                (worker, now, deadline, now, row[0]),
-            )
-            item = self._item(
-                db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (row[0],)).fetchone()
-            )
+            return self._lease(db, worker, ttl, now)
+
+    def _lease(self, db: sqlite3.Connection, worker: str, ttl: float, now: float) -> Lease | None:
+        """Reclaim expired leases, then lease the next ready item (inside a transaction)."""
+        self._reclaim(db, now)
+        row = db.execute(
+            "SELECT id FROM items WHERE state = 'ready' AND available_at <= ? "
+            "ORDER BY priority DESC, seq LIMIT 1",
+            (now,),
+        ).fetchone()
+        if row is None:
+            return None
+        deadline = now + ttl
+        db.execute(
+            "UPDATE items SET state = 'leased', token = token + 1, attempts = attempts + 1, "
+            "worker = ?, leased_at = ?, deadline = ?, updated_at = ? WHERE id = ?",
+            (worker, now, deadline, now, row[0]),
+        )
+        item = self._item(
+            db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (row[0],)).fetchone()
+        )
         return Lease(item=item, token=item.token, worker=worker, deadline=deadline)
 
     def heartbeat(self, item_id: str, token: int, ttl: float) -> float:
@@ -433,21 +437,44 @@ class SqliteQueue(WorkQueue):
     ) -> None:
         now = self.clock()
         with self._tx() as db:
-            held = self._current(db, item_id, token)
-            if lineage is not None:
-                self._advance(db, lineage, now)
-            db.execute(
-                "UPDATE items SET state = 'done', worker = NULL, deadline = NULL, result = ?, "
-                "outputs = ?, last_error = NULL, updated_at = ? WHERE id = ?",
-                (
-                    canonical_json(result) if result is not None else None,
-                    json.dumps([p.to_json() for p in outputs]),
-                    now,
-                    item_id,
-                ),
-            )
-            self._end(db, item_id, now)
-            self._log(db, item_id, token, held.worker, held.leased_at, now, "done")
+            self._complete(db, item_id, token, result, outputs, lineage, now)
+
+    def complete_and_lease(
+        self,
+        item_id: str,
+        token: int,
+        result: dict[str, Any] | None = None,
+        *,
+        outputs: Sequence[Publication] = (),
+        lineage: LineageStep | None = None,
+        worker: str,
+        ttl: float,
+    ) -> Lease | None:
+        now = self.clock()
+        with self._tx() as db:  # a refused completion raises: the transaction leases nothing
+            self._complete(db, item_id, token, result, outputs, lineage, now)
+            return self._lease(db, worker, ttl, now)
+
+    def _complete(
+        self, db: sqlite3.Connection, item_id: str, token: int, result: dict[str, Any] | None,
+        outputs: Sequence[Publication], lineage: LineageStep | None, now: float,
+    ) -> None:  # fmt: skip
+        """Mark the item done and advance the lineage (inside a transaction)."""
+        held = self._current(db, item_id, token)
+        if lineage is not None:
+            self._advance(db, lineage, now)
+        db.execute(
+            "UPDATE items SET state = 'done', worker = NULL, deadline = NULL, result = ?, "
+            "outputs = ?, last_error = NULL, updated_at = ? WHERE id = ?",
+            (
+                canonical_json(result) if result is not None else None,
+                json.dumps([p.to_json() for p in outputs]),
+                now,
+                item_id,
+            ),
+        )
+        self._end(db, item_id, now)
+        self._log(db, item_id, token, held.worker, held.leased_at, now, "done")
 
     def _advance(self, db: sqlite3.Connection, step: LineageStep, now: float) -> None:
         run = step.head.run

@@ -12,25 +12,6 @@
 -- Reply: {'ok'} | {'lost', state, token} | {'unknown'} | {'conflict', current head version}
 
 local now, id, token = clock_ms(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local limit = tonumber(ARGV[5])
-local it, refused = held(id, token)
-if not it then return refused end
-
-if ARGV[6] then
-  local run, expected = ARGV[6], tonumber(ARGV[7])
-  local raw = redis.call('HGET', K.lineage_head, run)
-  local current = 0
-  if raw then current = tonumber(cjson.decode(raw).version) end
-  if current ~= expected then return {'conflict', tostring(current)} end
-  redis.call('HSET', K.lineage, ARGV[8], ARGV[9])
-  redis.call('HSET', K.lineage_head, run, ARGV[9])
-end
-
-redis.call('HSET', K.results, id, ARGV[4])
-log_attempt(id, it, now, 'done', nil, limit)
-unlease(id, it)
-it.last_error = nil
-set_state(id, it, 'done', now)
-save(id, it)
-end_item(id, now)
+local refused = complete_item(now, id, token, ARGV[4], tonumber(ARGV[5]), lineage_step(6))
+if refused then return refused end
 return {'ok'}

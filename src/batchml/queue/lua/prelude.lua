@@ -114,3 +114,98 @@ local function held(id, token)
   end
   return it
 end
+
+-- Commit `id`, leased under `token`: keep `committed` (its result and outputs, JSON) and, given
+-- a lineage `step` (see lineage_step), advance the run's head by compare-and-set - both or
+-- neither. Returns nil once done, or the refusal: {'lost', state, token} | {'unknown'} |
+-- {'conflict', current head version}.
+local function complete_item(now, id, token, committed, limit, step)
+  local it, refused = held(id, token)
+  if not it then return refused end
+  if step then
+    local raw = redis.call('HGET', K.lineage_head, step.run)
+    local current = 0
+    if raw then current = tonumber(cjson.decode(raw).version) end
+    if current ~= step.expected then return {'conflict', tostring(current)} end
+    redis.call('HSET', K.lineage, step.field, step.head)
+    redis.call('HSET', K.lineage_head, step.run, step.head)
+  end
+  redis.call('HSET', K.results, id, committed)
+  log_attempt(id, it, now, 'done', nil, limit)
+  unlease(id, it)
+  it.last_error = nil
+  set_state(id, it, 'done', now)
+  save(id, it)
+  end_item(id, now)
+  return nil
+end
+
+-- The lineage step given as ARGV[first..first+3] (run, expected head version, lineage field of
+-- the new version, new head JSON), or nil when the caller gave none.
+local function lineage_step(first)
+  if not ARGV[first] then return nil end
+  return {run = ARGV[first], expected = tonumber(ARGV[first + 1]), field = ARGV[first + 2],
+          head = ARGV[first + 3]}
+end
+
+-- The lease an earlier request of `worker` with this id made, if this worker still holds it
+-- unexpired (its reply was lost): {'ok', id, record JSON, payload JSON}, or nil.
+local function earlier_lease(now, worker, request)
+  for _, id in ipairs(redis.call('ZRANGE', K.deadlines, 0, -1)) do
+    local raw = redis.call('HGET', K.items, id)
+    local it = cjson.decode(raw)
+    if it.worker == worker and it.request == request and it.deadline > now then
+      return {'ok', id, raw, redis.call('HGET', K.payloads, id)}
+    end
+  end
+  return nil
+end
+
+-- Expired leases go back to ready (or dead after their last attempt).
+local function reclaim_expired(now, limit)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.deadlines, '-inf', now)) do
+    local it = load(id)
+    local err = 'lease expired: worker ' .. it.worker .. ' stopped renewing it (attempt '
+      .. it.attempts .. ')'
+    log_attempt(id, it, now, 'expired', err, limit)
+    unlease(id, it)
+    if it.attempts >= it.max_attempts then
+      it.last_error = err .. '; gave up after ' .. it.attempts .. ' attempts'
+      set_state(id, it, 'dead', now)
+      save(id, it)
+      end_item(id, now)
+    else
+      it.last_error = err
+      make_ready(id, it, now, now)
+      save(id, it)
+    end
+  end
+end
+
+-- Reclaim expired leases, make due retries leasable, then lease the next ready item to
+-- `worker` (highest priority first, FIFO within a priority) under a new fencing token.
+-- Returns {'ok', id, record JSON, payload JSON} or {'none'}. Cost: O(log n + expired + due).
+local function lease_next(now, worker, ttl, request, limit)
+  reclaim_expired(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now)
+  for _, id in ipairs(due) do
+    local it = load(id)
+    redis.call('ZADD', K.queue, 0 - it.priority, ready_member(id, it))
+  end
+  if #due > 0 then redis.call('ZREMRANGEBYSCORE', K.delayed, '-inf', now) end
+
+  local top = redis.call('ZPOPMIN', K.queue)
+  if #top == 0 then return {'none'} end
+  local id = string.sub(top[1], 17)
+  local it = load(id)
+  set_state(id, it, 'leased', now)
+  it.token = it.token + 1
+  it.attempts = it.attempts + 1
+  it.worker = worker
+  it.request = request
+  it.leased_at = now
+  it.deadline = now + ttl
+  local raw = save(id, it)
+  redis.call('ZADD', K.deadlines, it.deadline, id)
+  return {'ok', id, raw, redis.call('HGET', K.payloads, id)}
+end
