@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from batchml.cli.common import console, settings
-from batchml.fraud import datasets
-from batchml.fraud.simulate import SimulationConfig, simulate, split_by_day
+from batchml.errors import ConfigError
 from batchml.progress import progress_bars
 from batchml.storage import Storage
+
+if TYPE_CHECKING:
+    from batchml.fraud.simulate import SimulationConfig
 
 app = typer.Typer(help="Datasets on the storage root.", no_args_is_help=True)
 log = logging.getLogger("batchml.data")
@@ -20,6 +22,9 @@ log = logging.getLogger("batchml.data")
 
 def generate_days(storage: Storage, config: SimulationConfig) -> list[str]:
     """Simulate and store daily datasets; shared by ``data generate`` and ``demo``."""
+    from batchml.fraud import datasets
+    from batchml.fraud.simulate import simulate, split_by_day
+
     with progress_bars() as bars:
         sim = bars.bar("simulating transactions", 1)
         frame = simulate(config)
@@ -30,6 +35,11 @@ def generate_days(storage: Storage, config: SimulationConfig) -> list[str]:
             datasets.write_day(storage, day, part)
             written.append(day)
             write.advance()
+    if not written:
+        raise ConfigError(
+            f"the simulation produced no transaction ({config}); give more customers, "
+            "terminals or days"
+        )
     log.info(
         "generated %d days, %d transactions, %d frauds under %s",
         len(written), len(frame), int(frame["TX_FRAUD"].sum()), storage.dataset_dir("training"),
@@ -49,6 +59,8 @@ def generate(
     start_date: Annotated[str, typer.Option(envvar="BATCHML_START_DATE")] = "2018-04-01",
 ) -> None:
     """Simulate card transactions (Le Borgne et al.) and store one Parquet file per day."""
+    from batchml.fraud.simulate import SimulationConfig
+
     config = SimulationConfig(
         n_customers=customers, n_terminals=terminals, n_days=days, start_date=start_date,
         seed=seed,
@@ -59,6 +71,8 @@ def generate(
 
 def _readable_files(path: Path) -> list[Path]:
     """The dataset files of a folder (for the progress bar), or the path itself."""
+    from batchml.fraud import datasets
+
     if not path.is_dir():
         return [path]
     found = sorted(f for f in path.rglob("*") if f.suffix.lower() in datasets.READABLE_SUFFIXES)
@@ -86,6 +100,8 @@ def import_(
     ] = False,
 ) -> None:
     """Validate datasets and store them as Parquet under <root>/datasets/."""
+    from batchml.fraud import datasets  # lazily: the CLI starts without pandas
+
     if kind not in (None, datasets.TRAINING, datasets.TESTING):
         raise typer.BadParameter("--kind must be training or testing")
     storage = settings(ctx).storage()
@@ -111,6 +127,8 @@ def import_(
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List stored training days and testing files."""
+    from batchml.fraud import datasets  # lazily: the CLI starts without pandas
+
     storage = settings(ctx).storage()
     days = datasets.training_days(storage)
     console.print(f"training: {len(days)} day(s)" + (f", {days[0]} … {days[-1]}" if days else ""))

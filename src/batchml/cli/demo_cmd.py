@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 import time
-from datetime import date, timedelta
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,11 +14,7 @@ from batchml import exitcodes
 from batchml.cli.common import console, queue, settings
 from batchml.cli.data import generate_days
 from batchml.errors import ConfigError
-from batchml.fraud import plan
-from batchml.fraud.evaluate import Protocol, evaluate
-from batchml.fraud.lineage import ModelConfig
-from batchml.fraud.model import DEFAULT_KIND, MODEL_KINDS
-from batchml.fraud.simulate import SimulationConfig
+from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.local import spawn_workers, wait
 from batchml.progress import activity, progress_bars
 from batchml.queue.base import State
@@ -50,10 +46,15 @@ def demo(
     fresh: Annotated[bool, typer.Option(help="Start from an empty demo folder.")] = False,
     model: Annotated[
         str,
-        typer.Option(envvar="BATCHML_MODEL", help=f"Model kind: {', '.join(sorted(MODEL_KINDS))}."),
+        typer.Option(envvar="BATCHML_MODEL", help=f"Model kind: {', '.join(KIND_NAMES)}."),
     ] = DEFAULT_KIND,
 ) -> None:
     """Simulate days, queue them, train with N worker processes, evaluate, and summarise."""
+    from batchml.fraud import plan
+    from batchml.fraud.evaluate import Protocol, evaluate
+    from batchml.fraud.lineage import ModelConfig
+    from batchml.fraud.simulate import SimulationConfig
+
     s = settings(ctx)
     started = time.monotonic()
     _prepare(s.root, fresh)
@@ -78,24 +79,42 @@ def demo(
             report = write_reports(storage, s.run, q)
             evaluation = evaluate(storage, q, s.run, protocol=Protocol())
         dead = q.counts()[State.DEAD]
-    elapsed = time.monotonic() - started
-    _summary(s.root, s.run, train_days, test_week, report, evaluation, codes, dead, elapsed)
+    outcome = _Outcome(
+        root=s.root, run=s.run, train_days=train_days, test_week=test_week, report=report,
+        evaluation=evaluation, codes=codes, dead=dead, seconds=time.monotonic() - started,
+    )  # fmt: skip
+    _summary(outcome)
     if any(code != exitcodes.OK for code in codes):
         raise typer.Exit(exitcodes.DEAD_ITEMS)
 
 
-def _summary(root, run, train_days, test_week, report, evaluation, codes, dead, elapsed) -> None:  # type: ignore[no-untyped-def]
-    m = evaluation["metrics"]
-    final = report["final"] or {}
+@dataclass(frozen=True)
+class _Outcome:
+    root: Path
+    run: str
+    train_days: list[str]
+    test_week: list[str]
+    report: dict[str, Any]
+    evaluation: dict[str, Any]
+    codes: list[int]
+    dead: int
+    seconds: float
+
+
+def _summary(o: _Outcome) -> None:
+    m = o.evaluation["metrics"]
+    final = o.report["final"] or {}
     console.print()
-    console.print(f"[bold]batchml demo[/bold] finished in {elapsed:.1f}s (workers exited {codes})")
     console.print(
-        f"  trained {len(report['versions'])} lineage versions on {len(train_days)} days "
-        f"({train_days[0]} … {train_days[-1]}); dead items: {dead}"
+        f"[bold]batchml demo[/bold] finished in {o.seconds:.1f}s (workers exited {o.codes})"
     )
     console.print(
-        f"  test week {test_week[0]} … {test_week[-1]} (after a {evaluation['delay']}-day label "
-        f"delay), {m['rows']} transactions, {m['frauds']} frauds"
+        f"  trained {len(o.report['versions'])} lineage versions on {len(o.train_days)} days "
+        f"({o.train_days[0]} … {o.train_days[-1]}); dead items: {o.dead}"
+    )
+    console.print(
+        f"  test week {o.test_week[0]} … {o.test_week[-1]} (after a {o.evaluation['delay']}-day "
+        f"label delay), {m['rows']} transactions, {m['frauds']} frauds"
     )
     for key, label in (
         ("roc_auc", "ROC AUC"), ("average_precision", "average precision"),
@@ -103,9 +122,8 @@ def _summary(root, run, train_days, test_week, report, evaluation, codes, dead, 
     ):  # fmt: skip
         value = m[key]
         console.print(f"  {label:20} {value:.4f}" if value is not None else f"  {label:20} n/a")
-    console.print(f"  final checkpoint     {root / str(final.get('checkpoint', '-'))}")
-    console.print(f"  report               {root / 'runs' / run / 'report.txt'} (and report.json)")
-    console.print(f"  worker logs          {root / 'logs'}")
-
-
-__all__ = ["date", "demo", "timedelta"]
+    console.print(f"  final checkpoint     {o.root / str(final.get('checkpoint', '-'))}")
+    console.print(
+        f"  report               {o.root / 'runs' / o.run / 'report.txt'} (and report.json)"
+    )
+    console.print(f"  worker logs          {o.root / 'logs'}")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from batchml.cli.common import console, queue, settings
 from batchml.errors import ConfigError
-from batchml.fraud import datasets, pipeline, plan
-from batchml.fraud.evaluate import Protocol, evaluate, pick_version
-from batchml.fraud.pipeline import FeatureSpec
 from batchml.progress import activity
-from batchml.storage import Storage
+
+if TYPE_CHECKING:
+    from batchml.storage import Storage
+
+# The fraud modules (pandas, scikit-learn, LightGBM) are imported inside each command, so that
+# `batchml --help`, `worker --check` and `queue status` start in a fraction of a second.
 
 app = typer.Typer(help="The fraud-detection workload.", no_args_is_help=True)
 
@@ -45,6 +47,8 @@ def evaluate_cmd(
 
     The handbook's protocol: the test days start --delay days after the last trained day;
     cards with a fraud known by a test day leave that day's test set (docs/fraud.md)."""
+    from batchml.fraud.evaluate import Protocol, evaluate
+
     s = settings(ctx)
     protocol = Protocol(
         test_start=test_start, test_days=test_days, delay=delay, top_k=top_k, known_days=known_days
@@ -69,6 +73,8 @@ def evaluate_cmd(
 
 def _score_targets(storage: Storage, names: list[str]) -> list[tuple[str, str]]:
     """(name, root-relative path) of each day (YYYY-MM-DD) or testing dataset name."""
+    from batchml.fraud import datasets
+
     targets = []
     for name in names:
         if name[:4].isdigit():
@@ -95,6 +101,10 @@ def score_cmd(
 
     Each dataset becomes an independent item (any worker, any order) that writes
     runs/<run>/predictions/v<NNNN>/<name>.parquet: TRANSACTION_ID, SCORE, MODEL_VERSION."""
+    from batchml.fraud import plan
+    from batchml.fraud.evaluate import pick_version
+    from batchml.fraud.pipeline import FeatureSpec
+
     s = settings(ctx)
     targets = _score_targets(s.storage(), days)
     with queue(ctx) as q:
@@ -116,6 +126,9 @@ def features_cmd(
 ) -> None:
     """Write the engineered features of some days (with TRANSACTION_ID) to a Parquet file."""
     import pandas as pd
+
+    from batchml.fraud import datasets, pipeline
+    from batchml.fraud.pipeline import FeatureSpec
 
     storage = settings(ctx).storage()
     spec = FeatureSpec()

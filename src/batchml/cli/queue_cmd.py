@@ -12,10 +12,7 @@ from rich.live import Live
 
 from batchml.cli.common import console, queue, settings
 from batchml.errors import ConfigError
-from batchml.fraud import datasets, plan
-from batchml.fraud.lineage import ModelConfig
-from batchml.fraud.model import DEFAULT_KIND, MODEL_KINDS
-from batchml.fraud.pipeline import FeatureSpec
+from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
 from batchml.queue.base import ItemSpec, PushOutcome, WorkQueue
@@ -48,42 +45,20 @@ def push(
         str,
         typer.Option(
             envvar="BATCHML_MODEL",
-            help=f"Model kind: {', '.join(sorted(MODEL_KINDS))} (docs/fraud.md).",
+            help=f"Model kind: {', '.join(KIND_NAMES)} (docs/fraud.md).",
         ),
     ] = DEFAULT_KIND,
     force: Annotated[bool, typer.Option(help="Re-run days that are already done or dead.")] = False,
 ) -> None:
     """Queue the imported training days of the run, in date order (features, then training)."""
+    from batchml.fraud import plan  # imported here: the other commands start without pandas
+
     s = settings(ctx)
-    storage = s.storage()
-    days = datasets.training_days(storage, pattern, start, end)
-    held_out: list[str] = []
-    if test_days:
-        first, _, last = test_days.partition(":")
-        held_out = datasets.training_days(storage, "*", first, last or first)
-        if not held_out:
-            raise ConfigError(f"--test-days {test_days}: no stored day in that range")
-        days = [d for d in days if d < held_out[0]]
-    if not days:
-        raise ConfigError(
-            f"no training days under {storage.dataset_dir('training')} match; "
-            "run `batchml data generate` or `batchml data import` first"
-        )
-    if test is None:
-        folder = storage.dataset_dir(datasets.TESTING)
-        test = (
-            sorted(f"datasets/testing/{p.name}" for p in folder.glob("*.parquet"))
-            if folder.is_dir()
-            else []
-        )
-    for path in test:
-        storage.resolve(path, what="--test dataset")
     with queue(ctx) as q:
-        specs = plan.training_items(
-            q, days, run=s.run, test=test, test_days=held_out, model=ModelConfig(kind=model),
-            spec=FeatureSpec(),
+        days, outcomes = plan.push_training(
+            q, s.storage(), run=s.run, pattern=pattern, start=start, end=end, test=test,
+            test_days=test_days, model_kind=model, force=force,
         )  # fmt: skip
-        outcomes = q.push(specs, force=force)
     console.print(
         f"run {s.run!r}: {len(days)} day(s) {days[0]} … {days[-1]}; {_summarise(outcomes)}"
     )

@@ -13,7 +13,8 @@ from typing import Any
 
 from batchml.errors import ConfigError
 from batchml.fraud import checkpoint
-from batchml.fraud.model import DEFAULT_KIND, make_model
+from batchml.fraud.kinds import DEFAULT_KIND
+from batchml.fraud.model import make_model
 from batchml.fraud.model_base import IncrementalModel
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage

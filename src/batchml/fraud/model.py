@@ -14,6 +14,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import StandardScaler
 
 from batchml.errors import ConfigError
+from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.fraud.model_base import CLASSES, IncrementalModel
 from batchml.fraud.model_gbdt import LightGBMModel
 
@@ -96,7 +97,7 @@ MODEL_KINDS: dict[str, type[IncrementalModel]] = {
     SGDLogistic.kind: SGDLogistic,
     LightGBMModel.kind: LightGBMModel,
 }
-DEFAULT_KIND = LightGBMModel.kind
+assert DEFAULT_KIND in MODEL_KINDS and set(MODEL_KINDS) == set(KIND_NAMES)
 
 
 def make_model(kind: str, params: dict[str, Any] | None = None) -> IncrementalModel:

@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from batchml.errors import ConfigError
 from batchml.fraud import datasets
+from batchml.fraud.kinds import DEFAULT_KIND
 from batchml.fraud.lineage import ModelConfig
 from batchml.fraud.pipeline import FeatureSpec
-from batchml.queue.base import ItemSpec, State, WorkQueue
+from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
+from batchml.storage import Storage
 
 TRAIN_PRIORITY = 10
 
@@ -133,3 +136,46 @@ def queued_days(queue: WorkQueue, run: str) -> dict[str, State]:
     """Training days already queued for the run, with their train item's state."""
     prefix = train_id(run, "")
     return {i.id[len(prefix) :]: i.state for i in queue.items() if i.id.startswith(prefix)}
+
+
+def push_training(
+    queue: WorkQueue,
+    storage: Storage,
+    *,
+    run: str,
+    pattern: str = "*",
+    start: str | None = None,
+    end: str | None = None,
+    test: Sequence[str] | None = None,
+    test_days: str | None = None,
+    model_kind: str = DEFAULT_KIND,
+    force: bool = False,
+) -> tuple[list[str], list[PushOutcome]]:
+    """Queue the stored training days that match (``queue push``); returns days and outcomes.
+
+    ``test_days`` (``FIRST:LAST``) holds stored days out as the evaluation set of every
+    version; ``test`` names dataset files for the same purpose (default: every file in
+    datasets/testing/)."""
+    days = datasets.training_days(storage, pattern, start, end)
+    held_out: list[str] = []
+    if test_days:
+        first, _, last = test_days.partition(":")
+        held_out = datasets.training_days(storage, "*", first, last or first)
+        if not held_out:
+            raise ConfigError(f"--test-days {test_days}: no stored day in that range")
+        days = [d for d in days if d < held_out[0]]
+    if not days:
+        raise ConfigError(
+            f"no training days under {storage.dataset_dir('training')} match; "
+            "run `batchml data generate` or `batchml data import` first"
+        )
+    if test is None:
+        folder = storage.dataset_dir(datasets.TESTING)
+        names = sorted(p.name for p in folder.glob("*.parquet")) if folder.is_dir() else []
+        test = [f"datasets/{datasets.TESTING}/{name}" for name in names]
+    for path in test:
+        storage.resolve(path, what="--test dataset")
+    specs = training_items(
+        queue, days, run=run, test=test, test_days=held_out, model=ModelConfig(kind=model_kind)
+    )
+    return days, queue.push(specs, force=force)
