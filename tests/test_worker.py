@@ -6,11 +6,12 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from batchml import exitcodes
-from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy, State
+from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy, State, WorkerInfo
 from batchml.queue.sqlite import SqliteQueue
 from batchml.settings import Settings, WorkerSettings
 from batchml.storage import Storage
@@ -171,3 +172,89 @@ def test_task_still_running_when_the_grace_period_ends_is_released(tmp_path: Pat
     log = (tmp_path / "logs/worker-0.log").read_text()
     assert "finishing the current item within 1s" in log and "grace period over" in log
     assert not (tmp_path / "root/runs/default/out/long.txt").exists()
+
+
+# -- the commit that leases the next item, and the status reports ------------------------------
+
+
+def _record_calls(queue: SqliteQueue, calls: list[Any], *names: str) -> None:
+    """Wrap the queue's methods ``names`` so that each call appends (name, args) to ``calls``."""
+    for name in names:
+        real = getattr(queue, name)
+
+        def recorded(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append((_name, args))
+            return _real(*args, **kwargs)
+
+        setattr(queue, name, recorded)
+
+
+def test_commits_lease_the_next_item_in_the_same_call(env) -> None:  # type: ignore[no-untyped-def]
+    """Given three items, then the worker leases once and every commit but the last leases
+    the next item: one queue call per item, and each item ran once."""
+    queue, storage, settings = env
+    queue.push([item("write_output", n) for n in ("a", "b", "c")])
+    calls: list[Any] = []
+    _record_calls(queue, calls, "lease", "complete", "complete_and_lease")
+    assert Worker(queue, storage, settings, "w1").run() == exitcodes.OK
+    assert [name for name, _ in calls] == ["lease", *["complete_and_lease"] * 3, "lease"]
+    assert all(queue.get(n).attempts == 1 and queue.get(n).state == State.DONE for n in "abc")
+    assert (storage.root / "runs/default/out/c.txt").exists()
+
+
+def test_max_items_commits_the_last_one_without_leasing_another(env) -> None:  # type: ignore[no-untyped-def]
+    queue, storage, settings = env
+    queue.push([item("write_output", "a"), item("write_output", "b")])
+    w = Worker(queue, storage, settings.with_worker(max_items=1), "w1")
+    assert w.run() == exitcodes.OK
+    assert queue.get("a").state == State.DONE
+    b = queue.get("b")
+    assert b.state == State.READY and b.attempts == 0 and b.token == 0
+
+
+def test_stop_during_a_commit_that_leased_gives_the_next_item_back(env) -> None:  # type: ignore[no-untyped-def]
+    """Given SIGTERM arriving while the commit of a (which also leased b) is on its way, then a
+    is done and published, b is given back untouched (not counted), and the worker stops."""
+    queue, storage, settings = env
+    queue.push([item("write_output", "a"), item("write_output", "b")])
+    w = Worker(queue, storage, settings, "w1")
+    real = queue.complete_and_lease
+
+    def commit_then_sigterm(*args: object, **kwargs: object) -> object:
+        lease = real(*args, **kwargs)  # type: ignore[arg-type]
+        w.stop()
+        return lease
+
+    queue.complete_and_lease = commit_then_sigterm  # type: ignore[method-assign]
+    assert w.run() == exitcodes.TERMINATED
+    assert queue.get("a").state == State.DONE
+    assert (storage.root / "runs/default/out/a.txt").exists()
+    b = queue.get("b")
+    assert b.state == State.READY and b.attempts == 0 and b.token == 1
+    assert [h.outcome for h in queue.history()] == ["done", "released"]
+
+
+def test_reports_are_throttled_but_name_the_item_of_a_long_task(env) -> None:  # type: ignore[no-untyped-def]
+    """Given many short items then a long one, then the worker does not report each short item
+    (a round trip each), yet while the long one runs `queue status` names it."""
+    queue, storage, settings = env
+    settings = settings.with_worker(lease_ttl=3.0, heartbeat_every=0.3)
+    queue.push([item("write_output", f"s{i}") for i in range(30)])
+    queue.push([item("slow_write", "long", seconds=2.0)])
+    calls: list[Any] = []
+    _record_calls(queue, calls, "report_worker")
+    w = Worker(queue, storage, settings, "w1")
+    thread = threading.Thread(target=w.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [w.item_id for w in queue.workers()] != ["long"]:
+        time.sleep(0.02)
+    [shown] = queue.workers()
+    running = queue.get("long").state == State.LEASED
+    thread.join(timeout=15)
+    assert not thread.is_alive()
+    assert shown.item_id == "long" and shown.state == "working" and running
+    reports: list[WorkerInfo] = [args[0] for _, args in calls]
+    working = [r for r in reports if r.state == "working"]
+    assert 1 <= len(working) < 15, [r.item_id for r in working]
+    assert reports[-1].state == "exited" and reports[-1].processed == 31

@@ -3,7 +3,8 @@
 It renews the lease every ``interval`` seconds. If the queue says the token is stale, the lease
 is lost for good: the thread sets ``lost`` and stops, and the worker abandons the attempt. If
 the queue is unreachable it keeps trying (sooner than usual) until the lease would have expired
-on its own; only then is the lease given up as lost.
+on its own; only then is the lease given up as lost. After each renewal it calls ``on_beat``
+(the worker sends a status report it held back); an error there is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from batchml.errors import LeaseLost, QueueUnavailable, UnknownItem
 from batchml.observer import WorkerObserver
@@ -28,6 +30,7 @@ class Heartbeat(threading.Thread):
         lost: threading.Event,
         log: logging.Logger,
         observer: WorkerObserver | None = None,
+        on_beat: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name=f"heartbeat-{item_id}", daemon=True)
         self.queue = queue
@@ -39,6 +42,7 @@ class Heartbeat(threading.Thread):
         self.log = log
         self.beats = 0
         self.observer = observer or WorkerObserver()
+        self.on_beat = on_beat
         self._halt = threading.Event()
         self._expires = time.monotonic() + ttl
 
@@ -46,6 +50,14 @@ class Heartbeat(threading.Thread):
         self._halt.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=self.interval + 5)
+
+    def _after_beat(self) -> None:
+        if self.on_beat is None or self._halt.is_set():
+            return
+        try:
+            self.on_beat()
+        except Exception:  # the lease matters more than what the hook wanted to do
+            self.log.exception("after the heartbeat of %s", self.item_id)
 
     def run(self) -> None:
         wait = self.interval
@@ -76,6 +88,7 @@ class Heartbeat(threading.Thread):
                 continue
             self.beats += 1
             self.observer.on_heartbeat(self.item_id, lag)
+            self._after_beat()
             self._expires = time.monotonic() + self.ttl
             wait = self.interval
             planned = time.monotonic() + wait

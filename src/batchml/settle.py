@@ -6,9 +6,15 @@ exactly-once rule: published only after a commit that landed, discarded when it 
 and kept staged when that cannot be known (the queue stayed unreachable), so that whoever finds
 the item done rolls its publication forward.
 
-A commit is ambiguous when its reply is lost: the script may have run. Its retry is then refused
-as stale (the item is no longer leased under our token); the item is read back, and if it is
-done under our token, the first try landed and the outputs are published.
+A commit may also lease the worker's next item in the same step
+(:meth:`~batchml.queue.base.WorkQueue.complete_and_lease`); the outputs are still published as
+soon as the commit is known to have landed, before the next item runs.
+
+A commit is ambiguous when its reply is lost: the script may have run. If it also leased, the
+retry carries the same request id and the queue hands back the lease the first try made, commit
+included. Otherwise the retry is refused as stale (the item is no longer leased under our
+token); the item is read back, and if it is done under our token, the first try landed and the
+outputs are published; a lease the first try may have made, unclaimed, expires on its own.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, TypeVar
 
 from batchml.backoff import Backoff
 from batchml.errors import LeaseLost, QueueUnavailable, UnknownItem
-from batchml.queue.base import State, WorkQueue
+from batchml.queue.base import Lease, State, WorkQueue
 from batchml.storage import Publication, Storage
 from batchml.tasks import TaskContext
 
@@ -52,16 +58,24 @@ class Settle:
         self.storage.discard_attempt(ctx.item.id, ctx.token)
 
     def commit(
-        self, ctx: TaskContext, result: dict[str, Any], outputs: list[Publication], started: float
-    ) -> str:
-        """Complete the item with this attempt's token, then publish its outputs."""
+        self,
+        ctx: TaskContext,
+        result: dict[str, Any],
+        outputs: list[Publication],
+        started: float,
+        lease_next: tuple[str, float] | None = None,
+    ) -> tuple[str, Lease | None]:
+        """Complete the item with this attempt's token, then publish its outputs.
+
+        With ``lease_next`` (worker id, lease TTL) the same call leases the worker's next item.
+        Returns the attempt's status and that lease, if one was made."""
         item = ctx.item
         try:
-            self._complete(ctx, result, outputs)
+            nxt = self._complete(ctx, result, outputs, lease_next)
         except LeaseLost as exc:
             self.discard(ctx)
             log.warning("abandoned %s: %s", item.id, exc)
-            return "abandoned"
+            return "abandoned", None
         except UnknownItem:
             self.discard(ctx)
             log.error(
@@ -69,35 +83,45 @@ class Settle:
                 "data (a Redis restarted without appendonly yes?); abandoned",
                 item.id,
             )
-            return "abandoned"
+            return "abandoned", None
         except QueueUnavailable:
             # the commit may have landed: keep the staged outputs for whoever rolls it forward
             log.error("could not commit %s: the queue stayed unreachable", item.id)
             raise
         except Exception as exc:  # the lineage moved, or the queue refused the result
             self.discard(ctx)
-            return self.fail(ctx, exc)
+            return self.fail(ctx, exc), None
         self.storage.publish_all(outputs)
         log.info("committed %s in %.2fs", item.id, time.time() - started)
-        return "done"
+        return "done", nxt
 
     def _complete(
-        self, ctx: TaskContext, result: dict[str, Any], outputs: list[Publication]
-    ) -> None:
+        self,
+        ctx: TaskContext,
+        result: dict[str, Any],
+        outputs: list[Publication],
+        lease_next: tuple[str, float] | None,
+    ) -> Lease | None:
         unsure = False
 
-        def once() -> None:
+        def once() -> Lease | None:
             nonlocal unsure
+            item_id, token, lineage = ctx.item.id, ctx.token, ctx.lineage_step
             try:
-                self.queue.complete(
-                    ctx.item.id, ctx.token, result, outputs=outputs, lineage=ctx.lineage_step
-                )
+                if lease_next is None:
+                    self.queue.complete(item_id, token, result, outputs=outputs, lineage=lineage)
+                    return None
+                worker, ttl = lease_next
+                return self.queue.complete_and_lease(
+                    item_id, token, result, outputs=outputs, lineage=lineage, worker=worker,
+                    ttl=ttl,
+                )  # fmt: skip
             except QueueUnavailable:
                 unsure = True  # it may have run; only its reply is known to be lost
                 raise
 
         try:
-            self.retry(f"commit {ctx.item.id}", once)
+            return self.retry(f"commit {ctx.item.id}", once)
         except LeaseLost:
             if not unsure:
                 raise
@@ -105,6 +129,7 @@ class Settle:
             if item.state != State.DONE or item.token != ctx.token:
                 raise
             log.info("%s: the commit whose reply was lost did land", ctx.item.id)
+            return None
 
     def release(self, item_id: str, token: int, budget: float) -> str:
         """Give the item back at once (not an attempt); if the queue cannot be reached in

@@ -1,5 +1,9 @@
 """The worker: lease → heartbeat → run the task → commit | fail, until the queue is drained.
 
+In steady state an item's commit also leases the next one (``complete_and_lease``: one Redis
+round trip per item), and the worker's status report is sent when its state changes, else at
+most once per heartbeat interval.
+
 Exactly-once effects: a task writes outputs to attempt-private staging paths; the worker commits
 the item (and, for training, the lineage step) with the lease's fencing token, and only then
 publishes the outputs under their final names. A refused commit (stale token) publishes nothing.
@@ -119,6 +123,7 @@ class Worker:
             id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=time.time()
         )
         self._last_report = 0.0
+        self._wanted: tuple[str, str | None, float | None] = ("idle", None, None)
         self._backoff = Backoff(budget=self.config.queue_retry)
         self._settle = Settle(queue, storage, self._backoff, describe_error)
 
@@ -201,12 +206,24 @@ class Worker:
         return code
 
     def _report(self, state: str, item_id: str | None = None, *, throttle: float = 0.0) -> None:
-        """Tell the queue what this worker is doing (at most every ``throttle`` seconds)."""
-        now = time.monotonic()
-        if throttle and now - self._last_report < throttle:
+        """Tell the queue what this worker does: at once when the state changes, else at most
+        every ``throttle`` seconds (a report held back is sent after the item's first heartbeat,
+        so ``queue status`` names the item of a long task; short ones cost no round trip each)."""
+        self._wanted = (state, item_id, time.time() if item_id else None)
+        recent = time.monotonic() - self._last_report < throttle
+        if state == self._info.state and recent:
             return
-        self._last_report = now
-        since = time.time() if item_id else None
+        self._send_report()
+
+    def _report_if_behind(self) -> None:
+        """After a heartbeat: send the report a throttle held back, if any."""
+        state, item_id, _ = self._wanted
+        if (state, item_id) != (self._info.state, self._info.item_id):
+            self._send_report()
+
+    def _send_report(self) -> None:
+        state, item_id, since = self._wanted
+        self._last_report = time.monotonic()
         self._info = replace(
             self._info, state=state, item_id=item_id, item_since=since,
             processed=len(self.outcomes),
@@ -239,11 +256,13 @@ class Worker:
     def _loop(self) -> int:
         waiting = False
         done = 0
+        limit = self.config.max_items
+        nxt: Lease | None = None  # leased by the last commit: the item to run next
         while not self._stopping.is_set():
-            if self.config.max_items is not None and done >= self.config.max_items:
+            if limit is not None and done >= limit:
                 log.info("processed %d items; stopping as asked", done)
                 return exitcodes.OK
-            lease = self._lease()
+            lease, nxt = nxt or self._lease(), None
             if lease is not None and self._stopping.is_set():
                 # the signal came while leasing: too late to start, give the item back at once
                 self._settle.release(lease.item.id, lease.token, RELEASE_BUDGET)
@@ -254,20 +273,26 @@ class Worker:
                 if self._retry("drained", self.queue.drained):
                     log.info("Queue empty, exiting")
                     return self._finish()
-                if not waiting:
-                    log.info("Waiting for work")
+                self._idle(waiting)
                 waiting = True
-                self.observer.on_idle()
-                self._report("idle", throttle=self.config.heartbeat_interval)
-                self._stopping.wait(self.config.poll_interval)
                 continue
             waiting = False
             self.observer.on_lease(lease)
-            self._report("working", lease.item.id)
-            self._process(lease)
+            self._report("working", lease.item.id, throttle=self.config.heartbeat_interval)
             done += 1
+            nxt = self._process(lease, lease_next=limit is None or done < limit)
+        if nxt is not None:  # leased by the commit that came with the stop: give it back
+            self._settle.release(nxt.item.id, nxt.token, RELEASE_BUDGET)
         log.info("stopped before the queue was drained")
         return exitcodes.TERMINATED
+
+    def _idle(self, waiting: bool) -> None:
+        """Nothing is ready but the queue is not drained: wait a poll interval."""
+        if not waiting:
+            log.info("Waiting for work")
+        self.observer.on_idle()
+        self._report("idle", throttle=self.config.heartbeat_interval)
+        self._stopping.wait(self.config.poll_interval)
 
     def _finish(self) -> int:
         """The queue is drained: roll forward any publication a killed worker left undone."""
@@ -281,7 +306,9 @@ class Worker:
 
     # -- one item ----------------------------------------------------------------------------
 
-    def _process(self, lease: Lease) -> None:
+    def _process(self, lease: Lease, *, lease_next: bool) -> Lease | None:
+        """Run one leased item to its outcome. With ``lease_next`` (and no stop asked), its
+        commit also leases the worker's next item, which is returned."""
         item = lease.item
         payload = item.payload
         run = str(payload.get("run", self.settings.run))
@@ -299,18 +326,22 @@ class Worker:
         beat = Heartbeat(
             self.queue, item.id, lease.token, self.config.lease_ttl,
             self.config.heartbeat_interval, ctx.lost, log, self.observer,
+            on_beat=self._report_if_behind,
         )  # fmt: skip
         started = time.time()
         beat.start()
         try:
-            status = self._attempt(ctx, started)
+            status, nxt = self._attempt(ctx, started, lease_next)
         finally:
             beat.stop()
         seconds = time.time() - started
         self.outcomes.append(Outcome(item.id, status, seconds))
         self.observer.on_outcome(item.id, status, seconds)
+        return nxt
 
-    def _attempt(self, ctx: TaskContext, started: float) -> str:
+    def _attempt(
+        self, ctx: TaskContext, started: float, lease_next: bool
+    ) -> tuple[str, Lease | None]:
         item = ctx.item
         try:
             result = self._run_task(ctx)
@@ -320,19 +351,20 @@ class Worker:
         except Shutdown:
             self._settle.discard(ctx)
             self._stopping.set()
-            return self._settle.release(item.id, ctx.token, RELEASE_BUDGET)
+            return self._settle.release(item.id, ctx.token, RELEASE_BUDGET), None
         except LeaseLost as exc:
             self._settle.discard(ctx)
             log.warning("abandoned %s: %s", item.id, exc)
-            return "abandoned"
+            return "abandoned", None
         except QueueUnavailable as exc:  # the task could not read the queue: not the item's fault
             self._settle.discard(ctx)
             log.warning("%s: the queue was unreachable during the task: %s", item.id, exc)
-            return self._settle.release(item.id, ctx.token, self.config.lease_ttl)
+            return self._settle.release(item.id, ctx.token, self.config.lease_ttl), None
         except Exception as exc:  # the task failed: retry, or dead
             self._settle.discard(ctx)
-            return self._settle.fail(ctx, exc)
-        return self._settle.commit(ctx, result, outputs, started)
+            return self._settle.fail(ctx, exc), None
+        then = (self.id, self.config.lease_ttl) if not self._stopping.is_set() else None
+        return self._settle.commit(ctx, result, outputs, started, then if lease_next else None)
 
     def _run_task(self, ctx: TaskContext) -> dict[str, Any]:
         """Run the item's task; SIGTERM past the grace period interrupts it with Shutdown."""
