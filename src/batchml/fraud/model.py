@@ -101,6 +101,7 @@ assert DEFAULT_KIND in MODEL_KINDS and set(MODEL_KINDS) == set(KIND_NAMES)
 
 
 def make_model(kind: str, params: dict[str, Any] | None = None) -> IncrementalModel:
+    """A fresh model of ``kind`` with ``params`` over its defaults; ConfigError if unknown."""
     try:
         cls = MODEL_KINDS[kind]
     except KeyError:
