@@ -359,6 +359,23 @@ class QueueContract:
         assert [i.id for i in queue.items([State.READY])] == ["item-1", "item-2", "item-3"]
         assert [i.id for i in queue.items(limit=2)] == ["item-0", "item-1"]
 
+    def test_items_of_each_state_are_listed_and_counted(self, queue: WorkQueue) -> None:
+        """Given items ready now, ready after a backoff, leased and waiting, then each state
+        lists its items in push order (whatever their priority) and counts them."""
+        queue.push(
+            [spec(0), spec(1, priority=5), spec(2), spec(3), spec(4, depends_on=("item-0",))]
+        )
+        a, b = queue.lease("w", TTL), queue.lease("w", TTL)
+        assert a and b and (a.item.id, b.item.id) == ("item-1", "item-0")
+        assert queue.fail("item-0", b.token, "boom") == State.READY  # ready after a backoff
+        assert [i.id for i in queue.items([State.READY])] == ["item-0", "item-2", "item-3"]
+        assert [i.id for i in queue.items([State.READY], limit=2)] == ["item-0", "item-2"]
+        assert [i.id for i in queue.items([State.LEASED])] == ["item-1"]
+        assert [i.id for i in queue.items([State.WAITING, State.LEASED])] == ["item-1", "item-4"]
+        counts = queue.counts()
+        assert (counts[State.READY], counts[State.LEASED], counts[State.WAITING]) == (3, 1, 1)
+        assert counts[State.DONE] == counts[State.DEAD] == 0
+
     def test_complete_stores_result_and_outputs(self, queue: WorkQueue) -> None:
         queue.push([spec(1)])
         lease = queue.lease("w", TTL)
@@ -372,12 +389,15 @@ class QueueContract:
         queue.push([spec(1), spec(2)])
         a = queue.lease("w1", TTL)
         assert a
-        queue.fail(a.item.id, a.token, "boom")
+        error = 'ValueError: "bad" row \\ 7 – é\t'
+        queue.fail(a.item.id, a.token, error)
         b = queue.lease("w2", TTL)
         assert b
         queue.complete(b.item.id, b.token)
         outcomes = [(h.item_id, h.worker, h.outcome) for h in queue.history()]
         assert outcomes == [("item-1", "w1", "failed"), ("item-2", "w2", "done")]
+        assert [h.error for h in queue.history()] == [error, None]
+        assert [h.token for h in queue.history()] == [a.token, b.token]
 
     def test_purge_empties_everything(self, queue: WorkQueue) -> None:
         queue.push([spec(1)])

@@ -31,9 +31,9 @@ from batchml.queue.base import (
     WorkerInfo,
     WorkQueue,
 )
-from batchml.queue.keys import PARTS, SCRIPT_KEYS, QueueKeys
+from batchml.queue.keys import PARTS, SCRIPT_KEYS, STATE_PARTS, QueueKeys
 from batchml.queue.redis import RedisQueue
-from batchml.queue.redis_connect import ACL_COMMANDS, parse_url
+from batchml.queue.redis_connect import ACL_COMMANDS, Script, parse_url
 from tests.cli import run_cli
 from tests.queue_contract import QueueContract, spec
 from tests.redis_server import RedisServer, free_port, make_tls_files
@@ -151,7 +151,7 @@ def test_each_script_gets_the_keys_its_header_names() -> None:
     five state indexes), and the prelude documents every part."""
     prelude = (LUA / "prelude.lua").read_text()
     for part in PARTS:
-        documented = part if not part.startswith("state:") else "state:waiting|ready|leased"
+        documented = part if not part.startswith("state:") else "state:waiting|done|dead"
         assert f"--   {documented}" in prelude, part
     for name, parts in SCRIPT_KEYS.items():
         text = (LUA / f"{name}.lua").read_text()
@@ -161,9 +161,7 @@ def test_each_script_gets_the_keys_its_header_names() -> None:
         expected = {p for p in parts if not p.startswith("state:")}
         if any(p.startswith("state:") for p in parts):
             expected.add("state:*")
-            assert [p for p in parts if p.startswith("state:")] == [
-                f"state:{s.value}" for s in State
-            ]
+            assert tuple(p for p in parts if p.startswith("state:")) == STATE_PARTS
         assert listed == expected, name
 
 
@@ -190,8 +188,10 @@ def test_ready_list_length_is_the_number_of_ready_items(redis_server: str, redis
     llen = _admin(redis_server).llen
     key = queue.keys.ready_list
 
-    def check() -> None:
-        assert llen(key) == queue.counts()[State.READY]
+    def check() -> None:  # the list, the count and the items whose record says ready agree
+        ready = [i.id for i in queue.items() if i.state == State.READY]
+        assert llen(key) == queue.counts()[State.READY] == len(ready)
+        assert [i.id for i in queue.items([State.READY])] == ready
 
     queue.push([spec(i) for i in range(5)] + [spec("w", depends_on=("item-0",))])
     check()
@@ -214,15 +214,18 @@ class LostReply:
     def __init__(self, inner: Any, script_name: str) -> None:
         self.inner, self.sha, self.armed = inner, redis_queue._script(script_name)[1], True
 
-    def evalsha(self, sha: str, *args: Any) -> Any:
-        reply = self.inner.evalsha(sha, *args)
-        if sha == self.sha and self.armed:
+    def evalsha(self, script: Script, args: Any) -> Any:
+        reply = self.inner.evalsha(script, args)
+        if script.sha == self.sha and self.armed:
             self.armed = False
             raise redis.ConnectionError("Connection reset by peer")
         return reply
 
     def script_load(self, source: str) -> Any:
         return self.inner.script_load(source)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_lease_retried_after_a_lost_reply_gets_the_same_lease(redis_url: str) -> None:

@@ -20,20 +20,19 @@ from batchml.errors import ConfigError
 PREFIX = "batchml"
 DEFAULT_NAME = "batchml"
 
-#: every key of a queue, by the part after ``batchml:{NAME}:``
+#: every key of a queue, by the part after ``batchml:{NAME}:``. Each state has one index:
+#: waiting, done and dead a ``state:*`` zset; ready ``queue`` or ``delayed`` (and one element of
+#: ``ready``); leased ``deadlines``.
 PARTS: tuple[str, ...] = (
     "items",  # hash   id -> item record (JSON written by the scripts)
     "payloads",  # hash   id -> payload (canonical JSON, opaque to the scripts)
     "results",  # hash   id -> {"result", "outputs"} of the committed attempt (opaque)
-    "dependents",  # hash   id -> JSON list of the items that depend on it
     "order",  # zset   id scored by push sequence (items() in push order)
     "seq",  # string push sequence counter
     "queue",  # zset   ready now: member "<seq:016d><id>", score -priority
     "delayed",  # zset   ready after a backoff: id scored by available_at (ms)
     "deadlines",  # zset   leased: id scored by lease deadline (ms)
-    "state:waiting",  # zsets  id scored by push sequence, one per state
-    "state:ready",
-    "state:leased",
+    "state:waiting",  # zsets  id scored by push sequence, for the states without another index
     "state:done",
     "state:dead",
     "ready",  # list   LLEN = number of ready items (for KEDA's redis scaler)
@@ -44,23 +43,24 @@ PARTS: tuple[str, ...] = (
     "workers-seen",  # zset   worker id scored by when its report arrived (ms)
 )
 
-_STATES = ("state:waiting", "state:ready", "state:leased", "state:done", "state:dead")
-_MOVES = ("items", "queue", "delayed", "ready", *_STATES)  # what a state change touches
+#: the state indexes kept as zsets scored by push sequence
+STATE_PARTS = ("state:waiting", "state:done", "state:dead")
+_MOVES = ("items", "queue", "delayed", "ready", *STATE_PARTS)  # what a state change touches
 
 #: the keys each script receives as KEYS (its header lists the same); fewer keys, less to send
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
-    "push": (*_MOVES, "payloads", "results", "dependents", "order", "seq"),
-    "lease": (*_MOVES, "payloads", "dependents", "deadlines", "history"),
+    "push": (*_MOVES, "payloads", "results", "order", "seq"),
+    "lease": (*_MOVES, "payloads", "deadlines", "history"),
     "heartbeat": ("items", "deadlines"),
-    "complete": (*_MOVES, "results", "dependents", "deadlines", "history", "lineage-head",
-                 "lineage"),
-    "complete_and_lease": (*_MOVES, "payloads", "results", "dependents", "deadlines", "history",
+    "complete": (*_MOVES, "results", "deadlines", "history", "lineage-head", "lineage"),
+    "complete_and_lease": (*_MOVES, "payloads", "results", "deadlines", "history",
                            "lineage-head", "lineage"),
-    "fail": (*_MOVES, "dependents", "deadlines", "history"),
+    "fail": (*_MOVES, "deadlines", "history"),
     "release": (*_MOVES, "deadlines", "history"),
     "requeue_dead": _MOVES,
     "report_worker": ("workers", "workers-seen"),
-    "items": ("items", "payloads", "results", "order", *_STATES),
+    "items": ("items", "payloads", "results", "order", "queue", "delayed", "deadlines",
+              *STATE_PARTS),
 }  # fmt: skip
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")

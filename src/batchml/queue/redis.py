@@ -52,7 +52,14 @@ from batchml.queue.base import (
     canonical_json,
 )
 from batchml.queue.keys import SCRIPT_KEYS, QueueKeys, lineage_field
-from batchml.queue.redis_connect import RedisAddress, connect, parse_url, translate
+from batchml.queue.redis_connect import (
+    RedisAddress,
+    Script,
+    ScriptCaller,
+    connect,
+    parse_url,
+    translate,
+)
 from batchml.storage import Publication
 
 #: ended attempts kept in the history list; older ones are trimmed as new ones arrive
@@ -93,7 +100,9 @@ def _seconds(ms: Any) -> float | None:
 
 
 def _committed(result: dict[str, Any] | None, outputs: Sequence[Publication]) -> str:
-    """What a commit keeps of its attempt: the result and the outputs to publish."""
+    """What a commit keeps of its attempt: the result and the outputs to publish ('' if none)."""
+    if result is None and not outputs:
+        return ""
     return canonical_json({"result": result, "outputs": [p.to_json() for p in outputs]})
 
 
@@ -132,8 +141,10 @@ class RedisQueue(WorkQueue):
         self.url = address.url
         self.keys = QueueKeys(address.name)
         self._client = client
-        self._scripting: Any = client  # redis-py's stubs leave EVALSHA and SCRIPT LOAD untyped
-        self._script_keys = {name: self.keys.for_script(name) for name in SCRIPT_KEYS}
+        self._scripting = ScriptCaller(client)
+        self._scripts = {
+            name: Script.bind(*_script(name), self.keys.for_script(name)) for name in SCRIPT_KEYS
+        }
         self._lease_retry: dict[str, str] = {}
 
     @classmethod
@@ -153,15 +164,13 @@ class RedisQueue(WorkQueue):
         return "" if self.clock is time.time else str(_ms(self.clock()))
 
     def _run(self, name: str, *args: str | int | float) -> Any:
-        source, sha = _script(name)
-        keys = self._script_keys[name]
-        call = (sha, len(keys), *keys, *args)
+        script = self._scripts[name]
         try:
             try:
-                return self._scripting.evalsha(*call)
+                return self._scripting.evalsha(script, args)
             except redis.exceptions.NoScriptError:  # a restarted server forgot its scripts
-                self._scripting.script_load(source)
-                return self._scripting.evalsha(*call)
+                self._scripting.script_load(script.source)
+                return self._scripting.evalsha(script, args)
         except redis.RedisError as exc:
             raise translate(exc, self.address) from None
 
@@ -195,6 +204,7 @@ class RedisQueue(WorkQueue):
         return QueueError(f"{self.url}: unexpected reply {reply!r} for item {item_id}")
 
     def close(self) -> None:
+        self._scripting.close()
         self._client.close()
 
     # -- producers ---------------------------------------------------------------------------
@@ -344,7 +354,13 @@ class RedisQueue(WorkQueue):
         return [_item(*flat[i : i + 4]) for i in range(0, len(flat), 4)]
 
     def counts(self) -> dict[State, int]:
-        numbers = self._read(lambda p: [p.zcard(self.keys.state(s.value)) for s in State])
+        k = self.keys
+
+        def count(pipe: Any) -> None:  # each state's index (keys.PARTS), in State's order
+            pipe.zcard(k.state("waiting")).llen(k.ready_list).zcard(k.key("deadlines"))
+            pipe.zcard(k.state("done")).zcard(k.state("dead"))
+
+        numbers = self._read(count)
         return {state: int(n) for state, n in zip(State, numbers, strict=True)}
 
     def lineage_head(self, run: str) -> LineageHead:

@@ -9,12 +9,19 @@ the queue's displayed URL nor of any message.
 Errors: what a retry cannot fix (bad URL, wrong password, missing ACL permission, untrusted
 certificate, a Redis Cluster) is a ConfigError; what it can (connection refused or reset,
 timeout, Redis loading its data, a read-only replica during failover) is QueueUnavailable.
+
+Scripts (every state change) are called by :class:`ScriptCaller` over one connection it holds,
+with each script's fixed part packed once: on a slow CPU, redis-py's generic path (a connection
+taken from the pool and given back, every argument packed) costs more than the round trip.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
@@ -188,3 +195,79 @@ def _response_error(text: str, where: str) -> BatchmlError:
     if "unknown command" in text.lower():
         return ConfigError(f"Redis at {where} lacks a command batchml needs ({text}); use Redis 6+")
     return QueueError(f"Redis at {where} refused a command: {text}")
+
+
+def _bulk(value: str | int | float) -> bytes:
+    """One argument in the Redis protocol, encoded as redis-py encodes it."""
+    data = value.encode() if isinstance(value, str) else repr(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script bound to the keys of one queue, with the fixed part of its EVALSHA call
+    (the SHA1 and the key names) packed once."""
+
+    source: str
+    sha: str
+    head: bytes  # EVALSHA, the SHA1, the number of keys and the keys, as bulk strings
+    size: int  # how many arguments ``head`` holds
+
+    @classmethod
+    def bind(cls, source: str, sha: str, keys: Sequence[str]) -> Script:
+        fixed: list[str | int] = ["EVALSHA", sha, len(keys), *keys]
+        return cls(source, sha, b"".join(_bulk(part) for part in fixed), len(fixed))
+
+
+class ScriptCaller:
+    """Calls scripts over one connection of the client's pool, held between calls; the worker's
+    threads (its loop, its heartbeat) take turns on it. A failed call drops the connection (its
+    reply may be half read) and the next call opens it again; redis-py errors are left to the
+    caller to translate."""
+
+    def __init__(self, client: redis.Redis[str]) -> None:
+        self._client: Any = client  # the stubs leave SCRIPT LOAD untyped, and lag the pool's API
+        self._pool: Any = client.connection_pool
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._pid = os.getpid()
+
+    def evalsha(self, script: Script, args: Sequence[str | int | float]) -> Any:
+        command = b"*%d\r\n" % (script.size + len(args)) + script.head
+        command += b"".join(_bulk(arg) for arg in args)
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.send_packed_command([command])
+                return conn.read_response()
+            except redis.ResponseError:
+                raise  # an error reply, read whole: the connection is still in step
+            except BaseException:
+                conn.disconnect()  # the reply may still be on its way: never read it as another's
+                raise
+
+    def script_load(self, source: str) -> str:
+        return str(self._client.script_load(source))
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._pid != os.getpid():  # a forked child opens its own
+            self._conn, self._pid = self._pool.get_connection(), os.getpid()
+        elif self._stale(self._conn):  # closed by the server (a restart, an idle timeout)
+            self._conn.disconnect()  # and the next send opens it again
+        return self._conn
+
+    @staticmethod
+    def _stale(conn: Any) -> bool:
+        """Whether an open connection, idle between calls, has something to read: its end."""
+        if not conn.is_connected:
+            return False  # the next send opens it
+        try:
+            return bool(conn.can_read())
+        except (redis.ConnectionError, OSError):
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._pool.release(self._conn)
+            self._conn = None

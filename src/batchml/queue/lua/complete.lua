@@ -1,11 +1,11 @@
 -- complete.lua: commit an item leased under the current fencing token and, if a lineage step is
 -- given, advance the run's lineage head by compare-and-set - both or neither.
--- KEYS: items, queue, delayed, ready, state:*, results, dependents, deadlines, history,
---       lineage-head, lineage
+-- KEYS: items, queue, delayed, ready, state:*, results, deadlines, history, lineage-head,
+--       lineage
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token
--- ARGV[4] = {"result", "outputs"} JSON to keep
+-- ARGV[4] = {"result", "outputs"} JSON to keep ('' when there is neither)
 -- ARGV[5] = number of history records kept
 -- ARGV[6..9] (only with a lineage step) = run, expected head version, lineage field of the new
 --             version ("<run>#<version>"), new head JSON

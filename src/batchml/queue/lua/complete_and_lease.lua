@@ -1,11 +1,11 @@
 -- complete_and_lease.lua: a worker's steady state in one round trip - commit an item as
 -- complete.lua does and, only if that succeeded, lease the next ready item as lease.lua does.
--- KEYS: items, queue, delayed, ready, state:*, payloads, results, dependents, deadlines, history,
+-- KEYS: items, queue, delayed, ready, state:*, payloads, results, deadlines, history,
 --       lineage-head, lineage
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token
--- ARGV[4] = {"result", "outputs"} JSON to keep
+-- ARGV[4] = {"result", "outputs"} JSON to keep ('' when there is neither)
 -- ARGV[5] = number of history records kept
 -- ARGV[6] = worker id (who leases the next item)
 -- ARGV[7] = lease time-to-live (ms)

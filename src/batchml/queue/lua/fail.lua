@@ -1,6 +1,6 @@
 -- fail.lua: record a failed attempt of an item leased under the current fencing token: back to
 -- ready after a backoff, or dead after its last attempt (dependents then become ready).
--- KEYS: items, queue, delayed, ready, state:*, dependents, deadlines, history
+-- KEYS: items, queue, delayed, ready, state:*, deadlines, history
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token
@@ -22,7 +22,7 @@ if it.attempts >= it.max_attempts then
   unlease(id, it)
   set_state(id, it, 'dead', now)
   save(id, it)
-  end_item(id, now)
+  end_item(it, now)
   return {'ok', 'dead'}
 end
 log_attempt(id, it, now, 'failed', err, limit)

@@ -1,6 +1,6 @@
 -- lease.lua: return expired leases to ready (or dead), make due retries leasable, then lease the
 -- next ready item: highest priority first, FIFO within a priority.
--- KEYS: items, queue, delayed, ready, state:*, payloads, dependents, deadlines, history
+-- KEYS: items, queue, delayed, ready, state:*, payloads, deadlines, history
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = worker id
 -- ARGV[3] = lease time-to-live (ms)

@@ -2,27 +2,31 @@
 -- (batchml.queue.redis). A script receives the keys it uses as KEYS, in the order of
 -- batchml.queue.keys.SCRIPT_KEYS, each named batchml:{QUEUE}:<part>; it never builds a key name.
 -- The loader puts one line before this file that binds them by part: `local K = {items =
--- KEYS[1], ..., state = {ready = KEYS[5], ...}}`, so K.items, K.state.ready, K.lineage_head...
+-- KEYS[1], ..., state = {done = KEYS[6], ...}}`, so K.items, K.state.done, K.lineage_head...
 --   items           hash  id -> item record (JSON encoded by these scripts)
 --   payloads        hash  id -> payload JSON (opaque here)
---   results         hash  id -> {"result", "outputs"} JSON of the commit (opaque here)
---   dependents      hash  id -> JSON list of the ids that depend on it
+--   results         hash  id -> {"result", "outputs"} JSON of the commit (opaque here; absent
+--                         when it kept neither)
 --   order           zset  id scored by push sequence
 --   seq             string push sequence counter
 --   queue           zset  ready now: member string.format('%016d', seq) .. id,
 --                         score -priority (highest priority first, then FIFO)
 --   delayed         zset  ready after a backoff: id scored by available_at (ms)
 --   deadlines       zset  leased: id scored by lease deadline (ms)
---   state:waiting|ready|leased|done|dead  zsets: id scored by push sequence
+--   state:waiting|done|dead  zsets: id scored by push sequence
 --   ready           list  one placeholder per ready item (KEDA reads its LLEN)
 --   lineage-head    hash  run -> head JSON of the run's latest version
 --   lineage         hash  "<run>#<version>" -> head JSON
 --   history         list  ended attempts (JSON), newest last
 --   workers         hash  worker id -> its last report (JSON)
 --   workers-seen    zset  worker id scored by when its report arrived (ms)
+-- Each state has one index, so a state change touches as few keys as it can: waiting, done and
+-- dead are the zsets state:*; ready is queue or delayed, and one element of the KEDA list
+-- ready; leased is deadlines.
 -- Item record fields: state, seq, priority, attempts, max_attempts, token, worker, request (the
 -- lease request id), leased_at, deadline, available_at (ms), pending (dependencies not ended),
--- deps (JSON text of the ids), last_error, created_at, updated_at. Times are integer ms.
+-- deps and dependents (JSON text of the ids it depends on, of those that depend on it; the
+-- latter only when there are some), last_error, created_at, updated_at. Times are integer ms.
 
 -- "now" in ms: the caller's clock when given (tests move a fake one), else the server's, so
 -- workers on machines with skewed clocks agree on every deadline.
@@ -54,20 +58,24 @@ local function ready_member(id, it)
   return string.format('%016d', it.seq) .. id
 end
 
--- Move `it` to `state` in the state indexes; the KEDA list grows or shrinks with 'ready'.
+-- the states indexed by a zset of their own (state:*); see make_ready and lease_next for ready,
+-- unlease and lease_next for leased
+local INDEXED = {waiting = true, done = true, dead = true}
+
+-- Move `it` to `state`, keeping the state:* zsets.
 local function set_state(id, it, state, now)
-  if it.state then redis.call('ZREM', K.state[it.state], id) end
-  redis.call('ZADD', K.state[state], it.seq, id)
-  if it.state == 'ready' and state ~= 'ready' then redis.call('LPOP', K.ready) end
-  if state == 'ready' and it.state ~= 'ready' then redis.call('RPUSH', K.ready, '1') end
+  if INDEXED[it.state] then redis.call('ZREM', K.state[it.state], id) end
+  if INDEXED[state] then redis.call('ZADD', K.state[state], it.seq, id) end
   it.state = state
   it.updated_at = now
 end
 
--- Ready at `available` (ms): leasable at once, or after a backoff through the delayed zset.
+-- `it` (not ready yet) becomes ready at `available` (ms): leasable at once, or after a backoff
+-- through the delayed zset. The KEDA list grows by one.
 local function make_ready(id, it, now, available)
   set_state(id, it, 'ready', now)
   it.available_at = available
+  redis.call('RPUSH', K.ready, '1')
   if available > now then
     redis.call('ZADD', K.delayed, available, id)
   else
@@ -75,11 +83,18 @@ local function make_ready(id, it, now, available)
   end
 end
 
+-- the history list is trimmed back to its limit once it holds this many records more
+local TRIM_EVERY = 100
+
+-- One ended attempt, as the JSON object {item_id, token, worker, started_at, ended_at, outcome,
+-- error?}: written out by hand (its shape is fixed), which costs less than encoding a table.
 local function log_attempt(id, it, now, outcome, err, limit)
-  local n = redis.call('RPUSH', K.history, cjson.encode({
-    item_id = id, token = it.token, worker = it.worker or '', started_at = it.leased_at or now,
-    ended_at = now, outcome = outcome, error = err}))
-  if n > limit then redis.call('LTRIM', K.history, -limit, -1) end
+  local record = '{"item_id":' .. cjson.encode(id) .. ',"token":' .. it.token .. ',"worker":'
+    .. cjson.encode(it.worker or '') .. ',"started_at":' .. (it.leased_at or now)
+    .. ',"ended_at":' .. now .. ',"outcome":"' .. outcome .. '"'
+  if err then record = record .. ',"error":' .. cjson.encode(err) end
+  local n = redis.call('RPUSH', K.history, record .. '}')
+  if n > limit + TRIM_EVERY then redis.call('LTRIM', K.history, -limit, -1) end
 end
 
 -- The lease of `it` ends (committed, failed, released or expired).
@@ -91,11 +106,10 @@ local function unlease(id, it)
   it.leased_at = nil
 end
 
--- `id` reached done or dead: dependents whose last dependency it was become ready.
-local function end_item(id, now)
-  local raw = redis.call('HGET', K.dependents, id)
-  if not raw then return end
-  for _, dep_id in ipairs(cjson.decode(raw)) do
+-- `it` reached done or dead: dependents whose last dependency it was become ready.
+local function end_item(it, now)
+  if not it.dependents then return end
+  for _, dep_id in ipairs(cjson.decode(it.dependents)) do
     local d = load(dep_id)
     if d and d.state == 'waiting' then
       d.pending = d.pending - 1
@@ -115,10 +129,10 @@ local function held(id, token)
   return it
 end
 
--- Commit `id`, leased under `token`: keep `committed` (its result and outputs, JSON) and, given
--- a lineage `step` (see lineage_step), advance the run's head by compare-and-set - both or
--- neither. Returns nil once done, or the refusal: {'lost', state, token} | {'unknown'} |
--- {'conflict', current head version}.
+-- Commit `id`, leased under `token`: keep `committed` (its result and outputs, JSON; '' when
+-- there is neither) and, given a lineage `step` (see lineage_step), advance the run's head by
+-- compare-and-set - both or neither. Returns nil once done, or the refusal: {'lost', state,
+-- token} | {'unknown'} | {'conflict', current head version}.
 local function complete_item(now, id, token, committed, limit, step)
   local it, refused = held(id, token)
   if not it then return refused end
@@ -130,13 +144,13 @@ local function complete_item(now, id, token, committed, limit, step)
     redis.call('HSET', K.lineage, step.field, step.head)
     redis.call('HSET', K.lineage_head, step.run, step.head)
   end
-  redis.call('HSET', K.results, id, committed)
+  if committed ~= '' then redis.call('HSET', K.results, id, committed) end
   log_attempt(id, it, now, 'done', nil, limit)
   unlease(id, it)
   it.last_error = nil
   set_state(id, it, 'done', now)
   save(id, it)
-  end_item(id, now)
+  end_item(it, now)
   return nil
 end
 
@@ -173,7 +187,7 @@ local function reclaim_expired(now, limit)
       it.last_error = err .. '; gave up after ' .. it.attempts .. ' attempts'
       set_state(id, it, 'dead', now)
       save(id, it)
-      end_item(id, now)
+      end_item(it, now)
     else
       it.last_error = err
       make_ready(id, it, now, now)
@@ -196,6 +210,7 @@ local function lease_next(now, worker, ttl, request, limit)
 
   local top = redis.call('ZPOPMIN', K.queue)
   if #top == 0 then return {'none'} end
+  redis.call('LPOP', K.ready)
   local id = string.sub(top[1], 17)
   local it = load(id)
   set_state(id, it, 'leased', now)

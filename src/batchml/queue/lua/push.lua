@@ -1,7 +1,7 @@
 -- push.lua: add items in order, all or none. An existing id is left alone ('exists') unless
 -- force is set and the item has ended, which puts it back to ready ('reset'). A dependency must
 -- already exist or be pushed earlier in the same call.
--- KEYS: items, queue, delayed, ready, state:*, payloads, results, dependents, order, seq
+-- KEYS: items, queue, delayed, ready, state:*, payloads, results, order, seq
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = force: '1' or '0'
 -- ARGV[3] = default max attempts
@@ -26,19 +26,16 @@ for i = 0, count - 1 do
   seen[id] = true
 end
 
-local function add_dependent(dep, id)
-  local raw = redis.call('HGET', K.dependents, dep)
-  local list = {}
-  if raw then list = cjson.decode(raw) end
-  list[#list + 1] = id
-  redis.call('HSET', K.dependents, dep, cjson.encode(list))
-end
-
 local function add(id, payload, priority, max_attempts, deps_json)
   local pending = 0
   for _, dep in ipairs(cjson.decode(deps_json)) do
-    if not ended(load(dep).state) then pending = pending + 1 end
-    add_dependent(dep, id)
+    local d = load(dep)
+    if not ended(d.state) then pending = pending + 1 end
+    local dependents = {}
+    if d.dependents then dependents = cjson.decode(d.dependents) end
+    dependents[#dependents + 1] = id
+    d.dependents = cjson.encode(dependents)
+    save(dep, d)
   end
   local seq = redis.call('INCR', K.seq)
   local it = {seq = seq, priority = priority, attempts = 0, max_attempts = max_attempts,
