@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -120,7 +121,7 @@ def test_heartbeat_keeps_a_long_item_leased(env) -> None:  # type: ignore[no-unt
     assert queue.get("long").attempts == 1 and queue.get("long").token == 1
 
 
-def test_worker_rolls_forward_outputs_left_unpublished(env) -> None:  # type: ignore[no-untyped-def]
+def test_worker_rolls_forward_outputs_left_unpublished(env, caplog) -> None:  # type: ignore[no-untyped-def]
     """Given an item committed by a worker that died before renaming its outputs,
     when another worker finds the queue drained, then it publishes them."""
     queue, storage, settings = env
@@ -136,8 +137,20 @@ def test_worker_rolls_forward_outputs_left_unpublished(env) -> None:  # type: ig
     pub = Publication(staged=staged, final="runs/default/out/z.txt", sha256=sha256_file(path))
     queue.complete("z", lease.token, {}, outputs=[pub])
     assert not (storage.root / pub.final).exists()
-    assert Worker(queue, storage, settings).run() == exitcodes.OK
+    # and a committed output deleted from the volume is reported, without stopping the rest
+    queue.push([item("write_output", "gone")])
+    other = queue.lease("dying", ttl=30)
+    assert other
+    lost = Publication(staged=".staging/gone.t1/x", final="runs/default/out/gone.txt", sha256="0")
+    queue.complete("gone", other.token, {}, outputs=[lost])
+    publish_log = logging.getLogger("batchml.publish")
+    publish_log.addHandler(caplog.handler)  # direct: the CLI's logging set-up stops propagation
+    try:
+        assert Worker(queue, storage, settings).run() == exitcodes.OK
+    finally:
+        publish_log.removeHandler(caplog.handler)
     assert (storage.root / pub.final).read_text() == "from the dead\n"
+    assert "item gone: cannot publish runs/default/out/gone.txt" in caplog.text
 
 
 @pytest.mark.timeout(60)

@@ -6,7 +6,7 @@ Layout (see DESIGN.md)::
     <root>/datasets/testing/<name>.parquet
     <root>/runs/<run>/checkpoints/v<NNNN>-<day>.npz (+ .sha256)
     <root>/runs/<run>/records/<item-id>.json
-    <root>/runs/<run>/predictions/<day>.parquet
+    <root>/runs/<run>/predictions/v<NNNN>/<day>.parquet
     <root>/.staging/...                       attempts' outputs, not yet published
 
 Every relative path that comes from a user or a queue item goes through :meth:`Storage.resolve`,
@@ -186,6 +186,11 @@ class Storage:
             ) from None
         self._prune_empty(staged.parent)
         return final
+
+    def is_pending(self, pub: Publication) -> bool:
+        """True if a committed output still waits under its staging name (or is missing)."""
+        staged = self.resolve(pub.staged, what="staged path")
+        return staged.exists() or not self.resolve(pub.final, what="output path").exists()
 
     def publish_all(self, pubs: Iterable[Publication]) -> None:
         for pub in pubs:

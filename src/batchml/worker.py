@@ -41,6 +41,7 @@ from batchml.errors import BatchmlError, LeaseLost, QueueUnavailable
 from batchml.heartbeat import Heartbeat
 from batchml.observer import WorkerObserver
 from batchml.queue.base import Lease, State, WorkerInfo, WorkQueue, canonical_json
+from batchml.rollforward import roll_forward
 from batchml.settings import Settings
 from batchml.settle import Settle
 from batchml.storage import Storage, safe_name
@@ -296,8 +297,7 @@ class Worker:
 
     def _finish(self) -> int:
         """The queue is drained: roll forward any publication a killed worker left undone."""
-        for item in self._retry("list done items", lambda: self.queue.items([State.DONE])):
-            self.storage.publish_all(item.outputs)
+        self._retry("roll publications forward", lambda: roll_forward(self.storage, self.queue))
         dead = self._retry("counts", self.queue.counts)[State.DEAD]
         if dead:
             log.error("%d item(s) are dead; see `batchml queue status`", dead)

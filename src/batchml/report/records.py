@@ -6,19 +6,7 @@ import json
 from typing import Any
 
 from batchml.errors import StorageError
-from batchml.queue.base import State, WorkQueue
 from batchml.storage import Storage
-
-
-def roll_forward(storage: Storage, queue: WorkQueue) -> int:
-    """Publish outputs of committed items whose worker died before renaming them."""
-    count = 0
-    for item in queue.items([State.DONE]):
-        for pub in item.outputs:
-            if not storage.resolve(pub.final).exists():
-                storage.publish(pub)
-                count += 1
-    return count
 
 
 def read_records(storage: Storage, run: str) -> list[dict[str, Any]]:

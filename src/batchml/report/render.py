@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchml.queue.base import WorkQueue
-from batchml.report.records import lineage_records, read_records, roll_forward
+from batchml.report.records import lineage_records, read_records
+from batchml.rollforward import roll_forward
 from batchml.storage import Storage
 
 
