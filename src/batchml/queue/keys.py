@@ -24,9 +24,7 @@ DEFAULT_NAME = "batchml"
 #: waiting, done and dead a ``state:*`` zset; ready ``queue`` or ``delayed`` (and one element of
 #: ``ready``); leased ``deadlines``.
 PARTS: tuple[str, ...] = (
-    "items",  # hash   id -> item record (JSON written by the scripts)
-    "payloads",  # hash   id -> payload (canonical JSON, opaque to the scripts)
-    "results",  # hash   id -> {"result", "outputs"} of the committed attempt (opaque)
+    "items",  # hash   id -> item record, payload and commit included (MessagePack, scripts only)
     "order",  # zset   id scored by push sequence (items() in push order)
     "seq",  # string push sequence counter
     "queue",  # zset   ready now: member "<seq:016d><id>", score -priority
@@ -49,18 +47,17 @@ _MOVES = ("items", "queue", "delayed", "ready", *STATE_PARTS)  # what a state ch
 
 #: the keys each script receives as KEYS (its header lists the same); fewer keys, less to send
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
-    "push": (*_MOVES, "payloads", "results", "order", "seq"),
-    "lease": (*_MOVES, "payloads", "deadlines", "history"),
+    "push": (*_MOVES, "order", "seq"),
+    "lease": (*_MOVES, "deadlines", "history"),
     "heartbeat": ("items", "deadlines"),
-    "complete": (*_MOVES, "results", "deadlines", "history", "lineage-head", "lineage"),
-    "complete_and_lease": (*_MOVES, "payloads", "results", "deadlines", "history",
-                           "lineage-head", "lineage"),
+    "complete": (*_MOVES, "deadlines", "history", "lineage-head", "lineage"),
+    "complete_and_lease": (*_MOVES, "deadlines", "history", "lineage-head", "lineage"),
     "fail": (*_MOVES, "deadlines", "history"),
     "release": (*_MOVES, "deadlines", "history"),
     "requeue_dead": _MOVES,
     "report_worker": ("workers", "workers-seen"),
-    "items": ("items", "payloads", "results", "order", "queue", "delayed", "deadlines",
-              *STATE_PARTS),
+    "get": ("items",),
+    "items": ("items", "order", "queue", "delayed", "deadlines", *STATE_PARTS),
 }  # fmt: skip
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")

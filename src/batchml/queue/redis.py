@@ -25,6 +25,7 @@ the last second of writes when the *machine* dies; a killed or restarted Redis l
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 import uuid
@@ -106,27 +107,27 @@ def _committed(result: dict[str, Any] | None, outputs: Sequence[Publication]) ->
     return canonical_json({"result": result, "outputs": [p.to_json() for p in outputs]})
 
 
-def _item(item_id: str, record: str, payload: str, committed: str | None) -> Item:
-    """An Item from what the scripts keep: its record, payload and commit."""
-    r = json.loads(record)
-    done = json.loads(committed) if committed else None
+def _item(view: str) -> Item:
+    """An Item from the JSON array a script hands out (``view`` in prelude.lua, same order)."""
+    (item_id, state, attempts, max_attempts, priority, token, worker, deadline, available_at,
+     last_error, created_at, updated_at, deps, payload, done) = json.loads(view)  # fmt: skip
     return Item(
         id=item_id,
-        payload=json.loads(payload),
-        state=State(r["state"]),
-        attempts=int(r["attempts"]),
-        max_attempts=int(r["max_attempts"]),
-        priority=int(r["priority"]),
-        depends_on=tuple(json.loads(r["deps"])),
-        token=int(r["token"]),
-        worker=r.get("worker"),
-        deadline=_seconds(r.get("deadline")),
-        available_at=float(r["available_at"]) / 1000,
-        last_error=r.get("last_error"),
+        payload=payload,
+        state=State(state),
+        attempts=int(attempts),
+        max_attempts=int(max_attempts),
+        priority=int(priority),
+        depends_on=tuple(deps),
+        token=int(token),
+        worker=worker,
+        deadline=_seconds(deadline),
+        available_at=available_at / 1000,
+        last_error=last_error,
         result=done["result"] if done else None,
         outputs=tuple(Publication.from_json(p) for p in done["outputs"]) if done else (),
-        created_at=float(r["created_at"]) / 1000,
-        updated_at=float(r["updated_at"]) / 1000,
+        created_at=created_at / 1000,
+        updated_at=updated_at / 1000,
     )
 
 
@@ -146,6 +147,7 @@ class RedisQueue(WorkQueue):
             name: Script.bind(*_script(name), self.keys.for_script(name)) for name in SCRIPT_KEYS
         }
         self._lease_retry: dict[str, str] = {}
+        self._requests = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count(1))
 
     @classmethod
     def from_url(
@@ -287,7 +289,7 @@ class RedisQueue(WorkQueue):
         """The request id of the next leasing call: the one whose reply was lost, if any
         (then the call is a retry: 1), else a new one."""
         retry = self._lease_retry.pop(worker, None)
-        return (retry, 1) if retry else (uuid.uuid4().hex, 0)
+        return (retry, 1) if retry else (next(self._requests), 0)
 
     def _leasing(self, worker: str, request: str, name: str, *args: str | int) -> Any:
         """Run a script that may lease; if its reply is lost, remember its request id."""
@@ -312,7 +314,7 @@ class RedisQueue(WorkQueue):
     def _lease_from(reply: list[Any], worker: str) -> Lease | None:
         if reply[0] == "none":
             return None
-        item = _item(reply[1], reply[2], reply[3], None)
+        item = _item(reply[1])
         assert item.deadline is not None, "a leased item has a deadline"
         return Lease(item=item, token=item.token, worker=worker, deadline=item.deadline)
 
@@ -334,24 +336,16 @@ class RedisQueue(WorkQueue):
     # -- inspection and administration -------------------------------------------------------
 
     def get(self, item_id: str) -> Item:
-        k = self.keys
-        record, payload, committed = self._read(
-            lambda p: (
-                p.hget(k.key("items"), item_id)
-                .hget(k.key("payloads"), item_id)
-                .hget(k.key("results"), item_id)
-            )
-        )
-        if record is None:
+        reply = self._run("get", item_id)
+        if reply[0] != "ok":
             raise UnknownItem(f"no item {item_id!r} in {self.url}")
-        return _item(item_id, record, payload, committed)
+        return _item(reply[1])
 
     def items(self, states: Iterable[State] | None = None, limit: int | None = None) -> list[Item]:
         wanted = [State(s).value for s in states] if states is not None else []
         if states is not None and not wanted:
             return []
-        flat = self._run("items", limit or 0, *wanted)
-        return [_item(*flat[i : i + 4]) for i in range(0, len(flat), 4)]
+        return [_item(view) for view in self._run("items", limit or 0, *wanted)]
 
     def counts(self) -> dict[State, int]:
         k = self.keys

@@ -1,7 +1,6 @@
 -- complete.lua: commit an item leased under the current fencing token and, if a lineage step is
 -- given, advance the run's lineage head by compare-and-set - both or neither.
--- KEYS: items, queue, delayed, ready, state:*, results, deadlines, history, lineage-head,
---       lineage
+-- KEYS: items, queue, delayed, ready, state:*, deadlines, history, lineage-head, lineage
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token

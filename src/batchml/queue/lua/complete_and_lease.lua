@@ -1,7 +1,6 @@
 -- complete_and_lease.lua: a worker's steady state in one round trip - commit an item as
 -- complete.lua does and, only if that succeeded, lease the next ready item as lease.lua does.
--- KEYS: items, queue, delayed, ready, state:*, payloads, results, deadlines, history,
---       lineage-head, lineage
+-- KEYS: items, queue, delayed, ready, state:*, deadlines, history, lineage-head, lineage
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
 -- ARGV[3] = fencing token
@@ -15,7 +14,7 @@
 --           lease is returned
 -- ARGV[10..13] (only with a lineage step) = run, expected head version, lineage field of the
 --              new version ("<run>#<version>"), new head JSON
--- Reply: {'ok', id, item record JSON, payload JSON} (committed, next item leased) |
+-- Reply: {'ok', the next item as prelude.lua's view gives it} (committed, next item leased) |
 --        {'none'} (committed, nothing ready) | {'lost', state, token} | {'unknown'} |
 --        {'conflict', current head version} (refused: nothing committed, nothing leased)
 

@@ -1,8 +1,8 @@
 -- items.lua (read only): items in push order, optionally only those in some states.
--- KEYS: items, payloads, results, order, queue, delayed, deadlines, state:*
+-- KEYS: items, order, queue, delayed, deadlines, state:*
 -- ARGV[1] = at most this many items (0 = all)
 -- ARGV[2..] = states to keep (none = every item)
--- Reply: flat list of id, item record JSON, payload JSON, result JSON (or nil), per item
+-- Reply: a list of items, each as prelude.lua's view gives it
 -- Cost: O(limit) per state kept in a zset by push sequence (waiting, done, dead); every ready
 -- or leased item is read to be sorted.
 
@@ -43,9 +43,6 @@ else
 end
 local out = {}
 for _, id in ipairs(ids) do
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', K.items, id)
-  out[#out + 1] = redis.call('HGET', K.payloads, id)
-  out[#out + 1] = redis.call('HGET', K.results, id)
+  out[#out + 1] = view(id, load(id))
 end
 return out

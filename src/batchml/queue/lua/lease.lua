@@ -1,6 +1,6 @@
 -- lease.lua: return expired leases to ready (or dead), make due retries leasable, then lease the
 -- next ready item: highest priority first, FIFO within a priority.
--- KEYS: items, queue, delayed, ready, state:*, payloads, deadlines, history
+-- KEYS: items, queue, delayed, ready, state:*, deadlines, history
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = worker id
 -- ARGV[3] = lease time-to-live (ms)
@@ -8,7 +8,7 @@
 -- ARGV[5] = '1' when this request is a retry of one whose reply was lost: if it leased an item
 --           that this worker still holds, unexpired, that same lease is returned
 -- ARGV[6] = number of history records kept
--- Reply: {'none'} or {'ok', id, item record JSON, payload JSON}
+-- Reply: {'none'} or {'ok', the item as prelude.lua's view gives it}
 -- Cost: O(log n + expired + due); a retry also reads the (few) leased items.
 
 local now, worker, ttl = clock_ms(ARGV[1]), ARGV[2], tonumber(ARGV[3])

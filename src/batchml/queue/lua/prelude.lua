@@ -3,10 +3,8 @@
 -- batchml.queue.keys.SCRIPT_KEYS, each named batchml:{QUEUE}:<part>; it never builds a key name.
 -- The loader puts one line before this file that binds them by part: `local K = {items =
 -- KEYS[1], ..., state = {done = KEYS[6], ...}}`, so K.items, K.state.done, K.lineage_head...
---   items           hash  id -> item record (JSON encoded by these scripts)
---   payloads        hash  id -> payload JSON (opaque here)
---   results         hash  id -> {"result", "outputs"} JSON of the commit (opaque here; absent
---                         when it kept neither)
+--   items           hash  id -> item record (MessagePack, read and written only by these
+--                         scripts: decoding and encoding it costs a third of JSON's)
 --   order           zset  id scored by push sequence
 --   seq             string push sequence counter
 --   queue           zset  ready now: member string.format('%016d', seq) .. id,
@@ -26,7 +24,10 @@
 -- Item record fields: state, seq, priority, attempts, max_attempts, token, worker, request (the
 -- lease request id), leased_at, deadline, available_at (ms), pending (dependencies not ended),
 -- deps and dependents (JSON text of the ids it depends on, of those that depend on it; the
--- latter only when there are some), last_error, created_at, updated_at. Times are integer ms.
+-- latter only when there are some), payload (JSON text, as pushed), committed ({"result",
+-- "outputs"} JSON text of the commit, when it kept either), last_error, created_at, updated_at.
+-- Times are integer ms.
+-- Scripts hand an item to the client as one JSON array (see view).
 
 -- "now" in ms: the caller's clock when given (tests move a fake one), else the server's, so
 -- workers on machines with skewed clocks agree on every deadline.
@@ -41,13 +42,23 @@ end
 local function load(id)
   local raw = redis.call('HGET', K.items, id)
   if not raw then return nil end
-  return cjson.decode(raw)
+  return cmsgpack.unpack(raw)
 end
 
 local function save(id, it)
-  local raw = cjson.encode(it)
-  redis.call('HSET', K.items, id, raw)
-  return raw
+  redis.call('HSET', K.items, id, cmsgpack.pack(it))
+end
+
+-- An item as the client reads it: one JSON array, whose order batchml.queue.redis._item
+-- follows - id, state, attempts, max_attempts, priority, token, worker, deadline, available_at,
+-- last_error, created_at, updated_at, then three JSON texts put in as they are: deps, payload,
+-- committed (null when none). One string costs the client much less to read than a list.
+local function view(id, it)
+  local fields = cjson.encode({id, it.state, it.attempts, it.max_attempts, it.priority, it.token,
+    it.worker or cjson.null, it.deadline or cjson.null, it.available_at,
+    it.last_error or cjson.null, it.created_at, it.updated_at})
+  return string.sub(fields, 1, -2) .. ',' .. it.deps .. ',' .. it.payload .. ','
+    .. (it.committed or 'null') .. ']'
 end
 
 local function ended(state)
@@ -86,14 +97,10 @@ end
 -- the history list is trimmed back to its limit once it holds this many records more
 local TRIM_EVERY = 100
 
--- One ended attempt, as the JSON object {item_id, token, worker, started_at, ended_at, outcome,
--- error?}: written out by hand (its shape is fixed), which costs less than encoding a table.
 local function log_attempt(id, it, now, outcome, err, limit)
-  local record = '{"item_id":' .. cjson.encode(id) .. ',"token":' .. it.token .. ',"worker":'
-    .. cjson.encode(it.worker or '') .. ',"started_at":' .. (it.leased_at or now)
-    .. ',"ended_at":' .. now .. ',"outcome":"' .. outcome .. '"'
-  if err then record = record .. ',"error":' .. cjson.encode(err) end
-  local n = redis.call('RPUSH', K.history, record .. '}')
+  local n = redis.call('RPUSH', K.history, cjson.encode({
+    item_id = id, token = it.token, worker = it.worker or '', started_at = it.leased_at or now,
+    ended_at = now, outcome = outcome, error = err}))
   if n > limit + TRIM_EVERY then redis.call('LTRIM', K.history, -limit, -1) end
 end
 
@@ -144,7 +151,7 @@ local function complete_item(now, id, token, committed, limit, step)
     redis.call('HSET', K.lineage, step.field, step.head)
     redis.call('HSET', K.lineage_head, step.run, step.head)
   end
-  if committed ~= '' then redis.call('HSET', K.results, id, committed) end
+  if committed ~= '' then it.committed = committed end
   log_attempt(id, it, now, 'done', nil, limit)
   unlease(id, it)
   it.last_error = nil
@@ -163,13 +170,12 @@ local function lineage_step(first)
 end
 
 -- The lease an earlier request of `worker` with this id made, if this worker still holds it
--- unexpired (its reply was lost): {'ok', id, record JSON, payload JSON}, or nil.
+-- unexpired (its reply was lost): {'ok', view of the item}, or nil.
 local function earlier_lease(now, worker, request)
   for _, id in ipairs(redis.call('ZRANGE', K.deadlines, 0, -1)) do
-    local raw = redis.call('HGET', K.items, id)
-    local it = cjson.decode(raw)
+    local it = load(id)
     if it.worker == worker and it.request == request and it.deadline > now then
-      return {'ok', id, raw, redis.call('HGET', K.payloads, id)}
+      return {'ok', view(id, it)}
     end
   end
   return nil
@@ -198,7 +204,7 @@ end
 
 -- Reclaim expired leases, make due retries leasable, then lease the next ready item to
 -- `worker` (highest priority first, FIFO within a priority) under a new fencing token.
--- Returns {'ok', id, record JSON, payload JSON} or {'none'}. Cost: O(log n + expired + due).
+-- Returns {'ok', view of the item} or {'none'}. Cost: O(log n + expired + due).
 local function lease_next(now, worker, ttl, request, limit)
   reclaim_expired(now, limit)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now)
@@ -220,7 +226,7 @@ local function lease_next(now, worker, ttl, request, limit)
   it.request = request
   it.leased_at = now
   it.deadline = now + ttl
-  local raw = save(id, it)
+  save(id, it)
   redis.call('ZADD', K.deadlines, it.deadline, id)
-  return {'ok', id, raw, redis.call('HGET', K.payloads, id)}
+  return {'ok', view(id, it)}
 end

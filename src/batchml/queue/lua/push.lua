@@ -1,7 +1,7 @@
 -- push.lua: add items in order, all or none. An existing id is left alone ('exists') unless
 -- force is set and the item has ended, which puts it back to ready ('reset'). A dependency must
 -- already exist or be pushed earlier in the same call.
--- KEYS: items, queue, delayed, ready, state:*, payloads, results, order, seq
+-- KEYS: items, queue, delayed, ready, state:*, order, seq
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = force: '1' or '0'
 -- ARGV[3] = default max attempts
@@ -39,9 +39,8 @@ local function add(id, payload, priority, max_attempts, deps_json)
   end
   local seq = redis.call('INCR', K.seq)
   local it = {seq = seq, priority = priority, attempts = 0, max_attempts = max_attempts,
-              token = 0, pending = pending, deps = deps_json, available_at = now,
-              created_at = now, updated_at = now}
-  redis.call('HSET', K.payloads, id, payload)
+              token = 0, pending = pending, deps = deps_json, payload = payload,
+              available_at = now, created_at = now, updated_at = now}
   redis.call('ZADD', K.order, seq, id)
   if pending > 0 then set_state(id, it, 'waiting', now) else make_ready(id, it, now, now) end
   save(id, it)
@@ -59,7 +58,7 @@ for i = 0, count - 1 do
   elseif force and ended(it.state) then
     it.attempts = 0
     it.last_error = nil
-    redis.call('HDEL', K.results, id)
+    it.committed = nil
     make_ready(id, it, now, now)
     save(id, it)
     outcomes[#outcomes + 1] = 'reset'
