@@ -397,6 +397,7 @@ class QueueContract:
         outcomes = [(h.item_id, h.worker, h.outcome) for h in queue.history()]
         assert outcomes == [("item-1", "w1", "failed"), ("item-2", "w2", "done")]
         assert [h.error for h in queue.history()] == [error, None]
+        assert queue.get("item-1").last_error == error
         assert [h.token for h in queue.history()] == [a.token, b.token]
 
     def test_purge_empties_everything(self, queue: WorkQueue) -> None:

@@ -49,16 +49,24 @@ local function save(id, it)
   redis.call('HSET', K.items, id, cmsgpack.pack(it))
 end
 
+-- A JSON string, or null
+local function json_text(s)
+  if s then return cjson.encode(s) end
+  return 'null'
+end
+
 -- An item as the client reads it: one JSON array, whose order batchml.queue.redis._item
 -- follows - id, state, attempts, max_attempts, priority, token, worker, deadline, available_at,
 -- last_error, created_at, updated_at, then three JSON texts put in as they are: deps, payload,
--- committed (null when none). One string costs the client much less to read than a list.
+-- committed (null when none). One string costs the client much less to read than a list, and
+-- formatting it costs the script about half of what encoding a table does.
 local function view(id, it)
-  local fields = cjson.encode({id, it.state, it.attempts, it.max_attempts, it.priority, it.token,
-    it.worker or cjson.null, it.deadline or cjson.null, it.available_at,
-    it.last_error or cjson.null, it.created_at, it.updated_at})
-  return string.sub(fields, 1, -2) .. ',' .. it.deps .. ',' .. it.payload .. ','
-    .. (it.committed or 'null') .. ']'
+  local deadline = 'null'
+  if it.deadline then deadline = string.format('%d', it.deadline) end
+  return string.format('[%s,"%s",%d,%d,%d,%d,%s,%s,%d,%s,%d,%d,%s,%s,%s]', cjson.encode(id),
+    it.state, it.attempts, it.max_attempts, it.priority, it.token, json_text(it.worker),
+    deadline, it.available_at, json_text(it.last_error), it.created_at, it.updated_at, it.deps,
+    it.payload, it.committed or 'null')
 end
 
 local function ended(state)
