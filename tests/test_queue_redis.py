@@ -19,7 +19,6 @@ import batchml.queue
 from batchml import exitcodes
 from batchml.errors import ConfigError, LeaseLost, QueueUnavailable
 from batchml.queue import ConnectOptions, open_queue
-from batchml.queue import redis as redis_queue
 from batchml.queue.base import (
     ItemSpec,
     LineageHead,
@@ -33,7 +32,7 @@ from batchml.queue.base import (
 )
 from batchml.queue.keys import PARTS, SCRIPT_KEYS, STATE_PARTS, QueueKeys
 from batchml.queue.redis import RedisQueue
-from batchml.queue.redis_connect import ACL_COMMANDS, Script, parse_url
+from batchml.queue.redis_connect import ACL_COMMANDS, Script, parse_url, script_source
 from tests.cli import run_cli
 from tests.queue_contract import QueueContract, spec
 from tests.redis_server import RedisServer, free_port, make_tls_files
@@ -212,7 +211,7 @@ class LostReply:
     """Runs the real call, then loses its reply once (as a connection reset would)."""
 
     def __init__(self, inner: Any, script_name: str) -> None:
-        self.inner, self.sha, self.armed = inner, redis_queue._script(script_name)[1], True
+        self.inner, self.sha, self.armed = inner, script_source(script_name)[1], True
 
     def evalsha(self, script: Script, args: Any) -> Any:
         reply = self.inner.evalsha(script, args)
@@ -276,6 +275,30 @@ def test_complete_and_lease_retried_after_it_committed_and_leased_nothing_is_sta
         queue.complete_and_lease("item-1", lease.token, worker="w1", ttl=30)
     item = queue.get("item-1")
     assert item.state == State.DONE and item.token == lease.token and queue.drained()
+
+
+def test_a_call_interrupted_before_its_reply_never_hands_that_reply_to_the_next(
+    redis_url: str,
+) -> None:
+    """Given a script call sent but interrupted before its reply was read (as a signal's
+    exception would), then the next call on the held connection reads its own reply, never the
+    interrupted one's."""
+    queue = RedisQueue.from_url(redis_url)
+    queue.push([spec(1), spec(2)])
+    queue._scripting.script_load(queue._scripts["lease"].source)  # so that the call runs it
+    conn = queue._scripting._connection()
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        assert conn.can_read(timeout=5)  # the reply has arrived: the script did run
+        raise KeyboardInterrupt
+
+    conn.read_response = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        queue.lease("w", 30)  # the script ran and leased item-1; its reply is never read
+    del conn.read_response
+    lease = queue.lease("w", 30)
+    assert lease and lease.item.id == "item-2"
+    assert queue.get("item-1").state == State.LEASED
 
 
 def test_scripts_are_loaded_again_after_a_flush(redis_server: str, redis_url: str) -> None:

@@ -24,13 +24,11 @@ the last second of writes when the *machine* dies; a killed or restarted Redis l
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from typing import Any
 
 import redis
@@ -65,31 +63,6 @@ from batchml.storage import Publication
 
 #: ended attempts kept in the history list; older ones are trimmed as new ones arrive
 HISTORY_LIMIT = 10_000
-
-_SCRIPTS: dict[str, tuple[str, str]] = {}
-
-
-def _script(name: str) -> tuple[str, str]:
-    """The source of ``lua/<name>.lua`` behind the shared prelude, and its SHA1."""
-    if name not in _SCRIPTS:
-        folder = resources.files("batchml.queue").joinpath("lua")
-        source = _key_binding(SCRIPT_KEYS[name]) + "\n"
-        source += folder.joinpath("prelude.lua").read_text() + "\n"
-        source += folder.joinpath(f"{name}.lua").read_text()
-        _SCRIPTS[name] = (source, hashlib.sha1(source.encode()).hexdigest())
-    return _SCRIPTS[name]
-
-
-def _key_binding(parts: Sequence[str]) -> str:
-    """The Lua line that names a script's KEYS by part: ``local K = {items = KEYS[1], ...}``."""
-    plain, states = [], []
-    for index, part in enumerate(parts, start=1):
-        if part.startswith("state:"):
-            states.append(f"{part.removeprefix('state:')} = KEYS[{index}]")
-        else:
-            plain.append(f"{part.replace('-', '_')} = KEYS[{index}]")
-    fields = [*plain, "state = {" + ", ".join(states) + "}"]
-    return "local K = {" + ", ".join(fields) + "}"
 
 
 def _ms(seconds: float) -> int:
@@ -144,7 +117,7 @@ class RedisQueue(WorkQueue):
         self._client = client
         self._scripting = ScriptCaller(client)
         self._scripts = {
-            name: Script.bind(*_script(name), self.keys.for_script(name)) for name in SCRIPT_KEYS
+            name: Script.load(name, self.keys.for_script(name)) for name in SCRIPT_KEYS
         }
         self._lease_retry: dict[str, str] = {}
         self._requests = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count(1))

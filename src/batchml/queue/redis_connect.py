@@ -1,4 +1,5 @@
-"""Reaching Redis: the queue URL, passwords and TLS, and redis-py's errors turned into ours.
+"""Reaching Redis: the queue URL, passwords and TLS, calling the scripts, and redis-py's errors
+turned into ours.
 
 URL form: ``redis://[user[:password]@]host[:port][/db][?name=QUEUE]``, or ``rediss://`` for TLS
 (the server's certificate is checked against the system's CAs, or ``--redis-ca-file``). Port
@@ -10,17 +11,21 @@ Errors: what a retry cannot fix (bad URL, wrong password, missing ACL permission
 certificate, a Redis Cluster) is a ConfigError; what it can (connection refused or reset,
 timeout, Redis loading its data, a read-only replica during failover) is QueueUnavailable.
 
-Scripts (every state change) are called by :class:`ScriptCaller` over one connection it holds,
-with each script's fixed part packed once: on a slow CPU, redis-py's generic path (a connection
-taken from the pool and given back, every argument packed) costs more than the round trip.
+Scripts (every state change): ``lua/<name>.lua`` behind ``lua/prelude.lua`` and a generated line
+that names its KEYS (:func:`script_source`), called by :class:`ScriptCaller` over one connection
+it holds, each script's fixed part packed once: on a slow CPU, redis-py's generic path (a
+connection taken from the pool and given back, every argument packed) costs more client time
+than the round trip itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -30,7 +35,7 @@ from redis.retry import Retry
 
 from batchml.errors import BatchmlError, ConfigError, QueueError, QueueUnavailable
 from batchml.queue import ConnectOptions
-from batchml.queue.keys import DEFAULT_NAME, PREFIX, check_name
+from batchml.queue.keys import DEFAULT_NAME, PREFIX, SCRIPT_KEYS, check_name
 
 DEFAULT_PORT = 6379
 
@@ -197,6 +202,32 @@ def _response_error(text: str, where: str) -> BatchmlError:
     return QueueError(f"Redis at {where} refused a command: {text}")
 
 
+_SCRIPTS: dict[str, tuple[str, str]] = {}
+
+
+def script_source(name: str) -> tuple[str, str]:
+    """The source of ``lua/<name>.lua`` behind the shared prelude, and its SHA1."""
+    if name not in _SCRIPTS:
+        folder = resources.files("batchml.queue").joinpath("lua")
+        source = _key_binding(SCRIPT_KEYS[name]) + "\n"
+        source += folder.joinpath("prelude.lua").read_text() + "\n"
+        source += folder.joinpath(f"{name}.lua").read_text()
+        _SCRIPTS[name] = (source, hashlib.sha1(source.encode()).hexdigest())
+    return _SCRIPTS[name]
+
+
+def _key_binding(parts: Sequence[str]) -> str:
+    """The Lua line that names a script's KEYS by part: ``local K = {items = KEYS[1], ...}``."""
+    plain, states = [], []
+    for index, part in enumerate(parts, start=1):
+        if part.startswith("state:"):
+            states.append(f"{part.removeprefix('state:')} = KEYS[{index}]")
+        else:
+            plain.append(f"{part.replace('-', '_')} = KEYS[{index}]")
+    fields = [*plain, "state = {" + ", ".join(states) + "}"]
+    return "local K = {" + ", ".join(fields) + "}"
+
+
 def _bulk(value: str | int | float) -> bytes:
     """One argument in the Redis protocol, encoded as redis-py encodes it."""
     data = value.encode() if isinstance(value, str) else repr(value).encode()
@@ -214,7 +245,9 @@ class Script:
     size: int  # how many arguments ``head`` holds
 
     @classmethod
-    def bind(cls, source: str, sha: str, keys: Sequence[str]) -> Script:
+    def load(cls, name: str, keys: Sequence[str]) -> Script:
+        """``lua/<name>.lua`` for a queue whose keys are ``keys`` (keys.SCRIPT_KEYS order)."""
+        source, sha = script_source(name)
         fixed: list[str | int] = ["EVALSHA", sha, len(keys), *keys]
         return cls(source, sha, b"".join(_bulk(part) for part in fixed), len(fixed))
 
