@@ -9,7 +9,13 @@ a restart, gets it again through the NOSCRIPT fallback). A script receives the k
 KEYS, all hash-tagged so a queue lives in one Redis Cluster slot (:mod:`batchml.queue.keys`
 names them all). Expired leases and due retries are found through sorted sets of deadlines:
 ``lease`` costs O(log n + expired), never a scan. A commit and its lineage compare-and-set are
-one script: both land or neither does.
+one script: both land or neither does; ``complete_and_lease`` adds the worker's next lease to
+that script, so a worker pays one round trip per item.
+
+Data: an item is one record (MessagePack, payload and commit included) that only the scripts
+read and write; they hand items to the client as one JSON array each. Each state has a single
+index (see ``prelude.lua``), so a state change touches few keys. Nothing needs migrating from
+the JSON records of earlier versions: no deployment kept a queue across them.
 
 For KEDA: ``batchml:{QUEUE}:ready`` is a list whose ``LLEN`` is the number of items in state
 ``ready`` (its elements are placeholders), so KEDA's ``redis`` scaler can use it as ``listName``.
