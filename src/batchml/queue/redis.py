@@ -14,8 +14,7 @@ that script, so a worker pays one round trip per item.
 
 Data: an item is one record (MessagePack, payload and commit included) that only the scripts
 read and write; they hand items to the client as one JSON array each. Each state has a single
-index (see ``prelude.lua``), so a state change touches few keys. Nothing needs migrating from
-the JSON records of earlier versions: no deployment kept a queue across them.
+index (see ``prelude.lua``), so a state change touches few keys.
 
 For KEDA: ``batchml:{QUEUE}:ready`` is a list whose ``LLEN`` is the number of items in state
 ``ready`` (its elements are placeholders), so KEDA's ``redis`` scaler can use it as ``listName``.
