@@ -15,12 +15,16 @@ append-only persistence as recommended, unless ``--url`` names one):
 * the Kubernetes tutorial's pattern re-implemented (``BRPOPLPUSH`` + ``SETEX`` lease key, then
   ``LREM`` + ``DEL``, plus its two ``LLEN`` calls per loop), one worker, then four.
 
-It prints items per second, the ratios, the round trips each loop paid per item (the
-commands its client sent, counted by the server: ``INFO commandstats``) and the server time
-they took per item.
+Each loop is measured ``--repeat`` times (default 3), PING before and between them, and the best
+of each is printed: on a shared machine a neighbour only ever slows a sample down, so the best
+estimates what the machine can do, for the yardstick and the loops alike. It prints items per
+second, the ratios, the round trips each loop paid per item (the commands its client sent,
+counted by the server: ``INFO commandstats``) and the server time they took per item (both from
+the best sample).
 
     .venv/bin/python bench/queue_throughput.py
     .venv/bin/python bench/queue_throughput.py --url redis://10.0.0.5:6379/0 --items 20000
+    .venv/bin/python bench/queue_throughput.py --repeat 1   # one sample of each, faster
 """
 
 from __future__ import annotations
@@ -222,34 +226,48 @@ RUNS = (
 )
 
 
-def measure(url: str, items: int, ping_seconds: float) -> None:
+Row = tuple[str, float, float, float]  # label, items/s, round trips and server µs per item
+
+
+def measure(url: str, items: int, ping_seconds: float, repeat: int) -> None:
     admin = redis.Redis.from_url(url, decode_responses=True)
     version = admin.info("server")["redis_version"]
     print(f"Redis {version} at {url}; {items} no-op items per one-worker run\n")
-    sample = ping_seconds / (len(RUNS) + 1)
+    sample = ping_seconds / (repeat * len(RUNS) + 1)
     pings: list[float] = []
     held: list[float] = []
-    rows: list[tuple[str, float, float, float]] = []
-    for label, fill, target, workers, commands in RUNS:
-        pings.append(ping_rate(url, sample))
-        held.append(held_ping_rate(url, sample))
-        key = fill(url, items * workers)
-        args = (url, key) if target is tutorial_worker else (key,)
-        admin.config_resetstat()
-        done, seconds = run_workers(target, args, workers)
-        calls, usec = command_stats(admin, commands)
-        rows.append((label, done / seconds, calls / max(done, 1), usec / max(done, 1)))
-        cleanup(url, key)
+    best: dict[str, Row] = {}
+    for _ in range(repeat):
+        for label, fill, target, workers, commands in RUNS:
+            pings.append(ping_rate(url, sample))
+            held.append(held_ping_rate(url, sample))
+            row = run_one(admin, url, label, items * workers, fill, target, workers, commands)
+            if label not in best or row[1] > best[label][1]:
+                best[label] = row
     pings.append(ping_rate(url, sample))
     held.append(held_ping_rate(url, sample))
-    report(rows, max(pings), max(held), len(pings))
+    report([best[run[0]] for run in RUNS], max(pings), max(held), len(pings), repeat)
 
 
-def report(
-    rows: list[tuple[str, float, float, float]], ping: float, held: float, samples: int
-) -> None:
+def run_one(
+    admin: redis.Redis[str], url: str, label: str, items: int,
+    fill: Callable[[str, int], str], target: Callable[..., None], workers: int,
+    commands: tuple[str, ...],
+) -> Row:  # fmt: skip
+    """One sample of one loop, on a queue of its own."""
+    key = fill(url, items)
+    args = (url, key) if target is tutorial_worker else (key,)
+    admin.config_resetstat()
+    done, seconds = run_workers(target, args, workers)
+    calls, usec = command_stats(admin, commands)
+    cleanup(url, key)
+    return label, done / seconds, calls / max(done, 1), usec / max(done, 1)
+
+
+def report(rows: list[Row], ping: float, held: float, samples: int, repeat: int) -> None:
     print(f"{'PING round trips (redis-py client)':38} {ping:10,.0f} /s  (best of {samples})")
     print(f"{'PING over a held connection':38} {held:10,.0f} /s  (best of {samples})")
+    print(f"(each loop below: the best of {repeat})")
     for label, rate, trips, usec in rows:
         print(
             f"{label:38} {rate:10,.0f} items/s  {trips:4.1f} round trips and "
@@ -271,13 +289,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="an existing Redis (default: start one for this run)")
     parser.add_argument("--items", type=int, default=5000, help="items per one-worker run")
-    parser.add_argument("--ping-seconds", type=float, default=3.0)
+    parser.add_argument("--ping-seconds", type=float, default=3.0, help="per repetition")
+    parser.add_argument("--repeat", type=int, default=3, help="samples of each loop")
     options = parser.parse_args()
     if options.url:
-        measure(options.url, options.items, options.ping_seconds)
+        measure(options.url, options.items, options.ping_seconds * options.repeat, options.repeat)
         return
     with local_redis() as url:
-        measure(url, options.items, options.ping_seconds)
+        measure(url, options.items, options.ping_seconds * options.repeat, options.repeat)
 
 
 if __name__ == "__main__":
