@@ -98,12 +98,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record, not the one it was
+    created with: a host that swaps stderr (a test harness, a notebook) never leaves the handler
+    holding a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure(level: str = "INFO", fmt: LogFormat | str = LogFormat.TEXT) -> None:
     """Send the ``batchml`` loggers to stderr in the chosen format (idempotent)."""
     root = logging.getLogger("batchml")
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if LogFormat(fmt) is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:
