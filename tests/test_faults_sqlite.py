@@ -23,6 +23,7 @@ from batchml.queue import open_queue
 from batchml.queue.base import State, WorkQueue
 from batchml.settings import Settings
 from tests.fraud_data import SMALL, small_root
+from tests.kill_schedule import KillSchedule
 
 pytestmark = pytest.mark.slow
 WORKER_ARGS = ["--lease-ttl", "1.5", "--poll", "0.05"]
@@ -58,15 +59,20 @@ def test_sigkill_mid_training_gives_the_same_lineage_as_an_undisturbed_run(tmp_p
     settings, queue, _ = _fill(tmp_path / "chaos")
     rng = random.Random(1)
     procs = spawn_workers(settings, 2, tmp_path / "chaos-logs", WORKER_ARGS)
+    schedule = KillSchedule(rng, seconds=(0.6, 1.4), items=(2, 3), first_after=2)
     kills = 0
     deadline = time.monotonic() + 180
     while not queue.drained() and time.monotonic() < deadline:
-        time.sleep(rng.uniform(0.6, 1.4))
+        time.sleep(0.05)
+        done = queue.counts()[State.DONE]
+        if kills >= 5 or not schedule.due(done):
+            continue
         victim = _pid_holding_a_lease(queue)
         alive = [p for p in procs if p.poll() is None]
-        if victim is not None and any(p.pid == victim for p in alive) and kills < 5:
+        if victim is not None and any(p.pid == victim for p in alive):
             os.kill(victim, signal.SIGKILL)
             kills += 1
+            schedule.killed(done)
         procs = [p for p in procs if p.poll() is None]
         procs += spawn_workers(settings, 2 - len(procs), tmp_path / "chaos-logs", WORKER_ARGS)
     for proc in procs:
