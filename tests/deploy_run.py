@@ -64,8 +64,14 @@ class Cluster:
     def argv(self, container: Obj, entrypoint: list[str] | None = None) -> list[str]:
         """command + args; without a command, the image's ENTRYPOINT (``batchml``) runs here
         as ``python -m batchml``."""
-        command = container.get("command") or entrypoint or [sys.executable, "-m", "batchml"]
-        return [self.localize(word) for word in [*command, *container.get("args", [])]]
+        words = [
+            self.localize(w) for w in [*container.get("command", []), *container.get("args", [])]
+        ]
+        if container.get("command"):
+            return words
+        # The local interpreter's path is not in-cluster: never localized (a clone under /tmp
+        # would otherwise have its /tmp mapped to the test's folder).
+        return [*(entrypoint or [sys.executable, "-m", "batchml"]), *words]
 
     def start(self, objs: list[Obj], container: Obj, **kwargs: object) -> subprocess.Popen[str]:
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
