@@ -82,8 +82,8 @@ def shoot_dashboard(driver: webdriver.Chrome, root: Path, out: Path) -> None:
     """The dashboard while two worker processes retrain the lineage as a new run."""
     settings = Settings(root=root, run="retrain")
     queue = open_queue(settings.resolved_queue_url)
-    days = datasets.training_days(settings.storage())[:-14]
-    queue.push(plan.training_items(queue, days, run="retrain", test_days=days[-7:]))
+    days = datasets.training_days(settings.storage())  # the demo's: train, 7-day delay, test
+    queue.push(plan.training_items(queue, days[:-14], run="retrain", test_days=days[-7:]))
     workers = spawn_workers(settings, 2, root / "logs")
     board = Dashboard(queue, settings.storage(), "retrain", "screenshot", refresh_seconds=1.0)
     try:
@@ -92,7 +92,11 @@ def shoot_dashboard(driver: webdriver.Chrome, root: Path, out: Path) -> None:
             driver.get(server.url + "/")
             wait = WebDriverWait(driver, 120, poll_frequency=0.2)
             wait.until(lambda d: queue.lineage_head("retrain").version >= 4)
-            time.sleep(1.3)  # one more refresh of the counts (training steps take ~0.3 s)
+            # the plots are fetched every third refresh: wait for one drawn after version 4
+            plotted = "return document.getElementById('plot-metrics').src"
+            since = int(str(driver.execute_script(plotted)).rsplit("=", 1)[-1] or 0)
+            wait.until(lambda d: int(str(d.execute_script(plotted)).rsplit("=", 1)[-1]) > since)
+            time.sleep(0.3)
             wait.until(
                 lambda d: d.execute_script(
                     "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"
