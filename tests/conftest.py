@@ -22,20 +22,6 @@ import pytest
 from tests.redis_server import RedisServer, TlsFiles, redis_server_binary
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def _binary() -> str:
-    binary = redis_server_binary()
-    if binary is None:
-        message = "redis-server is not installed: run `make system-deps` (Debian: redis-server)"
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
-
-
 def with_queue_name(base_url: str, name: str) -> str:
     """``base_url`` naming the queue ``name`` (any name it had is replaced)."""
     parts = urlsplit(base_url)
@@ -48,7 +34,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    server = RedisServer(_binary(), tmp_path_factory.mktemp("redis-session"))
+    server = RedisServer(redis_server_binary(), tmp_path_factory.mktemp("redis-session"))
     server.start()
     try:
         yield server.url
@@ -65,7 +51,7 @@ def redis_url(redis_server: str) -> str:
 def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """Start redis-server processes this test owns (``tls=`` for a TLS-only one); all are
     stopped at its end."""
-    binary = _binary()
+    binary = redis_server_binary()
     servers: list[RedisServer] = []
 
     def start(tls: TlsFiles | None = None) -> RedisServer:

@@ -8,7 +8,6 @@ its ``envFrom`` ConfigMaps and ``env`` entries.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,8 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.ci import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
@@ -31,10 +31,7 @@ def kubectl() -> str:
     """kubectl's path; without it the manifest tests skip locally and fail in CI."""
     found = shutil.which("kubectl")
     if found is None:
-        message = "kubectl is not installed (it renders deploy/k8s with `kubectl kustomize`)"
-        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("kubectl is not installed (it renders deploy/k8s with `kubectl kustomize`)")
     return found
 
 

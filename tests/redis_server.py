@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.ci import unavailable
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -30,8 +32,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def redis_server_binary() -> str | None:
-    return shutil.which("redis-server")
+def redis_server_binary() -> str:
+    """redis-server's path; without it the test fails in CI and is skipped elsewhere."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server is not installed: run `make system-deps` (Debian: redis-server)")
+    return binary
 
 
 @dataclass(frozen=True)

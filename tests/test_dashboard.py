@@ -22,6 +22,7 @@ from batchml.queue.sqlite import SqliteQueue
 from batchml.storage import Storage
 from batchml.web.app import Dashboard, create_app
 from batchml.web.server import DashboardServer
+from tests.ci import in_ci
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -134,7 +135,7 @@ def test_requeue_needs_the_token_and_read_only_refuses(queue: SqliteQueue, tmp_p
 def _browser_available() -> None:
     """In CI, install Debian's chromium when missing (and fail if that fails); else skip."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
-    if missing and os.environ.get("CI"):
+    if missing and in_ci():
         script = Path(__file__).resolve().parent.parent / ".ci" / "install-system-deps"
         subprocess.run(["bash", str(script)], check=False, timeout=540)
         missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]

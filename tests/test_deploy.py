@@ -8,7 +8,6 @@ below, and the commands they give the batchml containers are run here against a 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -454,23 +453,9 @@ def test_pinned_requirements_cover_every_runtime_dependency() -> None:
 # --- the rendered commands, run here ---------------------------------------------------------
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def _redis_binary() -> str:
-    binary = redis_server_binary()
-    if binary is None:
-        message = "redis-server is not installed: run `make system-deps` (Debian: redis-server)"
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
-
-
 @pytest.mark.redis
 def test_rendered_redis_starts_with_its_password_and_append_only_file(tmp_path: Path) -> None:
-    _redis_binary()
+    redis_server_binary()
     objs = render("gke-spot")
     settings, statefulset = _redis_conf(objs)
     spec = statefulset["spec"]["template"]["spec"]
