@@ -78,6 +78,13 @@ def shoot_report(driver: webdriver.Chrome, page: Path, out: Path) -> None:
     driver.save_screenshot(str(out))
 
 
+def plot_refresh(driver: webdriver.Chrome) -> int:
+    """The refresh tick of the metrics plot on the page (its ``?t=`` query); -1 before any."""
+    src = str(driver.execute_script("return document.getElementById('plot-metrics').src"))
+    tick = src.rsplit("?t=", 1)[-1] if "?t=" in src else ""
+    return int(tick) if tick.isdigit() else -1
+
+
 def shoot_dashboard(driver: webdriver.Chrome, root: Path, out: Path) -> None:
     """The dashboard while two worker processes retrain the lineage as a new run."""
     settings = Settings(root=root, run="retrain")
@@ -93,9 +100,8 @@ def shoot_dashboard(driver: webdriver.Chrome, root: Path, out: Path) -> None:
             wait = WebDriverWait(driver, 120, poll_frequency=0.2)
             wait.until(lambda d: queue.lineage_head("retrain").version >= 4)
             # the plots are fetched every third refresh: wait for one drawn after version 4
-            plotted = "return document.getElementById('plot-metrics').src"
-            since = int(str(driver.execute_script(plotted)).rsplit("=", 1)[-1] or 0)
-            wait.until(lambda d: int(str(d.execute_script(plotted)).rsplit("=", 1)[-1]) > since)
+            since = plot_refresh(driver)
+            wait.until(lambda d: plot_refresh(d) > since)
             time.sleep(0.3)
             wait.until(
                 lambda d: d.execute_script(

@@ -61,7 +61,7 @@ class Cluster:
         env.update(self.extra_env)
         return env
 
-    def argv(self, container: Obj, entrypoint: list[str] | None = None) -> list[str]:
+    def argv(self, container: Obj) -> list[str]:
         """command + args; without a command, the image's ENTRYPOINT (``batchml``) runs here
         as ``python -m batchml``."""
         words = [
@@ -71,7 +71,7 @@ class Cluster:
             return words
         # The local interpreter's path is not in-cluster: never localized (a clone under /tmp
         # would otherwise have its /tmp mapped to the test's folder).
-        return [*(entrypoint or [sys.executable, "-m", "batchml"]), *words]
+        return [sys.executable, "-m", "batchml", *words]
 
     def start(self, objs: list[Obj], container: Obj, **kwargs: object) -> subprocess.Popen[str]:
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]

@@ -65,11 +65,8 @@ def test_sigkill_mid_training_gives_the_same_lineage_as_an_undisturbed_run(tmp_p
     while not queue.drained() and time.monotonic() < deadline:
         time.sleep(0.05)
         done = queue.counts()[State.DONE]
-        if kills >= 5 or not schedule.due(done):
-            continue
-        victim = _pid_holding_a_lease(queue)
-        alive = [p for p in procs if p.poll() is None]
-        if victim is not None and any(p.pid == victim for p in alive):
+        victim = _pid_holding_a_lease(queue) if kills < 5 and schedule.due(done) else None
+        if victim is not None and any(p.pid == victim and p.poll() is None for p in procs):
             os.kill(victim, signal.SIGKILL)
             kills += 1
             schedule.killed(done)
