@@ -11,10 +11,6 @@ class BatchmlError(Exception):
     """Root of every error batchml raises on purpose."""
 
 
-class BatchmlWarning(UserWarning):
-    """Root of batchml's own warnings (tests turn them into errors)."""
-
-
 class ConfigError(BatchmlError):
     """A setting, URL or option is wrong; nothing ran."""
 

@@ -107,9 +107,6 @@ class Storage:
     def dataset_dir(self, kind: str) -> Path:
         return self.resolve(f"datasets/{kind}")
 
-    def run_dir(self, run: str) -> Path:
-        return self.resolve(f"runs/{safe_name(run)}")
-
     def run_path(self, run: str, *parts: str) -> str:
         """Root-relative path of a file of a run, e.g. ``run_path('default', 'report.txt')``."""
         return "/".join(["runs", safe_name(run), *parts])

@@ -17,7 +17,7 @@ from batchml.fraud import datasets
 from batchml.fraud.kinds import DEFAULT_KIND
 from batchml.fraud.lineage import ModelConfig
 from batchml.fraud.pipeline import FeatureSpec
-from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
+from batchml.queue.base import ItemSpec, PushOutcome, WorkQueue
 from batchml.storage import Storage
 
 TRAIN_PRIORITY = 10
@@ -130,12 +130,6 @@ def scoring_items(
         )
         for name, path in datasets_to_score
     ]
-
-
-def queued_days(queue: WorkQueue, run: str) -> dict[str, State]:
-    """Training days already queued for the run, with their train item's state."""
-    prefix = train_id(run, "")
-    return {i.id[len(prefix) :]: i.state for i in queue.items() if i.id.startswith(prefix)}
 
 
 def push_training(

@@ -84,9 +84,7 @@ def _present(versions: list[dict[str, Any]], part: str) -> list[tuple[str, str]]
 def metrics_section(report: dict[str, Any]) -> str:
     versions = report["versions"]
     if not versions:
-        return (
-            '<section id="metrics"><h2>Metrics per version</h2><p>No trained version.</p></section>'
-        )
+        return _empty("metrics", "Metrics per version", "No trained version.")
     plots = []
     for part, title in (("test", "Test metrics per version"), ("train", "On the day trained")):
         series = [
@@ -151,9 +149,7 @@ def per_day(records: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
 def data_section(records: list[dict[str, Any]]) -> str:
     days = per_day(records)
     if not days:
-        return (
-            '<section id="data"><h2>Transactions and frauds per day</h2><p>No data.</p></section>'
-        )
+        return _empty("data", "Transactions and frauds per day", "No data.")
     labels = [d for d, _, _ in days]
     tx = bar_chart(
         "transactions-per-day",
