@@ -290,6 +290,43 @@ class QueueContract:
         assert item.state == State.DEAD and item.last_error == "boom 3"
         assert queue.drained()
 
+    def test_given_permanent_failure_then_dead_at_once_and_dependents_run(
+        self, queue: WorkQueue
+    ) -> None:
+        """Given an item with 3 attempts and a dependent, when its first attempt fails with a
+        permanent error, then it is dead at once with that error (one attempt in its history)
+        and its dependent is ready; an ordinary failure of another item is still retried."""
+        queue.push([spec(1), spec(2, depends_on=("item-1",)), spec(3)])
+        lease = queue.lease("w", TTL)
+        assert lease and lease.item.id == "item-1" and lease.item.attempts == 1
+        error = "UnknownTask: task 'os:system' is not allowed"
+        assert queue.fail("item-1", lease.token, error, permanent=True) == State.DEAD
+        item = queue.get("item-1")
+        assert item.state == State.DEAD and item.attempts == 1 and item.last_error == error
+        assert queue.get("item-2").state == State.READY
+        assert [(h.item_id, h.outcome, h.error) for h in queue.history()] == [
+            ("item-1", "dead", error)
+        ]
+        dependent = queue.lease("w", TTL)
+        assert dependent and dependent.item.id == "item-2"
+        other = queue.lease("w", TTL)
+        assert other and other.item.id == "item-3"
+        assert queue.fail("item-3", other.token, "boom", permanent=False) == State.READY
+
+    def test_permanent_failure_with_a_stale_token_is_refused(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec(1)])
+        old = queue.lease("w1", TTL)
+        assert old
+        clock.advance(TTL + 1)
+        new = queue.lease("w2", TTL)
+        assert new and new.token > old.token
+        with pytest.raises(LeaseLost):
+            queue.fail("item-1", old.token, "late", permanent=True)
+        item = queue.get("item-1")
+        assert item.state == State.LEASED and item.worker == "w2"
+
     def test_given_lease_lost_max_attempts_times_then_dead(
         self, queue: WorkQueue, clock: FakeClock
     ) -> None:

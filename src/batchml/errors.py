@@ -11,7 +11,20 @@ class BatchmlError(Exception):
     """Root of every error batchml raises on purpose."""
 
 
-class ConfigError(BatchmlError):
+class PermanentError(BatchmlError):
+    """Retrying cannot help: an item that fails with this is dead on its first attempt.
+
+    A base the errors below are marked with (an unknown task, a path that escapes the root, a
+    configuration error, a payload that fails validation); a task may raise one, or a subclass
+    of its own, to say the same of a failure it knows is permanent."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether ``exc`` says retrying cannot help (see :class:`PermanentError`)."""
+    return isinstance(exc, PermanentError)
+
+
+class ConfigError(PermanentError):
     """A setting, URL or option is wrong; nothing ran."""
 
 
@@ -19,7 +32,7 @@ class StorageError(BatchmlError):
     """A file on the storage root could not be read or written."""
 
 
-class PathEscapeError(StorageError):
+class PathEscapeError(StorageError, PermanentError):
     """A path given by a user or a queue item resolves outside the storage root."""
 
 
@@ -55,5 +68,9 @@ class TaskError(BatchmlError):
     """A task failed in a way worth retrying or recording."""
 
 
-class UnknownTask(TaskError):
-    """No task registered under that name, and it is not an importable module:function."""
+class UnknownTask(TaskError, PermanentError):
+    """No task is registered under that name: the worker's allow-list does not hold it."""
+
+
+class PayloadError(TaskError, PermanentError):
+    """An item's payload fails its task's validation (a key missing or of the wrong type)."""

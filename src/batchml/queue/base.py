@@ -298,8 +298,11 @@ class WorkQueue(ABC):
         return self.lease(worker, ttl)
 
     @abstractmethod
-    def fail(self, item_id: str, token: int, error: str) -> State:
-        """Record a failed attempt: back to ready after a backoff, or dead after the last one."""
+    def fail(self, item_id: str, token: int, error: str, *, permanent: bool = False) -> State:
+        """Record a failed attempt: back to ready after a backoff, or dead after the last one.
+
+        ``permanent`` (retrying cannot help: an unknown task, a payload that fails validation)
+        makes the item dead at once, whatever attempts it has left."""
 
     @abstractmethod
     def release(self, item_id: str, token: int) -> None:

@@ -296,11 +296,12 @@ class RedisQueue(WorkQueue):
         assert item.deadline is not None, "a leased item has a deadline"
         return Lease(item=item, token=item.token, worker=worker, deadline=item.deadline)
 
-    def fail(self, item_id: str, token: int, error: str) -> State:
+    def fail(self, item_id: str, token: int, error: str, *, permanent: bool = False) -> State:
         retry = self.retry
         reply = self._run(
             "fail", self._now(), item_id, token, error, HISTORY_LIMIT,
             _ms(retry.backoff_base), retry.backoff_factor, _ms(retry.backoff_cap),
+            int(permanent),
         )  # fmt: skip
         if reply[0] != "ok":
             raise self._refused(reply, item_id, token)

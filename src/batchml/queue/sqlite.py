@@ -491,11 +491,11 @@ class SqliteQueue(WorkQueue):
             (run, head.version, canonical_json(head.to_json())),
         )
 
-    def fail(self, item_id: str, token: int, error: str) -> State:
+    def fail(self, item_id: str, token: int, error: str, *, permanent: bool = False) -> State:
         now = self.clock()
         with self._tx() as db:
             held = self._current(db, item_id, token)
-            if held.attempts >= held.max_attempts:
+            if permanent or held.attempts >= held.max_attempts:
                 db.execute(
                     "UPDATE items SET state = 'dead', worker = NULL, deadline = NULL, "
                     "last_error = ?, updated_at = ? WHERE id = ?",

@@ -8,16 +8,18 @@
 -- ARGV[5] = number of history records kept
 -- ARGV[6..8] = backoff base (ms), factor, cap (ms): the delay after attempt n is
 --              min(base * factor ^ (n - 1), cap), as RetryPolicy.backoff computes it
+-- ARGV[9] = 1 if the error is permanent (retrying cannot help): dead at once, else 0
 -- Reply: {'ok', 'ready' | 'dead'} | {'lost', state, token} | {'unknown'}
 
 local now, id, token, err = clock_ms(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local limit = tonumber(ARGV[5])
 local base, factor, cap = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local permanent = ARGV[9] == '1'
 local it, refused = held(id, token)
 if not it then return refused end
 
 it.last_error = err
-if it.attempts >= it.max_attempts then
+if permanent or it.attempts >= it.max_attempts then
   log_attempt(id, it, now, 'dead', err, limit)
   unlease(id, it)
   set_state(id, it, 'dead', now)
