@@ -1,4 +1,7 @@
-"""User tasks for the worker tests, addressed as ``tests.sample_tasks:<name>``."""
+"""User tasks for the worker tests, addressed as ``tests.sample_tasks:<name>``.
+
+Each is a ``@batchml.task``, so a worker started with ``--tasks tests.sample_tasks`` (or given
+``Settings(tasks=SAMPLE_TASKS)``) runs them; a worker without it refuses them."""
 
 from __future__ import annotations
 
@@ -7,9 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from batchml import task
+from batchml.errors import PayloadError
+from batchml.storage import Storage
 from batchml.tasks import TaskContext
+from batchml.tasks.builtin import sleep as imported_sleep  # noqa: F401 - a @task defined elsewhere
+
+#: the ``--tasks`` value that allows these tasks
+SAMPLE_TASKS = ("tests.sample_tasks",)
 
 
+@task
 def write_output(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Write one output file whose content names the payload."""
     path = ctx.output(f"runs/{ctx.run}/out/{payload['name']}.txt")
@@ -17,11 +28,13 @@ def write_output(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {"name": payload["name"]}
 
 
+@task
 def always_fail(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     ctx.output(f"runs/{ctx.run}/out/never.txt").write_text("must never be published\n")
     raise ValueError(f"poison item {payload.get('name')}")
 
 
+@task
 def slow_write(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Stage an output, then work for ``seconds`` while checking the lease."""
     ctx.output(f"runs/{ctx.run}/out/{payload['name']}.txt").write_text("slow\n")
@@ -35,10 +48,12 @@ def slow_write(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {"name": payload["name"]}
 
 
+@task
 def not_a_dict(ctx: TaskContext, payload: dict[str, Any]) -> Any:
     return None
 
 
+@task
 def stamp_slowly(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Stage an output naming this worker, then work ``seconds`` without checking the lease,
     so a worker frozen past its lease only learns of it when its commit is refused."""
@@ -52,5 +67,23 @@ def stamp_slowly(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {"name": payload["name"], "worker": ctx.worker_id}
 
 
+@task
 def noop(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def _needs_a_name(payload: dict[str, Any], storage: Storage) -> None:
+    if not isinstance(payload.get("name"), str):
+        raise PayloadError(f"sample payload needs a 'name' string, not {payload.get('name')!r}")
+
+
+@task(validate=_needs_a_name)
+def validated_write(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """write_output, behind a payload validator."""
+    return write_output(ctx, payload)
+
+
+def undecorated(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Not a @task: a worker must refuse it even with ``--tasks tests.sample_tasks``."""
+    Path(str(payload["marker"])).write_text("ran\n")
     return {}

@@ -10,7 +10,7 @@ import pytest
 from batchml import exitcodes
 from batchml.fraud import datasets
 from batchml.queue import open_queue
-from batchml.queue.base import State
+from batchml.queue.base import ItemSpec, State
 from tests.cli import run_cli
 from tests.fraud_data import small_root
 
@@ -82,12 +82,14 @@ def test_bad_inputs_go_dead_and_everything_else_completes(capsys, tmp_path: Path
     frame.iloc[:0].to_parquet(root / datasets.day_path(days[7]))
     cli = ("--root", str(root), "--max-attempts", "2")
     assert run_cli(capsys, *cli, "queue", "push").code == 0
-    escape = json.dumps({"dataset": "passwd", "path": "../../../etc/passwd"})
-    assert (
-        run_cli(
-            capsys, *cli, "queue", "add", "fraud.train", "--payload", escape, "--id", "esc"
-        ).code
-        == 0
+    escape = {"dataset": "passwd", "path": "../../../etc/passwd"}
+    refused = run_cli(
+        capsys, *cli, "queue", "add", "fraud.train", "--payload", json.dumps(escape), "--id", "esc"
+    )
+    assert refused.code == exitcodes.CONFIG and "must stay inside" in refused.err
+    # the same item written straight into the queue: the worker refuses it on its own
+    open_queue(f"sqlite:///{root}/queue.db").push(
+        [ItemSpec(payload={"task": "fraud.train", "run": "default", **escape}, id="esc")]
     )
 
     worker = run_cli(capsys, *cli, "worker", "--poll", "0.05")

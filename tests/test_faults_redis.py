@@ -39,6 +39,7 @@ from tests.conftest import with_queue_name
 from tests.fraud_data import small_root
 from tests.kill_schedule import KillSchedule
 from tests.redis_server import RedisServer
+from tests.sample_tasks import SAMPLE_TASKS
 from tests.test_queue_redis import LostReply
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -192,7 +193,7 @@ def test_frozen_worker_past_its_lease_is_fenced_off_and_publishes_nothing(
     tmp_path: Path, redis_url: str
 ) -> None:
     root = tmp_path / "root"
-    settings = Settings(root=root, queue_url=redis_url)
+    settings = Settings(root=root, queue_url=redis_url, tasks=SAMPLE_TASKS)
     queue = open_queue(redis_url)
     marker = tmp_path / "started"
     payload = {
@@ -258,7 +259,7 @@ def test_poison_item_is_retried_with_backoff_then_dead_and_named_by_status(
     tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "root"
-    settings = Settings(root=root, queue_url=redis_url, max_attempts=3)
+    settings = Settings(root=root, queue_url=redis_url, max_attempts=3, tasks=SAMPLE_TASKS)
     queue = open_queue(redis_url, settings.queue_options())
     task = "tests.sample_tasks:"
     queue.push(
@@ -304,11 +305,11 @@ def test_sigterm_releases_at_once_or_finishes_within_grace(tmp_path: Path, redis
                                "started_marker": str(marker_b)}, id="short"),
              ItemSpec(payload={"task": slow, "name": "next"}, id="next")])  # fmt: skip
     [a] = spawn_workers(
-        Settings(root=tmp_path / "ra", queue_url=redis_url), 1, tmp_path / "la",
+        Settings(root=tmp_path / "ra", queue_url=redis_url, tasks=SAMPLE_TASKS), 1, tmp_path / "la",
         ["--grace", "0", "--lease-ttl", "30"],
     )  # fmt: skip
     [b] = spawn_workers(
-        Settings(root=tmp_path / "rb", queue_url=url_b), 1, tmp_path / "lb",
+        Settings(root=tmp_path / "rb", queue_url=url_b, tasks=SAMPLE_TASKS), 1, tmp_path / "lb",
         ["--grace", "10", "--lease-ttl", "30"],
     )  # fmt: skip
     _wait_for(lambda: marker_a.exists() and marker_b.exists(), 60, "both items to start")
@@ -371,7 +372,10 @@ def flaky(redis_url: str, tmp_path: Path) -> Iterator[tuple[Flaky, Settings]]:
     retry = RetryPolicy(max_attempts=3, backoff_base=0.01)
     queue = Flaky(open_queue(redis_url, QueueOptions(retry=retry)))
     worker = WorkerSettings(lease_ttl=5, poll_interval=0.02, queue_retry=5)
-    yield queue, Settings(root=tmp_path / "root", queue_url=redis_url, worker=worker)
+    yield (
+        queue,
+        Settings(root=tmp_path / "root", queue_url=redis_url, worker=worker, tasks=SAMPLE_TASKS),
+    )
     queue.inner.close()
 
 
@@ -415,7 +419,10 @@ def test_lease_whose_reply_was_lost_is_not_leased_twice(redis_url: str, tmp_path
     (same token, one attempt) instead of leaving an orphan lease to expire."""
     queue = RedisQueue.from_url(redis_url)
     queue._scripting = LostReply(queue._scripting, "lease")
-    settings = Settings(root=tmp_path, queue_url=redis_url, worker=WorkerSettings(lease_ttl=30))
+    settings = Settings(
+        root=tmp_path, queue_url=redis_url, worker=WorkerSettings(lease_ttl=30),
+        tasks=SAMPLE_TASKS,
+    )  # fmt: skip
     queue.push(_items("a"))
     worker = Worker(queue, settings.storage(), settings, "w1")
     assert _run_in_thread(worker, 30) == exitcodes.OK
@@ -430,7 +437,10 @@ def test_commit_and_lease_whose_reply_was_lost_is_not_leased_twice(
     gets that lease back (b: one attempt, token 1) and a is published, nothing is left to
     expire."""
     queue = RedisQueue.from_url(redis_url)
-    settings = Settings(root=tmp_path, queue_url=redis_url, worker=WorkerSettings(lease_ttl=30))
+    settings = Settings(
+        root=tmp_path, queue_url=redis_url, worker=WorkerSettings(lease_ttl=30),
+        tasks=SAMPLE_TASKS,
+    )  # fmt: skip
     queue.push(_items("a", "b"))
     queue._scripting = LostReply(queue._scripting, "complete_and_lease")
     worker = Worker(queue, settings.storage(), settings, "w1")
@@ -484,7 +494,9 @@ def test_item_purged_while_it_runs_is_abandoned_without_publishing(
     worker carries on instead of dying on an unknown item."""
     queue = open_queue(redis_url)
     worker_settings = WorkerSettings(lease_ttl=5, heartbeat_every=0.1, poll_interval=0.02)
-    settings = Settings(root=tmp_path / "root", queue_url=redis_url, worker=worker_settings)
+    settings = Settings(
+        root=tmp_path / "root", queue_url=redis_url, worker=worker_settings, tasks=SAMPLE_TASKS
+    )
     payload = {"task": "tests.sample_tasks:slow_write", "name": "gone", "seconds": 3}
     queue.push([ItemSpec(payload=payload, id="gone")])
     worker = Worker(queue, settings.storage(), settings, "w1")

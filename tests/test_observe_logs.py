@@ -34,7 +34,7 @@ def test_worker_logs_one_json_object_per_line_with_its_context(
     )
     result = run_cli(
         capsys, "--root", str(tmp_path / "root"), "--queue", q.url, "--log-format", "json",
-        "worker", "--worker-id", "w-json", "--poll", "0.05",
+        "--tasks", "tests.sample_tasks", "worker", "--worker-id", "w-json", "--poll", "0.05",
     )  # fmt: skip
     assert result.code == 0, result.err
     lines = [json.loads(line) for line in result.err.splitlines() if line.strip()]

@@ -19,6 +19,7 @@ from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy
 from batchml.queue.sqlite import SqliteQueue
 from batchml.settings import Settings, WorkerSettings
 from batchml.worker import Worker
+from tests.sample_tasks import SAMPLE_TASKS
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -51,7 +52,9 @@ def test_worker_counts_are_served_and_parse(queue: SqliteQueue, tmp_path: Path) 
     counts 2 done, 1 failed then dead, 4 leases, and the queue depth per state."""
     queue.push([item("write_output", "a"), item("always_fail", "p"), item("write_output", "b")])
     settings = Settings(
-        root=tmp_path / "root", worker=WorkerSettings(lease_ttl=5, poll_interval=0.02)
+        root=tmp_path / "root",
+        worker=WorkerSettings(lease_ttl=5, poll_interval=0.02),
+        tasks=SAMPLE_TASKS,
     )
     exporter = PrometheusObserver(queue, depth_ttl=0.0)
     with MetricsServer(exporter.registry, 0, "127.0.0.1") as server:
@@ -132,7 +135,10 @@ def test_worker_command_serves_metrics_while_it_works(queue: SqliteQueue, tmp_pa
     queue.push([item("slow_write", "slow", seconds=2.0), item("write_output", "quick")])
     queue.close()
     port = _free_port()
-    env = {**os.environ, "BATCHML_METRICS_PORT": str(port), "PYTHONPATH": os.getcwd()}
+    env = {
+        **os.environ, "BATCHML_METRICS_PORT": str(port), "PYTHONPATH": os.getcwd(),
+        "BATCHML_TASKS": "tests.sample_tasks",
+    }  # fmt: skip
     cmd = [
         sys.executable, "-m", "batchml", "--root", str(tmp_path / "root"),
         "--queue", queue.url, "worker", "--worker-id", "w-cli", "--poll", "0.05",

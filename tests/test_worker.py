@@ -17,6 +17,7 @@ from batchml.queue.sqlite import SqliteQueue
 from batchml.settings import Settings, WorkerSettings
 from batchml.storage import Storage
 from batchml.worker import Worker
+from tests.sample_tasks import SAMPLE_TASKS
 
 
 @pytest.fixture
@@ -24,6 +25,7 @@ def env(tmp_path: Path) -> tuple[SqliteQueue, Storage, Settings]:
     settings = Settings(
         root=tmp_path / "root",
         worker=WorkerSettings(lease_ttl=5.0, poll_interval=0.05, grace=0.0),
+        tasks=SAMPLE_TASKS,
     )
     retry = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_factor=1.0)
     queue = SqliteQueue(tmp_path / "queue.db", QueueOptions(retry=retry))
@@ -72,11 +74,17 @@ def test_poison_item_is_retried_then_dead_and_the_others_complete(env) -> None: 
     ]
 
 
-def test_unknown_task_goes_dead_with_a_clear_error(env) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_task_goes_dead_at_once_with_a_clear_error(env) -> None:  # type: ignore[no-untyped-def]
+    """Given an item naming a module:function that is not registered (3 attempts allowed),
+    then it is dead after one attempt, with an error naming the task and how to allow it."""
     queue, storage, settings = env
-    queue.push([ItemSpec(payload={"task": "no.such.module:fn"}, id="x", max_attempts=1)])
+    queue.push([ItemSpec(payload={"task": "no.such.module:fn"}, id="x")])
     assert Worker(queue, storage, settings).run() == exitcodes.DEAD_ITEMS
-    assert "cannot import module 'no.such.module'" in (queue.get("x").last_error or "")
+    dead = queue.get("x")
+    assert dead.state == State.DEAD and dead.attempts == 1
+    assert "task 'no.such.module:fn' is not registered" in (dead.last_error or "")
+    assert "--tasks no.such.module" in (dead.last_error or "")
+    assert [h.outcome for h in queue.history()] == ["dead"]
 
 
 def test_item_path_outside_the_root_fails_and_publishes_nothing(env) -> None:  # type: ignore[no-untyped-def]
@@ -86,6 +94,57 @@ def test_item_path_outside_the_root_fails_and_publishes_nothing(env) -> None:  #
     assert Worker(queue, storage, settings).run() == exitcodes.DEAD_ITEMS
     assert "PathEscapeError" in (queue.get("esc").last_error or "")
     assert not (storage.root.parent / "x.txt").exists()
+
+
+def test_path_escape_is_permanent_dead_on_the_first_attempt(env, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Given a path-escaping item with 3 attempts allowed, then it is not retried: dead after
+    attempt 1 (its history shows one attempt), and the worker says why."""
+    queue, storage, settings = env
+    payload = {"task": "tests.sample_tasks:write_output", "name": "../../x"}
+    queue.push([ItemSpec(payload=payload, id="esc"), item("write_output", "ok")])
+    worker_log = logging.getLogger("batchml.worker")
+    worker_log.addHandler(caplog.handler)  # direct: the CLI's logging set-up stops propagation
+    try:
+        assert Worker(queue, storage, settings).run() == exitcodes.DEAD_ITEMS
+    finally:
+        worker_log.removeHandler(caplog.handler)
+    esc = queue.get("esc")
+    assert esc.state == State.DEAD and esc.attempts == 1
+    assert "PathEscapeError" in (esc.last_error or "")
+    assert [h.outcome for h in queue.history() if h.item_id == "esc"] == ["dead"]
+    assert "item esc is dead at once: permanent error: PathEscapeError" in caplog.text
+    assert queue.get("ok").state == State.DONE
+
+
+def test_payload_refused_by_the_validator_is_dead_at_once_and_the_task_never_runs(env) -> None:  # type: ignore[no-untyped-def]
+    queue, storage, settings = env
+    queue.push([ItemSpec(payload={"task": "tests.sample_tasks:validated_write"}, id="bad")])
+    queue.push([item("validated_write", "good")])
+    assert Worker(queue, storage, settings).run() == exitcodes.DEAD_ITEMS
+    bad = queue.get("bad")
+    assert bad.state == State.DEAD and bad.attempts == 1
+    assert "PayloadError: sample payload needs a 'name' string" in (bad.last_error or "")
+    assert (storage.root / "runs/default/out/good.txt").exists()
+
+
+def test_only_decorated_functions_defined_in_a_tasks_module_run(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Given --tasks tests.sample_tasks, then a function of it without @task, and a @task
+    imported into it from elsewhere, are refused: dead at once, never called."""
+    queue, storage, settings = env
+    marker = tmp_path / "undecorated-ran"
+    queue.push(
+        [
+            ItemSpec(
+                payload={"task": "tests.sample_tasks:undecorated", "marker": str(marker)}, id="u"
+            ),
+            ItemSpec(payload={"task": "tests.sample_tasks:imported_sleep"}, id="i"),
+        ]
+    )
+    assert Worker(queue, storage, settings).run() == exitcodes.DEAD_ITEMS
+    assert not marker.exists()
+    for item_id in ("u", "i"):
+        dead = queue.get(item_id)
+        assert dead.attempts == 1 and "is not registered" in (dead.last_error or "")
 
 
 def test_lost_lease_abandons_without_publishing(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -162,7 +221,7 @@ def test_task_still_running_when_the_grace_period_ends_is_released(tmp_path: Pat
 
     from batchml.local import spawn_workers
 
-    settings = Settings(root=tmp_path / "root")
+    settings = Settings(root=tmp_path / "root", tasks=SAMPLE_TASKS)
     queue = SqliteQueue(tmp_path / "root" / "queue.db")
     marker = tmp_path / "started"
     queue.push([item("slow_write", "long", seconds=60, started_marker=str(marker))])

@@ -52,6 +52,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     redis_password: str | None = field(default=None, repr=False)  # never shown nor logged
     redis_ca_file: Path | None = None
+    tasks: tuple[str, ...] = ()  # modules whose @batchml.task functions workers may run
 
     def __post_init__(self) -> None:
         if not self.run or "/" in self.run or self.run.startswith("."):

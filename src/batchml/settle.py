@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from batchml.backoff import Backoff
-from batchml.errors import LeaseLost, QueueUnavailable, UnknownItem
+from batchml.errors import LeaseLost, QueueUnavailable, UnknownItem, is_permanent
 from batchml.queue.base import Lease, State, WorkQueue
 from batchml.storage import Publication, Storage
 from batchml.tasks import TaskContext
@@ -148,15 +148,21 @@ class Settle:
         return "released"
 
     def fail(self, ctx: TaskContext, exc: BaseException) -> str:
-        """Record the failed attempt: retried after a backoff, or dead after the last one."""
+        """Record the failed attempt: retried after a backoff, or dead after the last one;
+        dead at once if the error is permanent (:class:`batchml.errors.PermanentError`)."""
         error = self.describe(exc)
+        permanent = is_permanent(exc)
         try:
             state = self.retry(
-                f"fail {ctx.item.id}", lambda: self.queue.fail(ctx.item.id, ctx.token, error)
+                f"fail {ctx.item.id}",
+                lambda: self.queue.fail(ctx.item.id, ctx.token, error, permanent=permanent),
             )
         except (LeaseLost, UnknownItem):
             log.warning("failed %s after losing its lease: %s", ctx.item.id, error)
             return "abandoned"
+        if state == State.DEAD and permanent:
+            log.error("item %s is dead at once: permanent error: %s", ctx.item.id, error)
+            return "dead"
         if state == State.DEAD:
             log.error(
                 "item %s is dead after %d attempts: %s", ctx.item.id, ctx.item.attempts, error

@@ -45,7 +45,7 @@ from batchml.rollforward import roll_forward
 from batchml.settings import Settings
 from batchml.settle import Settle
 from batchml.storage import Storage, safe_name
-from batchml.tasks import TaskContext, resolve
+from batchml.tasks import TaskContext, TaskRegistry
 from batchml.tasks.context import Shutdown
 
 log = logging.getLogger("batchml.worker")
@@ -112,6 +112,7 @@ class Worker:
         self.storage = storage
         self.settings = settings
         self.config = settings.worker
+        self.tasks = TaskRegistry.load(settings.tasks)  # the allow-list: a ConfigError if bad
         self.id = worker_id or new_worker_id()
         self.outcomes: list[Outcome] = []
         self.runs_seen: set[str] = set()
@@ -370,7 +371,7 @@ class Worker:
         """Run the item's task; SIGTERM past the grace period interrupts it with Shutdown."""
         self._in_task = True
         try:
-            task = resolve(str(ctx.item.payload.get("task", "")))
+            task = self.tasks.prepare(ctx.item.payload, self.storage)  # nothing else runs
             return task(ctx, ctx.item.payload) or {}
         finally:
             self._in_task = False

@@ -12,6 +12,7 @@ from batchml import __version__, exitcodes, logs
 from batchml.cli import common, data, queue_cmd, report_cmd, worker_cmd
 from batchml.errors import BatchmlError, ConfigError, QueueUnavailable
 from batchml.settings import DEFAULT_ROOT, DEFAULT_RUN, Settings
+from batchml.tasks.registry import parse_modules
 
 app = typer.Typer(
     name="batchml",
@@ -70,6 +71,17 @@ def main_options(
             help="PEM file of the CA that signed the server's certificate (rediss://).",
         ),
     ] = None,
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tasks",
+            envvar="BATCHML_TASKS",
+            show_default=False,
+            help="Module whose @batchml.task functions workers may run (repeatable, or "
+            "comma-separated). Built-ins and 'batchml.tasks' entry points are always allowed; "
+            "nothing else is.",
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option(envvar="BATCHML_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -84,7 +96,7 @@ def main_options(
     logs.configure(log_level, log_format)
     settings = Settings(
         root=root, queue_url=queue, run=run, max_attempts=max_attempts,
-        redis_password=redis_password, redis_ca_file=redis_ca_file,
+        redis_password=redis_password, redis_ca_file=redis_ca_file, tasks=parse_modules(tasks),
     )  # fmt: skip
     ctx.obj = common.State(settings)
 

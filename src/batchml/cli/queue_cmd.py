@@ -11,11 +11,12 @@ import typer
 from rich.live import Live
 
 from batchml.cli.common import console, queue, settings
-from batchml.errors import ConfigError
+from batchml.errors import ConfigError, PermanentError
 from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
 from batchml.queue.base import ItemSpec, PushOutcome, WorkQueue
+from batchml.tasks import TaskRegistry
 
 app = typer.Typer(help="The work queue.", no_args_is_help=True)
 
@@ -67,7 +68,10 @@ def push(
 @app.command("add")
 def add(
     ctx: typer.Context,
-    task: Annotated[str, typer.Argument(help="Task name or package.module:function.")],
+    task: Annotated[
+        str,
+        typer.Argument(help="A registered task: a built-in, or package.module:function (--tasks)."),
+    ],
     payload: Annotated[str, typer.Option(help="JSON object given to the task.")] = "{}",
     item_id: Annotated[
         str | None, typer.Option("--id", help="Item id (default: from payload).")
@@ -76,14 +80,23 @@ def add(
     priority: Annotated[int, typer.Option()] = 0,
     force: Annotated[bool, typer.Option()] = False,
 ) -> None:
-    """Queue one item for any task, e.g. your own ``mypkg.tasks:handle``."""
+    """Queue one item for a registered task, e.g. your own ``mypkg.tasks:handle``.
+
+    The task must be on the allow-list (a built-in, an entry point, or a @batchml.task of a
+    --tasks module) and its payload must pass the task's validator, as a worker would check."""
     try:
         body: Any = json.loads(payload)
     except ValueError as exc:
         raise ConfigError(f"--payload is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ConfigError("--payload must be a JSON object")
-    body = {"task": task, "run": settings(ctx).run, **body}
+    s = settings(ctx)
+    body = {"task": task, "run": s.run, **body}
+    registry = TaskRegistry.load(s.tasks)
+    try:
+        registry.prepare(body, s.storage())
+    except PermanentError as exc:
+        raise ConfigError(f"queue add refused: {exc}") from None
     spec = ItemSpec(payload=body, id=item_id, depends_on=tuple(depends_on or ()), priority=priority)
     with queue(ctx) as q:
         outcome = q.push([spec], force=force)[0]

@@ -9,6 +9,12 @@ Payloads (built by :mod:`batchml.fraud.plan`):
 Each returns a JSON result; ``seconds`` says where the time went (io, features, train,
 evaluate, score), which ``bench/end_to_end.py`` sums up.
 
+Each has a payload validator (``check_*``) that ``queue add`` runs before queueing and the
+worker runs again before the task: every path in the payload and every file name made from it
+must resolve inside the storage root (else PathEscapeError) and the keys the task reads must be
+there with the right type (else PayloadError). Both errors are permanent: the item is refused,
+or dead on its first attempt, never retried.
+
 The model and metric modules (scikit-learn, LightGBM: ~1.5 s to import) are imported by the
 tasks that use them, so a fresh worker whose first item computes features starts at once.
 """
@@ -21,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from batchml.errors import ConfigError, DatasetError
-from batchml.fraud import pipeline
+from batchml.errors import ConfigError, DatasetError, PayloadError
+from batchml.fraud import datasets, pipeline
+from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage
 from batchml.tasks.context import TaskContext
+from batchml.tasks.registry import task
 
 if TYPE_CHECKING:
     from batchml.fraud.protocol import TestSet
@@ -50,6 +58,68 @@ def _path(payload: dict[str, Any]) -> str:
     return path
 
 
+def _required(payload: dict[str, Any], task_name: str, key: str, kind: type) -> Any:
+    value = payload.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) or value in ("", None):
+        got = "missing" if key not in payload else f"{type(value).__name__} {value!r}"
+        raise PayloadError(f"{task_name} payload: {key!r} must be a {kind.__name__} ({got})")
+    return value
+
+
+def _check_common(
+    payload: dict[str, Any], storage: Storage, task_name: str, *, path_required: bool = True
+) -> None:
+    """The payload's dataset path stays inside the root; its feature spec parses."""
+    if path_required or "path" in payload:
+        storage.resolve(_required(payload, task_name, "path", str), what="dataset path")
+    try:
+        FeatureSpec.from_json(payload.get("features"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PayloadError(f"{task_name} payload: 'features' is no feature spec ({exc})") from None
+
+
+def check_features(payload: dict[str, Any], storage: Storage) -> None:
+    """``fraud.features``: a day (YYYY-MM-DD), an optional confined path, a feature spec."""
+    _check_common(payload, storage, "fraud.features", path_required=False)
+    day = _required(payload, "fraud.features", "dataset", str)
+    try:
+        datasets.parse_day(day)
+    except DatasetError as exc:
+        raise PayloadError(f"fraud.features payload: 'dataset' {exc}") from None
+
+
+def check_train(payload: dict[str, Any], storage: Storage) -> None:
+    """``fraud.train``: confined dataset and test paths, a dataset name that makes a confined
+    checkpoint path, a known model kind, a feature spec."""
+    _check_common(payload, storage, "fraud.train")
+    tests = payload.get("test") or []
+    if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+        raise PayloadError(f"fraud.train payload: 'test' must be a list of paths, not {tests!r}")
+    for path in tests:
+        storage.resolve(path, what="test dataset")
+    day = _required(payload, "fraud.train", "dataset", str)
+    run = str(payload.get("run", "default"))  # the checkpoint's name, as lineage makes it:
+    storage.resolve(storage.run_path(run, "checkpoints", f"v0001-{day}.npz"), what="dataset")
+    model = payload.get("model") or {}
+    kind = model.get("kind", DEFAULT_KIND) if isinstance(model, dict) else None
+    if kind not in KIND_NAMES:
+        raise PayloadError(
+            f"fraud.train payload: 'model' must name a kind of {', '.join(KIND_NAMES)}, "
+            f"not {model!r}"
+        )
+
+
+def check_score(payload: dict[str, Any], storage: Storage) -> None:
+    """``fraud.score``: a confined dataset path, a lineage version, a dataset name that makes
+    a confined predictions path, a feature spec."""
+    _check_common(payload, storage, "fraud.score")
+    name = _required(payload, "fraud.score", "dataset", str)
+    version = _required(payload, "fraud.score", "version", int)
+    run = str(payload.get("run", "default"))
+    storage.resolve(prediction_path(storage, run, version, name), what="predictions path")
+
+
+@task(validate=check_features)
 def features_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Compute one day's feature table and publish it to the cache."""
     spec = FeatureSpec.from_json(payload.get("features"))
@@ -74,6 +144,7 @@ def _test_metrics(
     return {**test.metrics(scores, top_k), "datasets": tests, "test_days": list(test.days)}
 
 
+@task(validate=check_train)
 def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Warm-start the run's head model on one dataset and propose the next lineage version.
 
@@ -150,6 +221,7 @@ def _pinned(ctx: TaskContext, version: int) -> LineageHead:
     raise ConfigError(f"run {ctx.run!r} has no lineage version {version} to score with")
 
 
+@task(validate=check_score)
 def score_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Score one dataset with a pinned lineage version; publish its predictions file.
 
@@ -196,4 +268,12 @@ def score_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-__all__ = ["features_task", "prediction_path", "score_task", "train_task"]
+__all__ = [
+    "check_features",
+    "check_score",
+    "check_train",
+    "features_task",
+    "prediction_path",
+    "score_task",
+    "train_task",
+]

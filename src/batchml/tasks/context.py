@@ -4,7 +4,10 @@ A task function has the signature::
 
     def my_task(ctx: TaskContext, payload: dict) -> dict | None
 
-and is named in an item's payload as ``{"task": "mypkg.mymodule:my_task", ...}``. Its rules:
+and is named in an item's payload as ``{"task": "mypkg.mymodule:my_task", ...}``. A worker runs
+it only if it is on the worker's allow-list (:mod:`batchml.tasks.registry`): decorated with
+``@batchml.task`` in a module the worker was started with (``--tasks mypkg.mymodule``), or
+registered by an installed package as a ``batchml.tasks`` entry point. Its rules:
 
 * Read inputs with ``ctx.storage`` (paths relative to the storage root; escapes are refused).
 * Write every output through ``ctx.output("runs/<run>/whatever.parquet")``, which returns a
@@ -12,6 +15,8 @@ and is named in an item's payload as ``{"task": "mypkg.mymodule:my_task", ...}``
   the commit with this attempt's fencing token; an abandoned attempt leaves nothing visible.
 * Return a JSON-serialisable dict (the item's result, kept in the queue and in its record).
 * Raise to fail the attempt: the item is retried with backoff, then marked dead with the error.
+  Raise a :class:`~batchml.errors.PermanentError` (PayloadError, ConfigError, PathEscapeError,
+  or a subclass of your own) when retrying cannot help: the item is dead at once.
 * Long tasks call ``ctx.check()`` now and then: it raises LeaseLost once the lease is lost
   (or Shutdown when the worker must stop), so the attempt ends early instead of at commit.
 * Never write outside ``ctx.output``; never append to a shared file.
