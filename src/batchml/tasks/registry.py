@@ -151,9 +151,8 @@ def module_tasks(module_name: str) -> dict[str, Task]:
 class TaskRegistry:
     """The tasks a worker may run, by name; nothing outside it is imported or called."""
 
-    def __init__(self, entries: dict[str, _Entry], modules: Sequence[str] = ()) -> None:
+    def __init__(self, entries: dict[str, _Entry]) -> None:
         self._entries = entries
-        self.modules = tuple(modules)
 
     @classmethod
     def load(
@@ -172,13 +171,10 @@ class TaskRegistry:
                         f"{entries[name].target} ({entries[name].source}); rename one"
                     )
                 entries[name] = _Entry(f"--tasks {module_name}", name, _returning(func))
-        return cls(entries, modules)
+        return cls(entries)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
 
     def get(self, name: str) -> tuple[Task, Validator | None]:
         """The task registered as ``name`` and its validator, or UnknownTask (permanent)."""
