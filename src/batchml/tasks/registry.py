@@ -129,8 +129,9 @@ def module_tasks(module_name: str) -> dict[str, Task]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
+        hint = "; is its package installed, or on PYTHONPATH?" * isinstance(exc, ImportError)
         raise ConfigError(
-            f"--tasks {module_name}: cannot import it ({type(exc).__name__}: {exc})"
+            f"--tasks {module_name}: cannot import it ({type(exc).__name__}: {exc}){hint}"
         ) from None
     found: dict[str, Task] = {}
     for attr, obj in vars(module).items():
