@@ -70,6 +70,11 @@ def open_queue(
                 f"no queue at {path.absolute()}: the file does not exist; push items first "
                 "(batchml queue push) or check --queue / --root"
             )
+        if not path.absolute().parent.is_dir():
+            raise ConfigError(
+                f"cannot open the SQLite queue {path.absolute()}: the folder "
+                f"{path.absolute().parent} does not exist; create it first, or fix --queue"
+            )
         return SqliteQueue(path, options)
     if scheme in ("redis", "rediss"):
         from batchml.queue.redis import RedisQueue

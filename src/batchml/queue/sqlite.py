@@ -186,11 +186,10 @@ class SqliteQueue(WorkQueue):
                 f"{self.path} is on a network file system ({fs_type}); SQLite's locks are not "
                 "safe there. Keep the SQLite queue on a local disk or use --queue redis://..."
             )
-        if not self.path.parent.is_dir():
-            raise ConfigError(
-                f"cannot create the SQLite queue {self.path}: the folder {self.path.parent} "
-                "does not exist; create it first, or fix the path in --queue"
-            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QueueUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
         self._local = threading.local()
         self._create_schema()
 
