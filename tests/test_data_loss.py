@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from batchml import exitcodes
 from batchml.errors import QueueNotFound
@@ -24,6 +26,7 @@ from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy, State
 from batchml.queue.sqlite import SqliteQueue
 from batchml.settings import Settings, WorkerSettings
 from batchml.worker import Worker
+from tests.cli import run_cli
 from tests.redis_server import RedisServer
 
 N_ITEMS = 120
@@ -149,3 +152,59 @@ def test_a_worker_on_a_queue_that_was_never_created_says_so(tmp_path: Path, redi
     worker = Worker(queue, _settings(tmp_path).storage(), _settings(tmp_path), "w1")
     outcome = _run(worker)
     assert isinstance(outcome, QueueNotFound) and "no generation and no items" in str(outcome)
+
+
+def _start_from_snapshot(server: RedisServer) -> None:
+    """Start the server again on its port without its append-only file: Redis's default
+    persistence, which reloads the last RDB snapshot (dump.rdb) and loses what came after."""
+    shutil.rmtree(server.folder / "appendonlydir")
+    command = [
+        server.binary, "--port", str(server.port), "--bind", "127.0.0.1",
+        "--dir", str(server.folder), "--appendonly", "no", "--save", "",
+        "--protected-mode", "no", "--logfile", str(server.folder / "redis.log"),
+    ]  # fmt: skip
+    server.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    client = redis.Redis(port=server.port, socket_connect_timeout=0.5)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            return False
+
+    _wait_for(up, 10, "redis-server to start from its snapshot")
+    client.close()
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_a_redis_back_from_an_older_snapshot_is_named_by_status_and_workers(
+    tmp_path: Path, redis_factory: Callable[[], RedisServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given items committed after Redis's last snapshot, when it restarts from that snapshot
+    (its generation survives, those items do not), then `queue status` and a new worker both
+    name the loss and exit 65, instead of reporting a drained, finished queue."""
+    server = redis_factory()
+    url = f"{server.url}?name=snap"
+    settings = Settings(root=tmp_path / "root", queue_url=url)
+    settings.root.mkdir()
+    queue = open_queue(url)
+    task = "tests.sample_tasks:write_output"
+    queue.push([ItemSpec(payload={"task": task, "name": f"a{k}"}, id=f"a{k}") for k in range(3)])
+    assert spawn_workers(settings, 1, tmp_path / "l1")[0].wait(timeout=60) == exitcodes.OK
+    admin = redis.Redis.from_url(server.url)
+    admin.save()  # the snapshot: a0..a2 done
+    queue.push([ItemSpec(payload={"task": task, "name": f"b{k}"}, id=f"b{k}") for k in range(2)])
+    assert spawn_workers(settings, 1, tmp_path / "l2")[0].wait(timeout=60) == exitcodes.OK
+    server.kill()
+    _start_from_snapshot(server)
+    generation = queue.generation()
+    assert generation and queue.counts()[State.DONE] == 3  # b0, b1 are gone
+
+    cli = ("--root", str(settings.root), "--queue", url)
+    status = run_cli(capsys, *cli, "queue", "status")
+    assert status.code == exitcodes.DATA_LOSS
+    assert f"2 item(s) committed in generation {generation} are no longer in it" in status.err
+    [worker] = spawn_workers(settings, 1, tmp_path / "l3")
+    assert worker.wait(timeout=60) == exitcodes.DATA_LOSS
+    assert "e.g. b0" in (tmp_path / "l3/worker-0.log").read_text()

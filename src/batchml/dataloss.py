@@ -63,10 +63,16 @@ class GenerationWatch:
         return self.pending == 0
 
     def check(self) -> None:
-        """Raise DataLoss if the queue's generation changed or vanished since the start."""
+        """Raise DataLoss if the queue's generation changed or vanished since the start, or if
+        items committed in this generation (their records say so) are no longer in it."""
         now = self.retry("generation", self.queue.generation)
         if now != self.generation:
             raise DataLoss(self._message(now))
+        if now is not None:
+            known = {i.id for i in self.retry("items", self.queue.items)}
+            gone = unknown_records(self.storage, now, known)
+            if gone:
+                raise DataLoss(lost_items_message(now, gone))
 
     def vanished(self, item_id: str) -> NoReturn:
         """An item this worker held is no longer in the queue: always data loss."""
@@ -115,3 +121,42 @@ def committed_since(storage: Storage, since: float) -> int:
             continue
         n += finished >= since
     return n
+
+
+def unknown_records(storage: Storage, generation: str, known: set[str]) -> list[str]:
+    """Ids of the items committed in ``generation`` (their records are stamped with it) that
+    are not among the ``known`` ids of the queue: items the queue lost while keeping its
+    generation, as a Redis restored from an older snapshot (RDB, no append-only file) does."""
+    runs = storage.root / "runs"
+    if not runs.is_dir():
+        return []
+    gone = []
+    for path in sorted(runs.glob("*/records/*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or record.get("generation") != generation:
+            continue
+        if str(record.get("item_id")) not in known:
+            gone.append(str(record.get("item_id")))
+    return gone
+
+
+def lost_items_message(generation: str, gone: list[str]) -> str:
+    return (
+        f"the queue lost its data: {len(gone)} item(s) committed in generation {generation} "
+        f"are no longer in it (e.g. {gone[0]}; a Redis restored from an older snapshot?); "
+        "items pushed since that snapshot may be lost too — re-push them"
+    )
+
+
+def status_data_loss(queue: WorkQueue, storage: Storage) -> str | None:
+    """What ``queue status`` can honestly tell of a loss: items committed in the queue's
+    current generation that it no longer has. (A queue with no generation cannot be told
+    from a purged one: opened to read, it is refused as no such queue.)"""
+    generation = queue.generation()
+    if generation is None:
+        return None
+    gone = unknown_records(storage, generation, {i.id for i in queue.items()})
+    return lost_items_message(generation, gone) if gone else None

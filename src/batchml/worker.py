@@ -403,6 +403,7 @@ class Worker:
             "finished_at": time.time(),
             "result": result,
             "lineage": ctx.lineage_step.head.to_json() if ctx.lineage_step else None,
+            "generation": self._watch.generation,  # tells a lost item from a purged one
             "outputs": outputs,
         }
         final = self.storage.run_path(ctx.run, "records", f"{safe_name(item.id)}.json")
