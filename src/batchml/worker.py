@@ -343,11 +343,11 @@ class Worker:
             status, nxt = self._attempt(ctx, started, lease_next)
         finally:
             beat.stop()
-        if beat.vanished:  # the heartbeat found the item gone: the queue lost its data
-            self._watch.vanished(item.id)
         seconds = time.time() - started
         self.outcomes.append(Outcome(item.id, status, seconds))
         self.observer.on_outcome(item.id, status, seconds)
+        if beat.vanished:  # the heartbeat found the item gone: the queue lost its data
+            self._watch.vanished(item.id)
         return nxt
 
     def _attempt(
