@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from batchml import exitcodes
 from batchml.backoff import Backoff
 from batchml.dataloss import GenerationWatch
-from batchml.errors import BatchmlError, DataLoss, LeaseLost, QueueUnavailable
+from batchml.errors import BatchmlError, DataLoss, LeaseLost, QueueNotFound, QueueUnavailable
 from batchml.heartbeat import Heartbeat
 from batchml.observer import WorkerObserver
 from batchml.queue.base import Lease, State, WorkerInfo, WorkQueue, canonical_json
@@ -208,6 +208,9 @@ class Worker:
         except DataLoss as exc:
             log.error("%s", exc)
             code = exitcodes.DATA_LOSS
+        except QueueNotFound:
+            code = exitcodes.CONFIG
+            raise
         finally:
             self.observer.on_exit(code)
             with contextlib.suppress(BatchmlError):

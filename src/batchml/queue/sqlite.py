@@ -4,6 +4,10 @@ Every state change is one ``BEGIN IMMEDIATE`` transaction, so concurrent workers
 SQLite's write lock (with a busy timeout) and never see half a step. Expired leases are found
 through a partial index on the deadline of leased items: reclaiming costs O(log n + expired).
 
+The queue's generation (:meth:`~batchml.queue.base.WorkQueue.generation`) is a row of the
+``meta`` table, made with the file; a file written before generations gets the table and a
+generation on its first open. A purge deletes the row and the next push makes a new one.
+
 SQLite's locking is not safe on network file systems: the file must live on a local disk
 (DESIGN.md). A path on NFS is refused; use ``redis://`` to share a queue between machines.
 """
