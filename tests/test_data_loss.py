@@ -29,13 +29,13 @@ from batchml.worker import Worker
 from tests.cli import run_cli
 from tests.redis_server import RedisServer
 
-N_ITEMS = 120
+N_ITEMS = 80
 
 
 def _items() -> list[ItemSpec]:
     task = "tests.sample_tasks:slow_write"
     return [
-        ItemSpec(payload={"task": task, "name": f"n{k:03d}", "seconds": 0.1}, id=f"n{k:03d}")
+        ItemSpec(payload={"task": task, "name": f"n{k:03d}", "seconds": 0.05}, id=f"n{k:03d}")
         for k in range(N_ITEMS)
     ]
 
@@ -78,7 +78,7 @@ def test_redis_restarted_without_its_data_makes_every_worker_exit_65_then_a_repu
     generation = queue.generation()
     assert generation
     workers = spawn_workers(settings, 2, tmp_path / "logs", ["--lease-ttl", "2", "--poll", "0.05"])
-    _wait_for(lambda: queue.counts()[State.DONE] >= 15, 90, "15 items done")
+    _wait_for(lambda: queue.counts()[State.DONE] >= 10, 90, "10 items done")
     _restart_without_data(server)
     codes = [p.wait(timeout=90) for p in workers]
     assert codes == [exitcodes.DATA_LOSS] * 2
