@@ -11,7 +11,8 @@ items were deleted under them.
 
 How many items never ran is estimated from what survives the queue: the items that were pending
 when the worker started, less the records (``runs/*/records/*.json``, one per committed item)
-written since. Items pushed after the worker started are not counted, so it is a lower bound.
+written since (by the ``finished_at`` their workers stamped). Items pushed after the worker
+started are not counted, so, while the workers' clocks agree, it is a lower bound.
 """
 
 from __future__ import annotations
