@@ -56,10 +56,10 @@ def open_queue(
 
     With ``create=False`` (commands that only read or work a queue) a queue that does not exist
     raises QueueNotFound instead of being made: a SQLite file that is not there, a Redis queue
-    without a generation (never pushed to, purged, or lost by a Redis that restarted without
-    its data). With ``create=True`` a SQLite file is made if missing, but never its folder: a
-    typo must not leave folders behind (the storage root's default ``queue.db`` is under the
-    root, which the commands that create create first)."""
+    with neither a generation nor items (never pushed to, purged, or lost by a Redis that
+    restarted without its data). With ``create=True`` a SQLite file is made if missing, but
+    never its folder: a typo must not leave folders behind (the storage root's default
+    ``queue.db`` is under the root, which the commands that create create first)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
         from batchml.queue.sqlite import SqliteQueue, path_from_url
@@ -80,8 +80,8 @@ def open_queue(
         from batchml.queue.redis import RedisQueue
 
         queue = RedisQueue.from_url(url, options, connect)
-        if not create and queue.generation() is None:
-            queue.close()
+        if not create and queue.generation() is None and not any(queue.counts().values()):
+            queue.close()  # (items without a generation: filled by a batchml from before them)
             raise QueueNotFound(
                 f"no queue named {queue.address.name!r} at {queue.url}: nothing was ever pushed "
                 "to it, it was purged, or Redis lost its data (restarted without appendonly?); "
