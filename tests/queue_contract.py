@@ -617,6 +617,125 @@ class QueueContract:
         assert nxt and nxt.item.id == "item-d3"
         assert [h.dataset for h in queue.lineage("r")] == ["d1", "d2"]
 
+    # -- generation --------------------------------------------------------------------------
+
+    def test_given_a_push_then_the_generation_is_kept_until_a_purge(self, queue: WorkQueue) -> None:
+        """Given a pushed queue, then its generation is a random id that later pushes keep;
+        when purged, it is gone; the next push starts a new one."""
+        queue.push([spec(1)])
+        first = queue.generation()
+        assert first and len(first) >= 16
+        queue.push([spec(2)])
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.complete(lease.item.id, lease.token)
+        assert queue.generation() == first
+        queue.purge()
+        assert queue.generation() is None
+        queue.push([spec(1)])
+        second = queue.generation()
+        assert second and second != first
+
+    # -- lineage reset -----------------------------------------------------------------------
+
+    def _trained_chain(self, queue: WorkQueue, days: int = 5) -> None:
+        """Train items t1..tN of run r, each depending on the one before, all done: vN."""
+        queue.push(
+            [
+                ItemSpec(
+                    payload={"run": "r", "day": k}, id=f"t{k}", depends_on=(f"t{k - 1}",) * (k > 1)
+                )
+                for k in range(1, days + 1)
+            ]
+        )
+        for k in range(1, days + 1):
+            lease = queue.lease("w", TTL)
+            assert lease and lease.item.id == f"t{k}"
+            queue.complete(lease.item.id, lease.token, {"k": k}, lineage=self._step(k, f"d{k}"))
+
+    def test_reset_lineage_moves_the_head_back_and_rearms_the_later_steps_in_order(
+        self, queue: WorkQueue
+    ) -> None:
+        """Given v1..v5 trained by t1..t5, when reset to v3 re-arming t4 and t5, then the head
+        is v3, t4 is ready and t5 waits for it, both with fresh attempts and no result; the
+        chain then re-trains v4 and v5 from v3 through the ordinary compare-and-set."""
+        self._trained_chain(queue)
+        before = queue.get("t4").token
+        queue.reset_lineage("r", 3, ["t4", "t5"])
+        assert queue.lineage_head("r").version == 3
+        assert [h.version for h in queue.lineage("r")] == [1, 2, 3]
+        t4, t5 = queue.get("t4"), queue.get("t5")
+        assert (t4.state, t4.attempts, t4.result) == (State.READY, 0, None)
+        assert (t5.state, t5.attempts, t5.result) == (State.WAITING, 0, None)
+        assert queue.counts()[State.READY] == 1 and not queue.drained()
+        for k in (4, 5):
+            lease = queue.lease("w", TTL)
+            assert lease and lease.item.id == f"t{k}" and lease.item.attempts == 1
+            assert lease.token > before
+            queue.complete(lease.item.id, lease.token, lineage=self._step(k, f"d{k}"))
+        assert [h.version for h in queue.lineage("r")] == [1, 2, 3, 4, 5]
+        assert queue.drained()
+
+    def test_reset_lineage_result_does_not_depend_on_the_order_given(
+        self, queue: WorkQueue
+    ) -> None:
+        self._trained_chain(queue, 3)
+        queue.reset_lineage("r", 0, ["t3", "t2", "t1"])
+        assert queue.lineage_head("r") == LineageHead(run="r") and queue.lineage("r") == []
+        states = [queue.get(f"t{k}").state for k in (1, 2, 3)]
+        assert states == [State.READY, State.WAITING, State.WAITING]
+        lease = queue.lease("w", TTL)
+        assert lease and lease.item.id == "t1" and queue.lease("w", TTL) is None
+
+    def test_reset_lineage_refused_while_an_item_of_the_run_is_leased(
+        self, queue: WorkQueue
+    ) -> None:
+        """Given a leased item of the run, then the reset is refused and nothing changed: a
+        step running against v5 would otherwise commit against the moved head."""
+        self._trained_chain(queue)
+        queue.push([ItemSpec(payload={"run": "r", "task": "score"}, id="s1")])
+        held = queue.lease("w", TTL)
+        assert held and held.item.id == "s1"
+        with pytest.raises(QueueError, match="s1 of run 'r' is leased"):
+            queue.reset_lineage("r", 3, ["t4", "t5"])
+        assert queue.lineage_head("r").version == 5
+        assert queue.get("t4").state == State.DONE and queue.get("t5").state == State.DONE
+        queue.push([ItemSpec(payload={"run": "other"}, id="o1")])
+        queue.complete(held.item.id, held.token)
+        other = queue.lease("w", TTL)  # an item of another run may be leased meanwhile
+        assert other and other.item.id == "o1"
+        queue.reset_lineage("r", 3, ["t4", "t5"])
+        assert queue.lineage_head("r").version == 3
+
+    def test_reset_lineage_refuses_unknown_versions_and_items(self, queue: WorkQueue) -> None:
+        self._trained_chain(queue, 3)
+        with pytest.raises(QueueError, match="4"):
+            queue.reset_lineage("r", 4, [])
+        with pytest.raises(UnknownItem, match="nope"):
+            queue.reset_lineage("r", 1, ["t2", "nope"])
+        assert queue.lineage_head("r").version == 3 and queue.get("t2").state == State.DONE
+
+    def test_reset_lineage_makes_waiting_dependents_wait_again_and_refuses_ready_ones(
+        self, queue: WorkQueue
+    ) -> None:
+        """Given x waiting for t3 (done) and y (ready), when t3 is re-armed, then x waits for
+        both again; once x is ready, a reset re-arming t3 alone is refused."""
+        self._trained_chain(queue, 3)
+        queue.push([spec("y", priority=5), spec("x", depends_on=("t3", "item-y"))])
+        assert queue.get("item-x").state == State.WAITING
+        queue.reset_lineage("r", 2, ["t3"])
+        y = queue.lease("w", TTL)
+        assert y and y.item.id == "item-y"
+        queue.complete(y.item.id, y.token)
+        assert queue.get("item-x").state == State.WAITING  # t3 has not run again yet
+        t3 = queue.lease("w", TTL)
+        assert t3 and t3.item.id == "t3"
+        queue.complete(t3.item.id, t3.token, lineage=self._step(3, "d3"))
+        assert queue.get("item-x").state == State.READY
+        with pytest.raises(QueueError, match="item-x is ready or leased and depends on t3"):
+            queue.reset_lineage("r", 2, ["t3"])
+        assert queue.get("t3").state == State.DONE and queue.lineage_head("r").version == 3
+
     # -- several processes -------------------------------------------------------------------
 
     @pytest.mark.timeout(120)

@@ -491,7 +491,8 @@ def test_item_purged_while_it_runs_is_abandoned_without_publishing(
 ) -> None:
     """Given a running item, when the queue loses it (purged; or a Redis restarted without its
     append-only file), then the heartbeat notices, the attempt publishes nothing, and the
-    worker carries on instead of dying on an unknown item."""
+    worker exits 65 (the queue lost its data) instead of dying on an unknown item or reading
+    the emptied queue as drained."""
     queue = open_queue(redis_url)
     worker_settings = WorkerSettings(lease_ttl=5, heartbeat_every=0.1, poll_interval=0.02)
     settings = Settings(
@@ -506,6 +507,6 @@ def test_item_purged_while_it_runs_is_abandoned_without_publishing(
     _wait_for(lambda: queue.get("gone").state == State.LEASED, 30, "the item to be leased")
     queue.purge()
     thread.join(30)
-    assert outcome == [exitcodes.OK]
+    assert outcome == [exitcodes.DATA_LOSS]
     assert [o.status for o in worker.outcomes] == ["abandoned"]
     assert not (settings.root / "runs/default/out/gone.txt").exists()

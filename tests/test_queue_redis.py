@@ -17,7 +17,7 @@ from redis.crc import key_slot
 
 import batchml.queue
 from batchml import exitcodes
-from batchml.errors import ConfigError, LeaseLost, QueueUnavailable
+from batchml.errors import ConfigError, LeaseLost, QueueNotFound, QueueUnavailable
 from batchml.queue import ConnectOptions, open_queue
 from batchml.queue.base import (
     ItemSpec,
@@ -454,3 +454,46 @@ def test_the_documented_acl_is_enough_for_every_operation(
         queue.purge()
     finally:
         admin.acl_deluser(user)
+
+
+# -- opening without creating, generation, lineage reset ---------------------------------------
+
+
+def test_open_without_create_refuses_a_queue_that_has_no_generation(
+    redis_server: str, redis_url: str
+) -> None:
+    """Given a Redis queue nothing was pushed to, when opened with create=False, then
+    QueueNotFound names the queue and the URL, never the password; after a push it opens; after
+    the data is lost (FLUSHALL stands for a restart without persistence) it is refused again."""
+    url = redis_url.replace("redis://", "redis://:hunter2@")
+    name = urlsplit(redis_url).query.split("=", 1)[1]
+    with pytest.raises(QueueNotFound, match=f"no queue named '{name}'") as refused:
+        open_queue(url, connect=ConnectOptions(password=""), create=False)
+    assert "hunter2" not in str(refused.value) and "127.0.0.1" in str(refused.value)
+    pusher = open_queue(redis_url)
+    pusher.push([ItemSpec(payload={"n": 1})])
+    opened = open_queue(redis_url, create=False)
+    assert opened.generation() == pusher.generation()
+    keys = QueueKeys(name)
+    _admin(redis_server).delete(keys.key("generation"))  # as a batchml before generations left it
+    assert open_queue(redis_url, create=False).counts()[State.READY] == 1
+    _admin(redis_server).delete(*keys.all)
+    with pytest.raises(QueueNotFound, match="Redis lost its data"):
+        open_queue(redis_url, create=False)
+
+
+def test_lineage_reset_keeps_the_keda_list_in_step(redis_server: str, redis_url: str) -> None:
+    """Given a re-armed item that was ready (its retry delayed) and done ones, then LLEN of the
+    ready list still equals the number of ready items."""
+    queue = RedisQueue.from_url(redis_url, QueueOptions(retry=RetryPolicy(backoff_base=60)))
+    queue.push([ItemSpec(payload={"run": "r"}, id="a"), ItemSpec(payload={"run": "r"}, id="b")])
+    a = queue.lease("w", 30)
+    assert a and a.item.id == "a"
+    queue.complete("a", a.token)
+    b = queue.lease("w", 30)
+    assert b and b.item.id == "b"
+    assert queue.fail("b", b.token, "boom") == State.READY  # ready, after a 60 s backoff
+    queue.reset_lineage("r", 0, ["a", "b"])
+    assert _admin(redis_server).llen(queue.keys.ready_list) == queue.counts()[State.READY] == 2
+    assert {i.id for i in queue.items([State.READY])} == {"a", "b"}
+    assert [queue.lease("w", 30).item.id for _ in range(2)] == ["a", "b"]  # type: ignore[union-attr]

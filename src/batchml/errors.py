@@ -28,6 +28,10 @@ class ConfigError(PermanentError):
     """A setting, URL or option is wrong; nothing ran."""
 
 
+class QueueNotFound(ConfigError):
+    """The queue a URL names does not exist (no file, or no generation): nothing was created."""
+
+
 class StorageError(BatchmlError):
     """A file on the storage root could not be read or written."""
 
@@ -62,6 +66,11 @@ class UnknownItem(QueueError):
 
 class LineageConflict(QueueError):
     """The lineage head moved since the task read it; the step is refused."""
+
+
+class DataLoss(QueueError):
+    """The queue lost its data: its generation changed or vanished, or items a worker held
+    vanished (a Redis restarted without persistence, or a purge while workers ran)."""
 
 
 class TaskError(BatchmlError):

@@ -43,6 +43,7 @@ class Heartbeat(threading.Thread):
         self.beats = 0
         self.observer = observer or WorkerObserver()
         self.on_beat = on_beat
+        self.vanished = False  # the queue no longer knows the item (it lost its data)
         self._halt = threading.Event()
         self._expires = time.monotonic() + ttl
 
@@ -69,6 +70,7 @@ class Heartbeat(threading.Thread):
             except (LeaseLost, UnknownItem) as exc:  # stale token, or the item is gone
                 if self._halt.is_set():  # the item was committed while this renewal was on its way
                     return
+                self.vanished = isinstance(exc, UnknownItem)
                 self.log.warning("lease lost on %s: %s", self.item_id, exc)
                 self.observer.on_lease_lost(self.item_id)
                 self.lost.set()

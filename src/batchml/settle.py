@@ -15,6 +15,9 @@ retry carries the same request id and the queue hands back the lease the first t
 included. Otherwise the retry is refused as stale (the item is no longer leased under our
 token); the item is read back, and if it is done under our token, the first try landed and the
 outputs are published; a lease the first try may have made, unclaimed, expires on its own.
+
+An item the queue no longer knows (UnknownItem) vanished with the queue's data: ``on_vanished``
+raises DataLoss (the worker sets it to check the generation, :mod:`batchml.dataloss`).
 """
 
 from __future__ import annotations
@@ -22,16 +25,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from batchml.backoff import Backoff
-from batchml.errors import LeaseLost, QueueUnavailable, UnknownItem, is_permanent
+from batchml.errors import DataLoss, LeaseLost, QueueUnavailable, UnknownItem, is_permanent
 from batchml.queue.base import Lease, State, WorkQueue
 from batchml.storage import Publication, Storage
 from batchml.tasks import TaskContext
 
 log = logging.getLogger("batchml.worker")
 T = TypeVar("T")
+
+
+def _vanished(item_id: str) -> NoReturn:
+    raise DataLoss(
+        f"the queue lost its data: item {item_id} vanished while it ran (purged, or a Redis "
+        "restarted without appendonly yes?)"
+    )
 
 
 class Settle:
@@ -48,6 +58,7 @@ class Settle:
         self.storage = storage
         self.backoff = backoff
         self.describe = describe
+        self.on_vanished: Callable[[str], NoReturn] = _vanished  # an item is no longer known
 
     def retry(self, what: str, op: Callable[[], T], *, budget: float | None = None) -> T:
         """``op()``, retried with backoff while the queue is unreachable."""
@@ -78,12 +89,7 @@ class Settle:
             return "abandoned", None
         except UnknownItem:
             self.discard(ctx)
-            log.error(
-                "item %s vanished from the queue while it ran: purged, or the queue lost its "
-                "data (a Redis restarted without appendonly yes?); abandoned",
-                item.id,
-            )
-            return "abandoned", None
+            self.on_vanished(item.id)
         except QueueUnavailable:
             # the commit may have landed: keep the staged outputs for whoever rolls it forward
             log.error("could not commit %s: the queue stayed unreachable", item.id)
@@ -138,7 +144,9 @@ class Settle:
             self.retry(
                 f"release {item_id}", lambda: self.queue.release(item_id, token), budget=budget
             )
-        except (LeaseLost, UnknownItem) as exc:
+        except UnknownItem:
+            self.on_vanished(item_id)
+        except LeaseLost as exc:
             log.warning("could not release %s: %s", item_id, exc)
             return "abandoned"
         except QueueUnavailable:
@@ -157,7 +165,9 @@ class Settle:
                 f"fail {ctx.item.id}",
                 lambda: self.queue.fail(ctx.item.id, ctx.token, error, permanent=permanent),
             )
-        except (LeaseLost, UnknownItem):
+        except UnknownItem:
+            self.on_vanished(ctx.item.id)
+        except LeaseLost:
             log.warning("failed %s after losing its lease: %s", ctx.item.id, error)
             return "abandoned"
         if state == State.DEAD and permanent:

@@ -14,9 +14,11 @@ so another worker takes it immediately. The process then exits 143.
 
 An unreachable queue (Redis restarting, a failover, a network blip) is retried with capped
 exponential backoff and jitter (:mod:`batchml.backoff`) for up to ``queue_retry`` seconds, then
-the worker exits 69. Meanwhile the heartbeat thread keeps the lease if it can renew it in time;
-otherwise the attempt is abandoned. How an attempt is committed, failed or released, including
-a commit whose reply was lost, is :mod:`batchml.settle`.
+the worker exits 69. A queue that lost its data (its generation changed or vanished, or an item
+in hand vanished: :mod:`batchml.dataloss`) makes the worker exit 65, never 0. Meanwhile the
+heartbeat thread keeps the lease if it can renew it in time; otherwise the attempt is abandoned.
+How an attempt is committed, failed or released, including a commit whose reply was lost, is
+:mod:`batchml.settle`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from typing import Any, TypeVar
 
 from batchml import exitcodes
 from batchml.backoff import Backoff
-from batchml.errors import BatchmlError, LeaseLost, QueueUnavailable
+from batchml.dataloss import GenerationWatch
+from batchml.errors import BatchmlError, DataLoss, LeaseLost, QueueNotFound, QueueUnavailable
 from batchml.heartbeat import Heartbeat
 from batchml.observer import WorkerObserver
 from batchml.queue.base import Lease, State, WorkerInfo, WorkQueue, canonical_json
@@ -128,6 +131,8 @@ class Worker:
         self._wanted: tuple[str, str | None, float | None] = ("idle", None, None)
         self._backoff = Backoff(budget=self.config.queue_retry)
         self._settle = Settle(queue, storage, self._backoff, describe_error)
+        self._watch = GenerationWatch(queue, storage, self._retry)
+        self._settle.on_vanished = self._watch.vanished
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -196,11 +201,17 @@ class Worker:
         log.info("Worker with sessionID: %s", self.id)
         self.observer.on_start(self.id)
         self._report("idle")
-        log.info("Initial queue state: empty=%s", self._retry("drained", self.queue.drained))
         code = exitcodes.TERMINATED
         try:
+            log.info("Initial queue state: empty=%s", self._watch.start())
             with self._signals():
                 code = self._loop()
+        except DataLoss as exc:
+            log.error("%s", exc)
+            code = exitcodes.DATA_LOSS
+        except QueueNotFound:
+            code = exitcodes.CONFIG
+            raise
         finally:
             self.observer.on_exit(code)
             with contextlib.suppress(BatchmlError):
@@ -273,6 +284,7 @@ class Worker:
                 if self._stopping.is_set():
                     break
                 if self._retry("drained", self.queue.drained):
+                    self._watch.check()  # an empty queue may be one that lost its data
                     log.info("Queue empty, exiting")
                     return self._finish()
                 self._idle(waiting)
@@ -338,6 +350,8 @@ class Worker:
         seconds = time.time() - started
         self.outcomes.append(Outcome(item.id, status, seconds))
         self.observer.on_outcome(item.id, status, seconds)
+        if beat.vanished:  # the heartbeat found the item gone: the queue lost its data
+            self._watch.vanished(item.id)
         return nxt
 
     def _attempt(
@@ -393,6 +407,7 @@ class Worker:
             "finished_at": time.time(),
             "result": result,
             "lineage": ctx.lineage_step.head.to_json() if ctx.lineage_step else None,
+            "generation": self._watch.generation,  # tells a lost item from a purged one
             "outputs": outputs,
         }
         final = self.storage.run_path(ctx.run, "records", f"{safe_name(item.id)}.json")

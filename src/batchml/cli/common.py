@@ -26,7 +26,12 @@ def settings(ctx: typer.Context) -> Settings:
     return obj.settings
 
 
-def queue(ctx: typer.Context, timeout: float | None = None) -> WorkQueue:
-    """The queue the settings name; ``timeout`` bounds connecting to and waiting for Redis."""
+def queue(ctx: typer.Context, timeout: float | None = None, *, create: bool = True) -> WorkQueue:
+    """The queue the settings name; ``timeout`` bounds connecting to and waiting for Redis.
+    With ``create``, the default queue's folder (the storage root) is made if missing."""
     s = settings(ctx)
-    return open_queue(s.resolved_queue_url, s.queue_options(), s.connect_options(timeout))
+    if create and s.queue_url is None:
+        s.root.mkdir(parents=True, exist_ok=True)
+    return open_queue(
+        s.resolved_queue_url, s.queue_options(), s.connect_options(timeout), create=create
+    )

@@ -102,11 +102,12 @@ def main_options(
 
 
 def _register_late_commands() -> None:
-    from batchml.cli import dashboard_cmd, demo_cmd, fraud_cmd
+    from batchml.cli import dashboard_cmd, demo_cmd, fraud_cmd, lineage_cmd
 
     app.command("demo")(demo_cmd.demo)
     app.command("dashboard")(dashboard_cmd.dashboard)
     app.add_typer(fraud_cmd.app, name="fraud")
+    app.add_typer(lineage_cmd.app, name="lineage")
 
 
 _register_late_commands()

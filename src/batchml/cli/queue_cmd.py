@@ -10,7 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.live import Live
 
-from batchml.cli.common import console, queue, settings
+from batchml import exitcodes
+from batchml.cli.common import console, err_console, queue, settings
+from batchml.dataloss import status_data_loss
 from batchml.errors import ConfigError, PermanentError
 from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.observe import console as status_console
@@ -125,10 +127,16 @@ def status(
     """Counts per state, workers, lineage head, throughput, leased and dead items."""
     s = settings(ctx)
     with queue(ctx) as q:
-        if as_json:
-            console.print_json(json.dumps(status_data(q, s.run, stale_after)))
-        elif not watch:
-            console.print(status_console.render(status_data(q, s.run, stale_after)))
+        if as_json or not watch:
+            data = status_data(q, s.run, stale_after)
+            if as_json:
+                console.print_json(json.dumps(data))
+            else:
+                console.print(status_console.render(data))
+            lost = status_data_loss(q, s.storage())
+            if lost:
+                err_console.print(f"[red]data loss:[/red] {lost}", highlight=False)
+                raise typer.Exit(exitcodes.DATA_LOSS)
         else:
             live = Live(console=console, auto_refresh=False)
             with live, contextlib.suppress(KeyboardInterrupt):

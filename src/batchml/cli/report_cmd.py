@@ -39,8 +39,9 @@ def write_html(storage: Storage, run: str, q: WorkQueue, report: dict[str, Any])
     """Render ``runs/<run>/report.html`` atomically; return its root-relative path."""
     records = read_records(storage, run)
     page = render_html(
-        report, records, run_history(q, records, run), final_curves(storage, records)
-    )
+        report, records, run_history(q, records, run),
+        final_curves(storage, lineage_records(records, q.lineage(run))),
+    )  # fmt: skip
     path = storage.run_path(run, "report.html")
     storage.write_text(path, page)
     return path

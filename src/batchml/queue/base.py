@@ -355,7 +355,32 @@ class WorkQueue(ABC):
 
     @abstractmethod
     def purge(self) -> None:
-        """Delete every item, lineage and history of this queue."""
+        """Delete every item, lineage and history of this queue, and its generation."""
+
+    # -- identity and lineage recovery -------------------------------------------------------
+
+    @abstractmethod
+    def generation(self) -> str | None:
+        """The queue's generation: a random id set when the queue was created (SQLite: with
+        its file; Redis: by the first push) and deleted by :meth:`purge`; a new one starts at
+        the next push. None when the queue does not exist (a Redis that lost its data reads
+        so). A worker that sees it change or vanish knows the queue lost its data."""
+
+    @abstractmethod
+    def reset_lineage(self, run: str, to_version: int, rearm: Sequence[str]) -> None:
+        """Move the run's head back to ``to_version`` and re-arm the ``rearm`` items, in one
+        atomic step.
+
+        Versions above ``to_version`` leave the lineage. Each re-armed item (in the order
+        given, which must follow its dependencies) gets a fresh attempt count, loses its last
+        error and committed result, and becomes ``waiting`` while a dependency has not ended,
+        else ``ready``; a waiting item outside ``rearm`` that depends on one gains it as a
+        pending dependency. Refused (QueueError, nothing changed) when ``to_version`` is not
+        a version of the lineage (0 always is), a ``rearm`` id is unknown, or an item of the
+        run (payload ``run``) or of ``rearm`` is leased: a train step running against the old
+        head would commit against the moved one (its compare-and-set would fail it, and its
+        retry would train the wrong day), or a ready item outside ``rearm`` depends on one.
+        """
 
     @abstractmethod
     def ping(self) -> None:

@@ -39,6 +39,7 @@ PARTS: tuple[str, ...] = (
     "history",  # list   ended attempts (JSON), newest last, capped
     "workers",  # hash   worker id -> its last self-report (JSON)
     "workers-seen",  # zset   worker id scored by when its report arrived (ms)
+    "generation",  # string the queue's generation id, set (NX) by a push, deleted by a purge
 )
 
 #: the state indexes kept as zsets scored by push sequence
@@ -47,7 +48,7 @@ _MOVES = ("items", "queue", "delayed", "ready", *STATE_PARTS)  # what a state ch
 
 #: the keys each script receives as KEYS (its header lists the same); fewer keys, less to send
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
-    "push": (*_MOVES, "order", "seq"),
+    "push": (*_MOVES, "order", "seq", "generation"),
     "lease": (*_MOVES, "deadlines", "history"),
     "heartbeat": ("items", "deadlines"),
     "complete": (*_MOVES, "deadlines", "history", "lineage-head", "lineage"),
@@ -58,6 +59,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "report_worker": ("workers", "workers-seen"),
     "get": ("items",),
     "items": ("items", "order", "queue", "delayed", "deadlines", *STATE_PARTS),
+    "reset_lineage": (*_MOVES, "deadlines", "lineage-head", "lineage"),
 }  # fmt: skip
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")

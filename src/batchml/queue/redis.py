@@ -25,6 +25,8 @@ agree on every lease deadline. Times are kept in milliseconds.
 
 Durability: run Redis with ``appendonly yes`` (``appendfsync everysec``, the default, may lose
 the last second of writes when the *machine* dies; a killed or restarted Redis loses nothing).
+A Redis that lost its data anyway is recognised: the first push sets the queue's generation key
+(``batchml:{QUEUE}:generation``), and a worker that finds it changed or gone exits 65.
 """
 
 from __future__ import annotations
@@ -107,6 +109,29 @@ def _item(view: str) -> Item:
         created_at=created_at / 1000,
         updated_at=updated_at / 1000,
     )
+
+
+def reset_refusal(reply: list[Any], run: str, to_version: int, url: str) -> QueueError:
+    """The exception for a refusal of reset_lineage.lua."""
+    if reply[0] == "conflict":
+        return LineageConflict(
+            f"lineage {run!r}: the head moved (to version {reply[1]}) during the reset; retry"
+        )
+    if reply[0] == "no-version":
+        return QueueError(f"lineage {run!r} has no version {to_version} in {url}")
+    if reply[0] == "unknown":
+        return UnknownItem(f"no item {reply[1]!r} in {url}")
+    if reply[0] == "leased":
+        return QueueError(
+            f"item {reply[1]} of run {run!r} is leased: a running step would commit against "
+            "the moved head; stop the workers (or wait until they finish) and retry"
+        )
+    if reply[0] == "dependent":
+        return QueueError(
+            f"item {reply[1]} is ready or leased and depends on {reply[2]}, which the reset "
+            "re-arms; re-arm it too"
+        )
+    return QueueError(f"{url}: unexpected reply {reply!r} to reset_lineage")
 
 
 class RedisQueue(WorkQueue):
@@ -200,6 +225,7 @@ class RedisQueue(WorkQueue):
                 spec.max_attempts or "",
                 json.dumps(deps),
             ]
+        args.append(uuid.uuid4().hex)  # the queue's generation, if it has none yet
         reply = self._run("push", *args)
         if reply[0] == "missing":
             raise QueueError(
@@ -403,3 +429,27 @@ class RedisQueue(WorkQueue):
             self._client.ping()
         except redis.RedisError as exc:
             raise translate(exc, self.address) from None
+
+    # -- identity and lineage recovery -------------------------------------------------------
+
+    def generation(self) -> str | None:
+        try:
+            value = self._client.get(self.keys.key("generation"))
+        except redis.RedisError as exc:
+            raise translate(exc, self.address) from None
+        return str(value) if value else None
+
+    def reset_lineage(self, run: str, to_version: int, rearm: Sequence[str]) -> None:
+        current = self.lineage_head(run).version
+        if not 0 <= to_version <= current:
+            raise QueueError(
+                f"lineage {run!r} has versions 0 to {current}; cannot reset it to {to_version}"
+            )
+        drop = [lineage_field(run, v) for v in range(to_version + 1, current + 1)]
+        target = lineage_field(run, to_version) if to_version else ""
+        reply = self._run(
+            "reset_lineage", self._now(), run, to_version, current, target, len(drop), *drop,
+            *rearm,
+        )  # fmt: skip
+        if reply[0] != "ok":
+            raise reset_refusal(reply, run, to_version, self.url)

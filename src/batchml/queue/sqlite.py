@@ -4,6 +4,10 @@ Every state change is one ``BEGIN IMMEDIATE`` transaction, so concurrent workers
 SQLite's write lock (with a busy timeout) and never see half a step. Expired leases are found
 through a partial index on the deadline of leased items: reclaiming costs O(log n + expired).
 
+The queue's generation (:meth:`~batchml.queue.base.WorkQueue.generation`) is a row of the
+``meta`` table, made with the file; a file written before generations gets the table and a
+generation on its first open. A purge deletes the row and the next push makes a new one.
+
 SQLite's locking is not safe on network file systems: the file must live on a local disk
 (DESIGN.md). A path on NFS is refused; use ``redis://`` to share a queue between machines.
 """
@@ -15,6 +19,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +49,7 @@ from batchml.queue.base import (
     WorkQueue,
     canonical_json,
 )
+from batchml.queue.sqlite_reset import reset_lineage
 from batchml.storage import Publication
 
 SCHEMA_VERSION = 1
@@ -90,6 +96,10 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS workers_seen ON workers (last_seen);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attempts (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     item_id    TEXT NOT NULL,
@@ -136,6 +146,17 @@ def _on_network_fs(path: Path) -> str | None:
         if real == fields[1] or real.startswith(fields[1].rstrip("/") + "/"):
             best, best_type = fields[1], fields[2]
     return best_type if best_type.startswith(("nfs", "cifs", "smb", "fuse.gcsfuse")) else None
+
+
+def _first_generation(generation: str) -> str:
+    """SQL that gives a queue file its generation when its ``meta`` table is new: a new file,
+    or one written before generations existed (it gets one on its first open). The ``created``
+    row stays, so a purged queue, whose generation was deleted, gets one only from a push."""
+    return (
+        "INSERT INTO meta (key, value) SELECT 'generation', "
+        f"'{generation}' WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'created'); "
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('created', 'yes');"
+    )
 
 
 @dataclass(frozen=True)
@@ -185,7 +206,8 @@ class SqliteQueue(WorkQueue):
                     f"{self.path} was written by a newer batchml (schema {version}); upgrade"
                 )
             conn.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                f"BEGIN IMMEDIATE; {_SCHEMA} {_first_generation(uuid.uuid4().hex)} "
+                f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
         except sqlite3.Error as exc:
             raise QueueUnavailable(
@@ -335,6 +357,10 @@ class SqliteQueue(WorkQueue):
         now = self.clock()
         outcomes: list[PushOutcome] = []
         with self._tx() as db:
+            db.execute(  # the first push after a purge starts a new generation
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', ?)",
+                (uuid.uuid4().hex,),
+            )
             for spec in specs:
                 outcomes.append(self._push_one(db, spec, force, now))
         return outcomes
@@ -602,6 +628,18 @@ class SqliteQueue(WorkQueue):
         with self._tx() as db:
             for table in ("items", "deps", "lineage", "attempts", "workers"):
                 db.execute(f"DELETE FROM {table}")
+            db.execute("DELETE FROM meta WHERE key = 'generation'")
 
     def ping(self) -> None:
         self._read("SELECT 1")
+
+    # -- identity and lineage recovery -------------------------------------------------------
+
+    def generation(self) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = 'generation'")
+        return str(rows[0][0]) if rows else None
+
+    def reset_lineage(self, run: str, to_version: int, rearm: Sequence[str]) -> None:
+        now = self.clock()
+        with self._tx() as db:
+            reset_lineage(db, self.url, run, to_version, list(dict.fromkeys(rearm)), now)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchml.queue.base import WorkQueue
-from batchml.report.records import lineage_records, read_records
+from batchml.report.records import current_lineage_records, lineage_records, read_records
 from batchml.rollforward import roll_forward
 from batchml.storage import Storage
 
@@ -35,8 +35,11 @@ def build_report(storage: Storage, run: str, queue: WorkQueue | None = None) -> 
     if queue is not None:
         roll_forward(storage, queue)
     records = read_records(storage, run)
+    trained, stale = lineage_records(records), 0
+    if queue is not None:  # only the versions of the queue's current lineage
+        trained, stale = current_lineage_records(records, queue.lineage(run))
     versions = []
-    for record in lineage_records(records):
+    for record in trained:
         result = record["result"]
         versions.append(
             {
@@ -56,7 +59,7 @@ def build_report(storage: Storage, run: str, queue: WorkQueue | None = None) -> 
             }
         )
     tasks: dict[str, int] = {}
-    for record in records:
+    for record in [r for r in records if r.get("task") != "fraud.train"] + trained:
         tasks[str(record.get("task"))] = tasks.get(str(record.get("task")), 0) + 1
     report: dict[str, Any] = {
         "run": run,
@@ -65,6 +68,7 @@ def build_report(storage: Storage, run: str, queue: WorkQueue | None = None) -> 
         "final": versions[-1] if versions else None,
     }
     if queue is not None:
+        report["stale_records"] = stale
         report["lineage_head"] = queue.lineage_head(run).to_json()
     return report
 
@@ -89,6 +93,11 @@ def render_text(report: dict[str, Any]) -> str:
             f"{_fmt(test.get('card_precision_at_k'))}",
         ]
         blocks.append("\n".join(lines) + "\n")
+    if report.get("stale_records"):
+        blocks.append(
+            f"{report['stale_records']} stale records ignored (versions no longer in the "
+            "queue's lineage: a purged run, or a lineage reset)\n"
+        )
     return "\n".join(blocks)
 
 

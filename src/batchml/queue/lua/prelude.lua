@@ -18,6 +18,7 @@
 --   history         list  ended attempts (JSON), newest last
 --   workers         hash  worker id -> its last report (JSON)
 --   workers-seen    zset  worker id scored by when its report arrived (ms)
+--   generation      string the queue's generation id: set (NX) by push, deleted by a purge
 -- Each state has one index, so a state change touches as few keys as it can: waiting, done and
 -- dead are the zsets state:*; ready is queue or delayed, and one element of the KEDA list
 -- ready; leased is deadlines.

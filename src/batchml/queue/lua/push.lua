@@ -1,16 +1,18 @@
 -- push.lua: add items in order, all or none. An existing id is left alone ('exists') unless
 -- force is set and the item has ended, which puts it back to ready ('reset'). A dependency must
 -- already exist or be pushed earlier in the same call.
--- KEYS: items, queue, delayed, ready, state:*, order, seq
+-- The first push of a queue (and the first after a purge) sets its generation id.
+-- KEYS: items, queue, delayed, ready, state:*, order, seq, generation
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = force: '1' or '0'
 -- ARGV[3] = default max attempts
--- ARGV[4..] = five per item: id, payload JSON, priority, max attempts ('' = default),
+-- ARGV[4..#ARGV-1] = five per item: id, payload JSON, priority, max attempts ('' = default),
 --             JSON list of the ids it depends on (no duplicates)
+-- ARGV[#ARGV] = a new generation id, kept only if the queue has none
 -- Reply: {'ok', outcome per item ('added' | 'exists' | 'reset')} | {'missing', id, dependency}
 
 local now, force, default_max = clock_ms(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
-local count = (#ARGV - 3) / 5
+local count = (#ARGV - 4) / 5
 
 -- validate everything before the first write: a script error would not roll back
 local seen = {}
@@ -46,6 +48,7 @@ local function add(id, payload, priority, max_attempts, deps_json)
   save(id, it)
 end
 
+redis.call('SET', K.generation, ARGV[#ARGV], 'NX')
 local outcomes = {'ok'}
 for i = 0, count - 1 do
   local b = 4 + i * 5
