@@ -223,6 +223,10 @@ def test_jobs_ignore_disruptions_and_fail_at_once_on_configuration_errors(overla
         }
         assert failing == {c["name"] for c in w.containers()}, w.name
         assert 0 < w.job_spec["backoffLimit"] <= 10, w.name  # type: ignore[index]
+        # a replacement starts once its predecessor has stopped, not while it drains its item
+        assert w.job_spec["podReplacementPolicy"] == "Failed", w.name  # type: ignore[index]
+        # NonIndexed work-queue Jobs: backoffLimitPerIndex would not apply (and is unset)
+        assert w.job_spec.get("completionMode", "NonIndexed") == "NonIndexed", w.name  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("overlay", ALL)
@@ -230,11 +234,31 @@ def test_every_batchml_container_shares_the_volume_at_the_storage_root(overlay: 
     objs = render(overlay)
     for w in batchml_workloads(objs):
         assert w.spec.get("enableServiceLinks") is False, w.name  # no REDIS_* or BATCHML_* noise
+        # /data writable by uid 10001 without root: the kubelet applies fsGroup to the volume,
+        # checking only its root once it is right (deploy/README.md, "Who may write to /data")
+        sc = w.spec["securityContext"]
+        assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (10001,) * 3, w.name
+        assert sc["fsGroupChangePolicy"] == "OnRootMismatch", w.name
         for c in w.containers():
             root = environment(objs, c).get("BATCHML_ROOT")
             assert data_mount(w, c) == "/data", (w.name, c["name"])
             if root is not None:
                 assert root.value == "/data", (w.name, c["name"])
+
+
+@pytest.mark.parametrize("overlay", ["gke-filestore", "gke-spot", "keda"])
+def test_the_filestore_share_is_mounted_by_a_driver_that_applies_fsgroup(overlay: str) -> None:
+    """The in-tree nfs source ignores fsGroup (a new share's root stays root's, 755): the share
+    is mounted through GKE's Filestore CSI driver, which lets the kubelet apply it."""
+    objs = render(overlay)
+    (pv,) = of_kind(objs, "PersistentVolume")
+    assert "nfs" not in pv["spec"]
+    csi = pv["spec"]["csi"]
+    assert csi["driver"] == "filestore.csi.storage.gke.io"
+    mode, _zone, _instance, share = csi["volumeHandle"].split("/")
+    assert mode == "modeInstance" and share == csi["volumeAttributes"]["volume"]
+    claim = find(objs, "PersistentVolumeClaim", "batchml-data")["spec"]
+    assert claim["volumeName"] == pv["metadata"]["name"] and claim["storageClassName"] == ""
 
 
 def _cli_envvars() -> set[str]:
@@ -274,13 +298,22 @@ def test_scoring_runs_the_training_workers_pod_spec(overlay: str) -> None:
     assert score.pod == {**train.pod, "spec": score.pod["spec"]}
 
 
-def test_metrics_port_matches_the_scrape_annotation() -> None:
-    objs = render("base")
+@pytest.mark.parametrize("overlay", ALL)
+def test_metrics_port_matches_the_scrape_annotation_on_every_interface(overlay: str) -> None:
+    """Prometheus scrapes the pod's IP: a scraped worker must listen there, not on its
+    loopback only (the CLI's default, --metrics-address 127.0.0.1)."""
+    objs = render(overlay)
+    scraped = 0
     for w in batchml_workloads(objs):
         for c in filter(is_worker, w.spec["containers"]):
-            port = environment(objs, c)["BATCHML_METRICS_PORT"].value
+            env = environment(objs, c)
+            port = env["BATCHML_METRICS_PORT"].value
             assert c["ports"] == [{"name": "metrics", "containerPort": int(port or 0)}]
             assert w.pod["metadata"]["annotations"]["prometheus.io/port"] == port
+            assert w.pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+            assert env["BATCHML_METRICS_ADDRESS"].value == "0.0.0.0", w.name
+            scraped += 1
+    assert scraped >= 2
 
 
 def test_keda_scales_on_the_ready_list_of_the_configured_queue() -> None:
@@ -303,7 +336,7 @@ def test_keda_scales_on_the_ready_list_of_the_configured_queue() -> None:
     # The ScaledJob's workers are gke-spot's batchml-train, copied, not rewritten.
     train = find(render("gke-spot"), "Job", "batchml-train")["spec"]
     target = scaled["spec"]["jobTargetRef"]
-    for key in ("template", "podFailurePolicy", "backoffLimit"):
+    for key in ("template", "podFailurePolicy", "podReplacementPolicy", "backoffLimit"):
         assert target[key] == train[key], key
 
 
