@@ -223,10 +223,12 @@ def test_jobs_ignore_disruptions_and_fail_at_once_on_configuration_errors(overla
         }
         assert failing == {c["name"] for c in w.containers()}, w.name
         assert 0 < w.job_spec["backoffLimit"] <= 10, w.name  # type: ignore[index]
+        job = w.job_spec or {}
         # a replacement starts once its predecessor has stopped, not while it drains its item
-        assert w.job_spec["podReplacementPolicy"] == "Failed", w.name  # type: ignore[index]
+        assert job["podReplacementPolicy"] == "Failed", w.name
         # NonIndexed work-queue Jobs: backoffLimitPerIndex would not apply (and is unset)
-        assert w.job_spec.get("completionMode", "NonIndexed") == "NonIndexed", w.name  # type: ignore[union-attr]
+        assert job.get("completionMode", "NonIndexed") == "NonIndexed", w.name
+        assert "backoffLimitPerIndex" not in job, w.name
 
 
 @pytest.mark.parametrize("overlay", ALL)
@@ -452,8 +454,9 @@ def test_pinned_requirements_cover_every_runtime_dependency() -> None:
 def test_rendered_redis_starts_with_its_users_and_append_only_file(tmp_path: Path) -> None:
     """Given the Secret's two passwords (not hexadecimal, with a quote, a slash, an ampersand),
     when the rendered Redis container's command runs, then Redis accepts the user batchml with
-    its password, refuses a connection without one, writes its append-only file on the data
-    volume, and the users file it wrote holds the passwords' hashes, never the passwords."""
+    its password (the readiness probe too), refuses a connection without one, writes its
+    append-only file on the data volume, and the users file it wrote holds the passwords'
+    hashes, never the passwords."""
     redis_server_binary()
     objs = render("gke-spot")
     settings, _ = _redis_conf(objs)
@@ -463,6 +466,15 @@ def test_rendered_redis_starts_with_its_users_and_append_only_file(tmp_path: Pat
         )
         worker.set("batchml:{batchml}:k", "v")
         worker.close()
+        # The readiness probe, as rendered (pointed at this Redis's port): it logs in and PINGs.
+        statefulset = find(objs, "StatefulSet", "redis")["spec"]["template"]["spec"]
+        (container,) = statefulset["containers"]
+        probe = container["readinessProbe"]["exec"]["command"]
+        probe = [w.replace("-h 127.0.0.1", f"-h 127.0.0.1 -p {cluster.redis_port}") for w in probe]
+        done = subprocess.run(
+            probe, env=cluster.env(objs, container), capture_output=True, timeout=30, check=False
+        )
+        assert done.returncode == 0, done
         with (
             redis.Redis(port=cluster.redis_port) as anonymous,
             pytest.raises(redis.AuthenticationError),

@@ -194,14 +194,21 @@ def test_redis_users_have_the_least_rights_their_clients_need(overlay: str) -> N
     keda = users["keda"]
     ready = QueueKeys(name).key("ready")
     assert keda[:2] == ["on", "#@KEDA_PASSWORD_SHA256@"]
-    assert [r for r in keda if r[0] in "~%&"] == [f"%R~{ready}"]  # that one list, read-only
-    assert [r for r in keda if r[0] in "+-"] == ["-@all", "+ping", "+llen"]
+    assert [r for r in keda if r[0] in "~%&"] == [f"~{ready}"]  # that one list
+    # and read commands only: no script can write with them
+    assert [r for r in keda if r[0] in "+-"] == ["-@all", "+ping", "+eval", "+type", "+llen"]
     for scaled in of_kind(objs, "ScaledJob"):
         assert scaled["spec"]["triggers"][0]["metadata"]["listName"] == ready
     for secret in of_kind(objs, "Secret"):
         assert base64.b64decode(secret["data"]["username"]).decode() == "keda"
 
 
+#: what KEDA's current redis scaler sends to read a length: TYPE, then LLEN for a list
+KEDA_LENGTH_SCRIPT = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'list' or kind == 'none' then return redis.call('LLEN', KEYS[1]) end
+return redis.error_reply('not a list: ' .. kind)
+"""
 #: how Redis words an ACL refusal (NOPERM; from inside a script, the key or command it denied)
 ACL_REFUSAL = re.compile(r"NOPERM|no permissions|can't access|can't run", re.IGNORECASE)
 
@@ -217,8 +224,8 @@ def _refused(call: Callable[[], object]) -> None:
 def test_each_redis_user_may_do_what_it_needs_and_nothing_else(tmp_path: Path) -> None:
     """Given the rendered Redis (its users.conf as rendered, passwords from the Secret), then
     the worker's user runs the queue but is refused FLUSHALL, KEYS, CONFIG, INFO, another
-    prefix's keys (also from a script); KEDA's user reads LLEN of the ready list and nothing
-    else; without a user nothing works."""
+    prefix's keys (also from a script); KEDA's user reads the ready list's length (as KEDA
+    asks: LLEN, or TYPE and LLEN in an EVAL) and nothing else; without a user nothing works."""
     redis_server_binary()
     objs = render("keda")
     url = _queue(objs)
@@ -267,9 +274,16 @@ def test_each_redis_user_may_do_what_it_needs_and_nothing_else(tmp_path: Path) -
         ):
             _refused(refused)
         assert worker.get(f"{PREFIX}:{{{name}}}:probe") == "1"  # FLUSHALL did nothing
-        # KEDA's user: LLEN of the ready list, PING, nothing else.
+        # KEDA's user: the ready list's length, as KEDA asks for it (its current scaler: TYPE, then
+        # the length command for that type, in one EVAL; older ones: LLEN), PING, nothing else.
         assert keda.ping()
+        ready = QueueKeys(name).key("ready")
+        worker.rpush(ready, "1", "1")
+        assert keda.eval(KEDA_LENGTH_SCRIPT, 1, ready) == 2 and keda.llen(ready) == 2
         for refused in (
+            lambda: keda.eval("return redis.call('RPUSH', KEYS[1], '1')", 1, ready),
+            lambda: keda.eval("return redis.call('DEL', KEYS[1])", 1, ready),
+            lambda: keda.eval(KEDA_LENGTH_SCRIPT, 1, QueueKeys(name).key("items")),
             lambda: keda.llen(QueueKeys(name).key("items")),
             lambda: keda.get(QueueKeys(name).key("ready")),
             lambda: keda.rpush(QueueKeys(name).key("ready"), "1"),
