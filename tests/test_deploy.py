@@ -556,14 +556,21 @@ def _commands(markdown: str) -> str:
 
 
 def test_readme_commands_name_what_the_manifests_hold() -> None:
-    objs = render("gke-spot")
+    keda = render("keda")  # the overlay that reads every key of the Secret
     keys = {
         var.secret[1]
-        for w in workloads(render("keda"))
+        for w in workloads(keda)
         for c in w.containers()
-        for var in environment(objs, c).values()
+        for var in environment(keda, c).values()
         if var.secret is not None and var.secret[0] == SECRET
     }
+    keys |= {
+        ref["key"]
+        for auth in of_kind(keda, "TriggerAuthentication")
+        for ref in auth["spec"]["secretTargetRef"]
+        if ref["name"] == SECRET
+    }
+    objs = render("gke-spot")
     for path in (REPO / "deploy" / "README.md", REPO / "README.md"):
         text = _commands(path.read_text())
         # The Secret: one password per key the manifests read, created as written.
