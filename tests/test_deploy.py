@@ -24,6 +24,8 @@ import typer
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from batchml.cli.main import app
 from batchml.fraud.datasets import import_files
@@ -475,8 +477,8 @@ def test_rendered_redis_starts_with_its_users_and_append_only_file(tmp_path: Pat
             probe, env=cluster.env(objs, container), capture_output=True, timeout=30, check=False
         )
         assert done.returncode == 0, done
-        with (
-            redis.Redis(port=cluster.redis_port) as anonymous,
+        with (  # once: redis-py would retry a refused login for seconds
+            redis.Redis(port=cluster.redis_port, retry=Retry(NoBackoff(), 0)) as anonymous,
             pytest.raises(redis.AuthenticationError),
         ):
             anonymous.ping()

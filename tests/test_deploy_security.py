@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from batchml.queue import ConnectOptions
 from batchml.queue.base import ItemSpec, State
@@ -294,11 +296,15 @@ def test_each_redis_user_may_do_what_it_needs_and_nothing_else(tmp_path: Path) -
         ):
             _refused(refused)
         # No user, the default one, or a wrong password: refused before any command.
-        with redis.Redis(port=port) as anonymous, pytest.raises(redis.AuthenticationError):
+        once = Retry(NoBackoff(), 0)  # redis-py would retry a refused login for seconds
+        with (
+            redis.Redis(port=port, retry=once) as anonymous,
+            pytest.raises(redis.AuthenticationError),
+        ):
             anonymous.ping()
         for user, password in (("default", ""), ("batchml", PASSWORDS[KEDA_PASSWORD])):
             with (
-                redis.Redis(port=port, username=user, password=password) as wrong,
+                redis.Redis(port=port, username=user, password=password, retry=once) as wrong,
                 pytest.raises(redis.AuthenticationError),
             ):
                 wrong.ping()
