@@ -25,6 +25,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.deploy_manifests import KEDA_PASSWORD, WORKERS_PASSWORD, Obj, environment, find
 from tests.redis_server import free_port
@@ -140,10 +142,11 @@ def rendered_redis(
         stderr=subprocess.PIPE,
     )
     try:
-        client = redis.Redis(
+        client = redis.Redis(  # each ping once: this loop is the retry
             port=cluster.redis_port,
             username="batchml",
             password=secrets[WORKERS_PASSWORD],
+            retry=Retry(NoBackoff(), 0),
         )
         deadline = time.monotonic() + 20
         while True:

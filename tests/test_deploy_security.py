@@ -31,6 +31,7 @@ from tests.deploy_manifests import (
     NAMESPACE,
     NAMESPACED,
     OVERLAYS,
+    SECRET,
     WORKERS_PASSWORD,
     acl_users,
     batchml_workloads,
@@ -310,3 +311,16 @@ def test_each_redis_user_may_do_what_it_needs_and_nothing_else(tmp_path: Path) -
                 wrong.ping()
         worker.close()
         keda.close()
+
+
+@pytest.mark.redis
+def test_redis_will_not_start_with_an_empty_password(tmp_path: Path) -> None:
+    """An empty key in the Secret would make a user anyone could log in as: the rendered Redis
+    container refuses to start, naming the Secret."""
+    redis_server_binary()
+    empty = {**PASSWORDS, KEDA_PASSWORD: ""}
+    with (
+        pytest.raises(AssertionError, match=f"Secret {SECRET} needs a non-empty password"),
+        rendered_redis(render("base"), tmp_path, empty),
+    ):
+        pass
