@@ -26,6 +26,18 @@ OVERLAYS = ("gke-filestore", "gke-spot", "local", "keda")
 
 Obj = dict[str, Any]
 
+NAMESPACE = "batchml"
+#: the Secret you create (deploy/README.md): one password per Redis ACL user, keyed by its name
+SECRET = "redis-users"
+WORKERS_PASSWORD = (SECRET, "batchml")
+KEDA_PASSWORD = (SECRET, "keda")
+#: kinds that have no namespace; every other kind rendered here must be in NAMESPACE
+CLUSTER_SCOPED = frozenset({"Namespace", "PersistentVolume"})
+NAMESPACED = frozenset({
+    "ConfigMap", "Secret", "Service", "StatefulSet", "Job", "Pod", "PersistentVolumeClaim",
+    "NetworkPolicy", "ScaledJob", "TriggerAuthentication",
+})  # fmt: skip
+
 
 def kubectl() -> str:
     """kubectl's path; without it the manifest tests skip locally and fail in CI."""
@@ -48,6 +60,11 @@ def _render(directory: str) -> tuple[Obj, ...]:
 def render(overlay: str) -> list[Obj]:
     """Every object an overlay (or ``base``) renders to."""
     directory = K8S / "base" if overlay == "base" else K8S / "overlays" / overlay
+    return list(_render(str(directory)))
+
+
+def render_directory(directory: Path) -> list[Obj]:
+    """Every object a kustomization directory (an edited copy, say) renders to."""
     return list(_render(str(directory)))
 
 
@@ -161,3 +178,24 @@ def data_mount(workload: Workload, container: Obj) -> str | None:
     paths = [m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in claims]
     assert len(paths) <= 1, f"{container['name']} mounts the shared volume twice"
     return paths[0] if paths else None
+
+
+def redis_files(objs: list[Obj]) -> dict[str, str]:
+    """The files of Redis's config volume (its ConfigMap's data): redis.conf, users.conf."""
+    spec = find(objs, "StatefulSet", "redis")["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if "configMap" in v]
+    return dict(find(objs, "ConfigMap", volume["configMap"]["name"])["data"])
+
+
+def acl_users(objs: list[Obj]) -> dict[str, list[str]]:
+    """Redis's ACL users as its config defines them: each ``user NAME rule...`` line of
+    users.conf, by name (passwords still as their ``#@..._SHA256@`` marks)."""
+    users: dict[str, list[str]] = {}
+    for line in redis_files(objs)["users.conf"].splitlines():
+        words = line.split()
+        if words and words[0] == "user":
+            assert words[1] not in users, f"user {words[1]} is defined twice"
+            users[words[1]] = words[2:]
+        else:
+            assert not words or words[0].startswith("#"), f"users.conf: {line!r}"
+    return users

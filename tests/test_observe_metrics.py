@@ -11,9 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import typer
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchml import exitcodes
+from batchml.cli.main import app
+from batchml.errors import ConfigError
 from batchml.observe.metrics import MetricsServer, PrometheusObserver, QueueDepthCollector
 from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy
 from batchml.queue.sqlite import SqliteQueue
@@ -24,9 +27,9 @@ from tests.sample_tasks import SAMPLE_TASKS
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(port: int) -> Samples:
+def scrape(port: int, host: str = "127.0.0.1") -> Samples:
     """Every sample of ``/metrics``, keyed by name and sorted labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
@@ -123,6 +126,45 @@ def test_queue_depth_is_read_at_most_once_per_ttl_and_reports_an_outage(
     assert "batchml_queue_items" not in families
 
 
+def _answers(host: str, port: int) -> bool:
+    """Whether anything accepts a TCP connection on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_metrics_listen_on_the_given_address_and_no_other() -> None:
+    """Given the address 127.0.0.2 (Linux routes all of 127/8 to loopback), /metrics answers
+    there, and nothing listens on that port at 127.0.0.1."""
+    exporter = PrometheusObserver()
+    with MetricsServer(exporter.registry, 0, "127.0.0.2") as server:
+        assert server.server.server_address[0] == "127.0.0.2"
+        assert ("batchml_leases_total", ()) in scrape(server.port, "127.0.0.2")
+        assert not _answers("127.0.0.1", server.port)
+
+
+def test_metrics_listen_on_this_machine_only_unless_told_otherwise() -> None:
+    """The default address is loopback: not every interface (0.0.0.0 would answer on
+    127.0.0.2 too), neither for MetricsServer nor for ``batchml worker``."""
+    exporter = PrometheusObserver()
+    with MetricsServer(exporter.registry, 0) as server:
+        assert server.server.server_address[0] == "127.0.0.1"
+        assert _answers("127.0.0.1", server.port)
+        assert not _answers("127.0.0.2", server.port)
+    command = typer.main.get_command(app)
+    worker = command.commands["worker"]  # type: ignore[attr-defined]
+    (option,) = [p for p in worker.params if p.name == "metrics_address"]
+    assert option.default == "127.0.0.1" and option.envvar == "BATCHML_METRICS_ADDRESS"
+
+
+def test_an_address_that_is_not_this_machines_is_a_configuration_error() -> None:
+    exporter = PrometheusObserver()
+    with pytest.raises(ConfigError, match=r"192\.0\.2\.1:0.*--metrics-address"):
+        MetricsServer(exporter.registry, 0, "192.0.2.1")  # TEST-NET-1: never local
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,14 +173,18 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_worker_command_serves_metrics_while_it_works(queue: SqliteQueue, tmp_path: Path) -> None:
-    """``batchml worker --metrics-port`` (via BATCHML_METRICS_PORT) serves /metrics while busy."""
+    """``batchml worker --metrics-port`` (via BATCHML_METRICS_PORT) serves /metrics while busy,
+    on the address BATCHML_METRICS_ADDRESS names and no other."""
     queue.push([item("slow_write", "slow", seconds=2.0), item("write_output", "quick")])
     queue.close()
     port = _free_port()
     env = {
-        **os.environ, "BATCHML_METRICS_PORT": str(port), "PYTHONPATH": os.getcwd(),
+        **os.environ,
+        "BATCHML_METRICS_PORT": str(port),
+        "BATCHML_METRICS_ADDRESS": "127.0.0.2",
+        "PYTHONPATH": os.getcwd(),
         "BATCHML_TASKS": "tests.sample_tasks",
-    }  # fmt: skip
+    }
     cmd = [
         sys.executable, "-m", "batchml", "--root", str(tmp_path / "root"),
         "--queue", queue.url, "worker", "--worker-id", "w-cli", "--poll", "0.05",
@@ -149,7 +195,7 @@ def test_worker_command_serves_metrics_while_it_works(queue: SqliteQueue, tmp_pa
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                seen = scrape(port)
+                seen = scrape(port, "127.0.0.2")
             except OSError:
                 time.sleep(0.1)
                 continue
@@ -161,8 +207,9 @@ def test_worker_command_serves_metrics_while_it_works(queue: SqliteQueue, tmp_pa
         assert seen[("batchml_leases_total", ())] >= 1
         assert seen[("batchml_queue_items", (("state", "leased"),))] == 1
         assert seen[("batchml_queue_items", (("state", "ready"),))] == 1
+        assert not _answers("127.0.0.1", port)  # BATCHML_METRICS_ADDRESS, and no other
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == exitcodes.OK, err
-    assert f"serving Prometheus metrics on http://0.0.0.0:{port}/metrics" in err
+    assert f"serving Prometheus metrics on http://127.0.0.2:{port}/metrics" in err

@@ -9,6 +9,7 @@ import typer
 from batchml import exitcodes
 from batchml.cli.common import console, queue, settings
 from batchml.observe.hooks import worker_observers
+from batchml.observe.metrics import DEFAULT_ADDRESS
 from batchml.report import write_reports
 from batchml.worker import Worker
 
@@ -54,6 +55,14 @@ def worker(
         int | None,
         typer.Option(envvar="BATCHML_METRICS_PORT", help="Serve Prometheus /metrics on this port."),
     ] = None,
+    metrics_address: Annotated[
+        str,
+        typer.Option(
+            envvar="BATCHML_METRICS_ADDRESS",
+            help="The address /metrics listens on: 127.0.0.1 (this machine only), or 0.0.0.0 "
+            "(every interface, e.g. in a pod Prometheus scrapes).",
+        ),
+    ] = DEFAULT_ADDRESS,
 ) -> None:
     """Work through the queue; exit 0 once drained with nothing dead (1 if items are dead)."""
     s = settings(ctx).with_worker(
@@ -66,7 +75,7 @@ def worker(
             console.print(f"queue reachable: {q.url}")
         raise typer.Exit(exitcodes.OK)
     with queue(ctx) as q:
-        with worker_observers(q, s.run, metrics_port) as observers:
+        with worker_observers(q, s.run, metrics_port, metrics_address) as observers:
             w = Worker(q, s.storage(), s, worker_id, observers)
             code = w.run()
         if code in (exitcodes.OK, exitcodes.DEAD_ITEMS):  # drained: the report is final

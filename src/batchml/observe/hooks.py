@@ -6,14 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from batchml.logs import LogContext
-from batchml.observe.metrics import MetricsServer, PrometheusObserver
+from batchml.observe.metrics import DEFAULT_ADDRESS, MetricsServer, PrometheusObserver
 from batchml.observer import WorkerObserver
 from batchml.queue.base import WorkQueue
 
 
 @contextmanager
 def worker_observers(
-    queue: WorkQueue, run: str, metrics_port: int | None = None, metrics_host: str = "0.0.0.0"
+    queue: WorkQueue, run: str, metrics_port: int | None = None, metrics_host: str = DEFAULT_ADDRESS
 ) -> Iterator[list[WorkerObserver]]:
     """Observers for one worker; with a port, ``/metrics`` is served until the block ends."""
     observers: list[WorkerObserver] = [LogContext(run)]

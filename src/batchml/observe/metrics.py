@@ -1,4 +1,6 @@
-"""Prometheus metrics of one worker, served on ``/metrics`` (``batchml worker --metrics-port``).
+"""Prometheus metrics of one worker, served on ``/metrics`` (``batchml worker --metrics-port``,
+on the address ``--metrics-address``: 127.0.0.1 unless told otherwise, so a laptop's worker does
+not show its metrics to the whole network; a pod that Prometheus scrapes sets 0.0.0.0).
 
 Each worker owns a private :class:`~prometheus_client.CollectorRegistry` (never the global one,
 so two workers in one process, as in the tests, do not mix their counts). Exported:
@@ -47,6 +49,8 @@ log = logging.getLogger("batchml.metrics")
 OUTCOMES = ("done", "failed", "dead", "abandoned", "released")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: where ``/metrics`` listens unless told otherwise: this machine only
+DEFAULT_ADDRESS = "127.0.0.1"
 
 
 class QueueDepthCollector(Collector):
@@ -151,15 +155,16 @@ class PrometheusObserver(WorkerObserver):
 
 
 class MetricsServer:
-    """``/metrics`` over HTTP for one registry, on a daemon thread; ``close`` stops it."""
+    """``/metrics`` over HTTP for one registry, on a daemon thread, listening on ``host`` only
+    (``0.0.0.0``: every interface); ``close`` stops it."""
 
-    def __init__(self, registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = DEFAULT_ADDRESS) -> None:
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
             raise ConfigError(
                 f"cannot serve metrics on {host}:{port}: {exc.strerror}; pick another "
-                "--metrics-port"
+                "--metrics-port, or an address of this machine for --metrics-address"
             ) from None
         self.host = host
         self.port = int(self._server.server_port)
