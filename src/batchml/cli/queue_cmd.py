@@ -42,15 +42,22 @@ def push(
         str | None, typer.Option(help="Stored days to evaluate on, as FIRST:LAST.")
     ] = None,
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             envvar="BATCHML_MODEL",
-            help=f"Model kind: {', '.join(KIND_NAMES)} (docs/fraud.md).",
+            help=f"Model kind: {', '.join(KIND_NAMES)} (docs/fraud.md). Default: the run's own "
+            f"(fixed by its first push), {DEFAULT_KIND} for a new run.",
         ),
-    ] = DEFAULT_KIND,
-    force: Annotated[bool, typer.Option(help="Re-run days that are already done or dead.")] = False,
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Re-train the run from the first pushed day on (every later day too)."),
+    ] = False,
 ) -> None:
-    """Queue the imported training days of the run, in date order (features, then training)."""
+    """Queue the imported training days of the run, in date order (features, then training).
+
+    Days are appended after the run's last day only; an earlier day is refused (use another
+    --run, or --force), as is a model other than the run's."""
     from batchml.fraud import plan  # imported here: the other commands start without pandas
 
     s = settings(ctx)
