@@ -64,7 +64,8 @@ def test_a_dead_day_blocks_the_chain_until_requeued_then_trains_in_date_order(
 
     broken.write_bytes(good)
     requeued = run_cli(capsys, *cli, "queue", "requeue-dead")
-    assert requeued.code == 0 and "requeued 1 dead item(s)" in requeued.out
+    assert requeued.code == 0
+    assert "requeued 1 dead item(s); 3 item(s) blocked behind them wait again" in requeued.out
     second = worker(root)
     assert second.returncode == exitcodes.OK, second.stderr
     assert [h.dataset for h in queue.lineage("default")] == DAYS

@@ -15,7 +15,7 @@ from batchml.errors import ConfigError
 from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
-from batchml.queue.base import ItemSpec, PushOutcome, WorkQueue
+from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
 
 app = typer.Typer(help="The work queue.", no_args_is_help=True)
 
@@ -137,10 +137,13 @@ def requeue_dead(
     ctx: typer.Context,
     ids: Annotated[list[str] | None, typer.Argument(help="Only these ids.")] = None,
 ) -> None:
-    """Give dead items a fresh set of attempts."""
+    """Give dead items a fresh set of attempts; the items they blocked wait for them again."""
     with queue(ctx) as q:
+        blocked = q.counts()[State.BLOCKED]
         n = q.requeue_dead(ids or None)
-    console.print(f"requeued {n} dead item(s)")
+        unblocked = blocked - q.counts()[State.BLOCKED]
+    behind = f"; {unblocked} item(s) blocked behind them wait again" if unblocked > 0 else ""
+    console.print(f"requeued {n} dead item(s){behind}")
 
 
 @app.command("purge")
