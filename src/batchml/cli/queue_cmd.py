@@ -79,7 +79,7 @@ def add(
     item_id: Annotated[
         str | None, typer.Option("--id", help="Item id (default: from payload).")
     ] = None,
-    depends_on: Annotated[list[str] | None, typer.Option(help="Ids that must end first.")] = None,
+    depends_on: Annotated[list[str] | None, typer.Option(help="Ids done first.")] = None,
     priority: Annotated[int, typer.Option()] = 0,
     force: Annotated[bool, typer.Option()] = False,
 ) -> None:
