@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS deps (
     item_id    TEXT NOT NULL,
     PRIMARY KEY (depends_on, item_id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deps_item ON deps (item_id);
 CREATE TABLE IF NOT EXISTS lineage (
     run      TEXT NOT NULL,
     version  INTEGER NOT NULL,
