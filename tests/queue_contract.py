@@ -104,12 +104,23 @@ class QueueContract:
         assert again and again.item.id == "item-1" and again.item.attempts == 1
         assert again.token > lease.token
 
-    def test_given_queued_item_when_pushed_with_force_then_still_noop(
+    def test_given_queued_item_when_pushed_with_force_then_reset_in_place(
         self, queue: WorkQueue
     ) -> None:
         queue.push([spec(1)])
-        assert queue.push([spec(1)], force=True) == [PushOutcome.EXISTS]
+        assert queue.push([spec(1)], force=True) == [PushOutcome.RESET]
         assert queue.counts()[State.READY] == 1
+        assert len(queue.items()) == 1
+
+    def test_given_leased_item_when_pushed_with_force_then_left_alone(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec(1)])
+        lease = queue.lease("w", TTL)
+        assert lease
+        assert queue.push([spec(1)], force=True) == [PushOutcome.EXISTS]
+        assert queue.get("item-1").state == State.LEASED
+        queue.complete(lease.item.id, lease.token)
 
     def test_payload_round_trips_as_json(self, queue: WorkQueue) -> None:
         payload = {
@@ -152,14 +163,152 @@ class QueueContract:
         assert queue.get("item-b").state == State.READY
         assert queue.get("item-b").depends_on == ("item-a",)
 
-    def test_given_dead_dependency_then_dependent_still_runs(self, queue: WorkQueue) -> None:
+    def test_given_dead_dependency_then_dependents_blocked_transitively(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push(
+            [
+                spec("a", max_attempts=1),
+                spec("b", depends_on=("item-a",)),
+                spec("c", depends_on=("item-b",)),
+                spec("free"),
+            ]
+        )
+        lease = queue.lease("w", TTL)
+        assert lease and lease.item.id == "item-a"
+        assert queue.fail(lease.item.id, lease.token, "boom") == State.DEAD
+        for blocked in ("item-b", "item-c"):
+            item = queue.get(blocked)
+            assert item.state == State.BLOCKED
+            assert item.last_error == "blocked: dependency item-a is dead: boom"
+        counts = queue.counts()
+        assert counts[State.BLOCKED] == 2 and counts[State.DEAD] == 1
+        nxt = queue.lease("w", TTL)
+        assert nxt and nxt.item.id == "item-free"
+        queue.complete(nxt.item.id, nxt.token)
+        assert queue.lease("w", TTL) is None
+        assert queue.drained()
+        assert {i.id for i in queue.items([State.BLOCKED])} == {"item-b", "item-c"}
+
+    def test_requeue_dead_unblocks_the_chain_in_order(self, queue: WorkQueue) -> None:
+        queue.push(
+            [
+                spec("a", max_attempts=1),
+                spec("b", depends_on=("item-a",)),
+                spec("c", depends_on=("item-b",)),
+            ]
+        )
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.fail(lease.item.id, lease.token, "boom")
+        assert queue.requeue_dead() == 1
+        assert queue.get("item-a").state == State.READY
+        for waiting in ("item-b", "item-c"):
+            item = queue.get(waiting)
+            assert item.state == State.WAITING and item.last_error is None
+        order = []
+        while (lease := queue.lease("w", TTL)) is not None:
+            order.append(lease.item.id)
+            queue.complete(lease.item.id, lease.token)
+        assert order == ["item-a", "item-b", "item-c"]
+        assert queue.counts()[State.BLOCKED] == 0
+
+    def test_an_item_blocked_by_two_dead_stays_blocked_until_both_are_requeued(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push(
+            [
+                spec("a", max_attempts=1),
+                spec("b", max_attempts=1),
+                spec("c", depends_on=("item-a", "item-b")),
+            ]
+        )
+        for _ in range(2):
+            lease = queue.lease("w", TTL)
+            assert lease
+            queue.fail(lease.item.id, lease.token, f"{lease.item.id} broke")
+        assert queue.get("item-c").state == State.BLOCKED
+        assert queue.requeue_dead(["item-a"]) == 1
+        blocked = queue.get("item-c")
+        assert blocked.state == State.BLOCKED
+        assert blocked.last_error == "blocked: dependency item-b is dead: item-b broke"
+        assert queue.requeue_dead(["item-b"]) == 1
+        assert queue.get("item-c").state == State.WAITING
+
+    def test_given_lease_lost_too_often_then_dependents_blocked(
+        self, queue: WorkQueue, clock: FakeClock
+    ) -> None:
+        queue.push([spec("a", max_attempts=1), spec("b", depends_on=("item-a",))])
+        assert queue.lease("w", TTL)
+        clock.advance(TTL + 1)
+        assert queue.lease("w2", TTL) is None  # reclaim: a is dead, b blocked, nothing to lease
+        assert queue.get("item-a").state == State.DEAD
+        b = queue.get("item-b")
+        assert b.state == State.BLOCKED
+        assert b.last_error and b.last_error.startswith("blocked: dependency item-a is dead: lease")
+
+    def test_given_dead_or_blocked_dependency_when_pushed_then_blocked_at_once(
+        self, queue: WorkQueue
+    ) -> None:
         queue.push([spec("a", max_attempts=1), spec("b", depends_on=("item-a",))])
         lease = queue.lease("w", TTL)
         assert lease
-        assert queue.fail(lease.item.id, lease.token, "boom") == State.DEAD
-        assert queue.get("item-b").state == State.READY
+        queue.fail(lease.item.id, lease.token, "boom")
+        queue.push([spec("c", depends_on=("item-a",)), spec("d", depends_on=("item-b",))])
+        for item_id in ("item-c", "item-d"):
+            item = queue.get(item_id)
+            assert item.state == State.BLOCKED
+            assert item.last_error == "blocked: dependency item-a is dead: boom"
 
-    def test_given_ended_dependency_when_pushed_then_ready_at_once(self, queue: WorkQueue) -> None:
+    def test_forced_push_of_a_dead_item_unblocks_its_dependents(self, queue: WorkQueue) -> None:
+        queue.push([spec("a", max_attempts=1), spec("b", depends_on=("item-a",))])
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.fail(lease.item.id, lease.token, "boom")
+        assert queue.push([spec("a", max_attempts=1)], force=True) == [PushOutcome.RESET]
+        assert queue.get("item-a").state == State.READY
+        assert queue.get("item-b").state == State.WAITING
+
+    def test_forced_push_of_a_done_dependency_makes_a_ready_dependent_wait_again(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec("a"), spec("b", depends_on=("item-a",))])
+        lease = queue.lease("w", TTL)
+        assert lease
+        queue.complete(lease.item.id, lease.token)
+        assert queue.get("item-b").state == State.READY
+        queue.push([spec("a")], force=True)
+        assert queue.get("item-b").state == State.WAITING
+        first = queue.lease("w", TTL)
+        assert first and first.item.id == "item-a"
+        assert queue.lease("w", TTL) is None
+        queue.complete(first.item.id, first.token)
+        second = queue.lease("w", TTL)
+        assert second and second.item.id == "item-b"
+
+    def test_forced_push_replaces_the_dependencies(self, queue: WorkQueue) -> None:
+        queue.push([spec("b"), spec("c", depends_on=("item-b",))])
+        queue.push([spec("a"), spec("b", depends_on=("item-a",))], force=True)
+        assert queue.get("item-b").depends_on == ("item-a",)
+        assert queue.get("item-b").state == State.WAITING
+        order = []
+        while (lease := queue.lease("w", TTL)) is not None:
+            order.append(lease.item.id)
+            queue.complete(lease.item.id, lease.token)
+        assert order == ["item-a", "item-b", "item-c"]
+
+    def test_forced_push_that_closes_a_cycle_is_refused_and_changes_nothing(
+        self, queue: WorkQueue
+    ) -> None:
+        queue.push([spec("a"), spec("b", depends_on=("item-a",))])
+        with pytest.raises(QueueError, match="cycle"):
+            queue.push([spec("x"), spec("a", depends_on=("item-b",))], force=True)
+        assert queue.get("item-a").depends_on == ()
+        assert [i.id for i in queue.items()] == ["item-a", "item-b"]
+        with pytest.raises(QueueError, match="cycle"):
+            queue.push([spec("a", depends_on=("item-a",))], force=True)
+
+    def test_given_done_dependency_when_pushed_then_ready_at_once(self, queue: WorkQueue) -> None:
         queue.push([spec("a")])
         lease = queue.lease("w", TTL)
         assert lease
@@ -290,12 +439,13 @@ class QueueContract:
         assert item.state == State.DEAD and item.last_error == "boom 3"
         assert queue.drained()
 
-    def test_given_permanent_failure_then_dead_at_once_and_dependents_run(
+    def test_given_permanent_failure_then_dead_at_once_and_dependents_blocked(
         self, queue: WorkQueue
     ) -> None:
         """Given an item with 3 attempts and a dependent, when its first attempt fails with a
         permanent error, then it is dead at once with that error (one attempt in its history)
-        and its dependent is ready; an ordinary failure of another item is still retried."""
+        and its dependent is blocked behind it; an ordinary failure of another item is still
+        retried."""
         queue.push([spec(1), spec(2, depends_on=("item-1",)), spec(3)])
         lease = queue.lease("w", TTL)
         assert lease and lease.item.id == "item-1" and lease.item.attempts == 1
@@ -303,12 +453,11 @@ class QueueContract:
         assert queue.fail("item-1", lease.token, error, permanent=True) == State.DEAD
         item = queue.get("item-1")
         assert item.state == State.DEAD and item.attempts == 1 and item.last_error == error
-        assert queue.get("item-2").state == State.READY
+        blocked = queue.get("item-2")
+        assert blocked.state == State.BLOCKED and "item-1" in (blocked.last_error or "")
         assert [(h.item_id, h.outcome, h.error) for h in queue.history()] == [
             ("item-1", "dead", error)
         ]
-        dependent = queue.lease("w", TTL)
-        assert dependent and dependent.item.id == "item-2"
         other = queue.lease("w", TTL)
         assert other and other.item.id == "item-3"
         assert queue.fail("item-3", other.token, "boom", permanent=False) == State.READY

@@ -68,8 +68,8 @@ def test_usage_error_exits_2(capsys) -> None:  # type: ignore[no-untyped-def]
 
 def test_bad_inputs_go_dead_and_everything_else_completes(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Given a corrupt day, a day missing a column, an empty day and an item pointing outside
-    the root, when the workers run, then each ends dead with a clear error, the lineage skips
-    them (recorded gaps, no hang), the other days train, and the worker exits 1."""
+    the root, when the workers run, then each ends dead with a clear error, the lineage stops
+    before the first (the rest of its chain blocked, no hang, no gap), and the worker exits 1."""
     root = tmp_path / "root"
     days = small_root(tmp_path / "cache", root)[:12]
     for extra in datasets.training_days(datasets.Storage(root))[12:]:
@@ -96,11 +96,15 @@ def test_bad_inputs_go_dead_and_everything_else_completes(capsys, tmp_path: Path
     assert worker.code == exitcodes.DEAD_ITEMS, worker.err
     queue = open_queue(f"sqlite:///{root}/queue.db")
     dead = {item.id: item.last_error or "" for item in queue.items([State.DEAD])}
-    assert "corrupt or unreadable Parquet" in dead[f"features:v1-w1-7-30_d7:{days[3]}"]
-    assert "missing required column(s) TX_AMOUNT" in dead[f"train:default:{days[5]}"]
-    assert "empty" in dead[f"train:default:{days[7]}"]
+    corrupt = f"features:v1-w1-7-30_d7:{days[3]}"
+    assert "corrupt or unreadable Parquet" in dead[corrupt]
+    assert "missing required column(s) TX_AMOUNT" in dead[f"features:v1-w1-7-30_d7:{days[5]}"]
+    assert "empty" in dead[f"features:v1-w1-7-30_d7:{days[7]}"]
     assert "PathEscapeError" in dead["esc"] and "must stay inside" in dead["esc"]
-    trained = [h.dataset for h in queue.lineage("default")]
-    assert trained == [d for d in days if d not in (days[3], days[5], days[7])]
+    assert [h.dataset for h in queue.lineage("default")] == days[:3]
+    blocked = {item.id: item.last_error or "" for item in queue.items([State.BLOCKED])}
+    assert sorted(blocked) == [f"train:default:{day}" for day in days[3:]]
+    assert all(f"blocked: dependency {corrupt} is dead: " in r for r in blocked.values())
     status = run_cli(capsys, *cli, "queue", "status")
-    assert f"train:default:{days[5]}" in status.out and "TX_AMOUNT" in status.out
+    assert f"features:v1-w1-7-30_d7:{days[5]}" in status.out and "TX_AMOUNT" in status.out
+    assert f"blocked train:default:{days[4]}: blocked: dependency {corrupt}" in status.out

@@ -106,7 +106,9 @@ def test_endpoints_answer_json_and_svg(queue: SqliteQueue, tmp_path: Path) -> No
             "run": "default", "queue": queue.url, "can_requeue": True, "refresh_seconds": 3.0,
         }  # fmt: skip
         status = c.get("/api/status").json()
-        assert status["counts"] == {"waiting": 0, "ready": 2, "leased": 0, "done": 3, "dead": 1}
+        assert status["counts"] == {
+            "waiting": 0, "ready": 2, "leased": 0, "done": 3, "dead": 1, "blocked": 0,
+        }  # fmt: skip
         assert status["dead"][0]["error"] == "ValueError: day 2018-04-03 has no rows"
         assert c.get("/api/lineage").json() == {"run": "default", "versions": []}
         for plot in ("metrics", "throughput"):
@@ -182,9 +184,8 @@ def test_page_shows_the_queue_and_requeues_only_with_the_token(
         def text(element_id: str) -> str:
             return str(driver.find_element(By.ID, element_id).text)  # type: ignore[attr-defined]
 
-        assert [text(f"count-{s}") for s in ("waiting", "ready", "leased", "done", "dead")] == [
-            "0", "2", "0", "3", "1",
-        ]  # fmt: skip
+        states = ("waiting", "ready", "leased", "done", "dead", "blocked")
+        assert [text(f"count-{s}") for s in states] == ["0", "2", "0", "3", "1", "0"]
         assert text("count-total") == "6"
         assert "w-browser" in text("workers") and "node-7" in text("workers")
         assert "ValueError: day 2018-04-03 has no rows" in text("dead")

@@ -53,7 +53,9 @@ def test_snapshot_counts_workers_throughput_and_dead(queue: SqliteQueue, clock: 
 
     data = status.gather(queue, "default", status.StatusOptions(stale_after=90, window_minutes=5))
 
-    assert data["counts"] == {"waiting": 0, "ready": 1, "leased": 1, "done": 2, "dead": 1}
+    assert data["counts"] == {
+        "waiting": 0, "ready": 1, "leased": 1, "done": 2, "dead": 1, "blocked": 0,
+    }  # fmt: skip
     assert data["total"] == 5 and not data["drained"]
     alive = {w["id"]: w["alive"] for w in data["workers"]}
     assert alive == {"w2": True, "w1": False, "silent": False}
@@ -105,3 +107,34 @@ def test_status_command_text_and_json(
     data = json.loads(as_json.out)
     assert data["counts"]["dead"] == 1 and data["counts"]["ready"] == 1
     assert data["workers"][0]["host"] == "box" and data["workers"][0]["alive"]
+
+
+def test_status_shows_the_blocked_chain_and_its_reason(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Given a dead item with two items chained behind it, then status counts them blocked,
+    names the dead item in their reason (text and JSON) and the queue is drained."""
+    q = SqliteQueue(tmp_path / "queue.db", QueueOptions(retry=RetryPolicy(max_attempts=1)))
+    q.push(
+        [
+            spec("x"),
+            ItemSpec(payload={"task": "noop"}, id="y", depends_on=("x",)),
+            ItemSpec(payload={"task": "noop"}, id="z", depends_on=("y",)),
+        ]
+    )
+    lease = q.lease("w", ttl=30)
+    assert lease
+    q.fail("x", lease.token, "OSError: unreadable")
+    base = ("--root", str(tmp_path), "--queue", q.url)
+
+    text = run_cli(capsys, *base, "queue", "status")
+    assert text.code == 0, text.err
+    assert "blocked y: blocked: dependency x is dead: OSError: unreadable" in text.out
+    assert "blocked z: blocked: dependency x is dead: OSError: unreadable" in text.out
+
+    data = json.loads(run_cli(capsys, *base, "queue", "status", "--json").out)
+    assert data["counts"]["blocked"] == 2 and data["counts"]["dead"] == 1 and data["drained"]
+    assert data["blocked"] == [
+        {"id": "y", "reason": "blocked: dependency x is dead: OSError: unreadable"},
+        {"id": "z", "reason": "blocked: dependency x is dead: OSError: unreadable"},
+    ]

@@ -309,13 +309,22 @@ class Worker:
         self._stopping.wait(self.config.poll_interval)
 
     def _finish(self) -> int:
-        """The queue is drained: roll forward any publication a killed worker left undone."""
+        """The queue is drained: roll forward any publication a killed worker left undone.
+        Exit 1 (DEAD_ITEMS) when an item is dead or blocked behind one."""
         self._retry("roll publications forward", lambda: roll_forward(self.storage, self.queue))
-        dead = self._retry("counts", self.queue.counts)[State.DEAD]
+        counts = self._retry("counts", self.queue.counts)
+        dead, blocked = counts[State.DEAD], counts[State.BLOCKED]
         if dead:
             log.error("%d item(s) are dead; see `batchml queue status`", dead)
-            return exitcodes.DEAD_ITEMS
-        return exitcodes.OK
+        if blocked:
+            roots = self._retry("dead items", lambda: self.queue.items([State.DEAD], limit=5))
+            log.error(
+                "%d item(s) are blocked behind dead item(s) %s; fix the cause, then "
+                "`batchml queue requeue-dead`",
+                blocked,
+                ", ".join(i.id for i in roots) + (" …" if dead > len(roots) else ""),
+            )
+        return exitcodes.DEAD_ITEMS if dead or blocked else exitcodes.OK
 
     # -- one item ----------------------------------------------------------------------------
 

@@ -72,7 +72,8 @@ def demo(
             items = bars.bar(f"items done ({workers} workers)", len(q.items()))
 
             def show(counts: dict[State, int]) -> None:
-                items.update(counts[State.DONE] + counts[State.DEAD], sum(counts.values()))
+                ended = counts[State.DONE] + counts[State.DEAD] + counts[State.BLOCKED]
+                items.update(ended, sum(counts.values()))
 
             codes = wait(q, procs, show)
         with activity("writing the report and evaluating the final model"):

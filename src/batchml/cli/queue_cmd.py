@@ -17,7 +17,7 @@ from batchml.errors import ConfigError, PermanentError
 from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
-from batchml.queue.base import ItemSpec, PushOutcome, WorkQueue
+from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
 from batchml.tasks import TaskRegistry
 
 app = typer.Typer(help="The work queue.", no_args_is_help=True)
@@ -45,15 +45,22 @@ def push(
         str | None, typer.Option(help="Stored days to evaluate on, as FIRST:LAST.")
     ] = None,
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             envvar="BATCHML_MODEL",
-            help=f"Model kind: {', '.join(KIND_NAMES)} (docs/fraud.md).",
+            help=f"Model kind: {', '.join(KIND_NAMES)} (docs/fraud.md). Default: the run's own "
+            f"(fixed by its first push), {DEFAULT_KIND} for a new run.",
         ),
-    ] = DEFAULT_KIND,
-    force: Annotated[bool, typer.Option(help="Re-run days that are already done or dead.")] = False,
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Re-train the run from the first pushed day on (every later day too)."),
+    ] = False,
 ) -> None:
-    """Queue the imported training days of the run, in date order (features, then training)."""
+    """Queue the imported training days of the run, in date order (features, then training).
+
+    Days are appended after the run's last day only; an earlier day is refused (use another
+    --run, or --force), as is a model other than the run's."""
     from batchml.fraud import plan  # imported here: the other commands start without pandas
 
     s = settings(ctx)
@@ -78,7 +85,7 @@ def add(
     item_id: Annotated[
         str | None, typer.Option("--id", help="Item id (default: from payload).")
     ] = None,
-    depends_on: Annotated[list[str] | None, typer.Option(help="Ids that must end first.")] = None,
+    depends_on: Annotated[list[str] | None, typer.Option(help="Ids done first.")] = None,
     priority: Annotated[int, typer.Option()] = 0,
     force: Annotated[bool, typer.Option()] = False,
 ) -> None:
@@ -151,10 +158,13 @@ def requeue_dead(
     ctx: typer.Context,
     ids: Annotated[list[str] | None, typer.Argument(help="Only these ids.")] = None,
 ) -> None:
-    """Give dead items a fresh set of attempts."""
+    """Give dead items a fresh set of attempts; the items they blocked wait for them again."""
     with queue(ctx) as q:
+        blocked = q.counts()[State.BLOCKED]
         n = q.requeue_dead(ids or None)
-    console.print(f"requeued {n} dead item(s)")
+        unblocked = blocked - q.counts()[State.BLOCKED]
+    behind = f"; {unblocked} item(s) blocked behind them wait again" if unblocked > 0 else ""
+    console.print(f"requeued {n} dead item(s){behind}")
 
 
 @app.command("purge")

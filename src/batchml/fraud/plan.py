@@ -4,7 +4,21 @@ Per training day, a ``fraud.features`` item (no dependencies: every worker compu
 in parallel) and a ``fraud.train`` item that depends on its own features item and on the
 previous day's train item. Train items carry a higher priority, so the chain advances as soon
 as a step becomes ready while the remaining workers compute features. A worker never waits for
-another item while holding a lease: an item simply is not leasable before its dependencies end.
+another item while holding a lease: an item simply is not leasable before its dependencies are
+done. A dependency that dies blocks the rest of the chain (state ``blocked``) until ``queue
+requeue-dead`` revives it: the lineage never skips a day.
+
+A run's lineage only grows forward (:func:`training_items`):
+
+- Its model (kind and parameters) and features are fixed by its first push, read back from its
+  queued train items; a push asking for others is refused, naming both. An invalid model is
+  refused at push, never at train time.
+- A day is appended only after the run's last day, queued or trained; an earlier one is refused
+  with the options: another ``--run``, or ``--force`` to re-train the run from that day on
+  (that day and every later queued day of the run are queued again in date order, their train
+  items reset and chained anew). Push never rewinds the lineage head: when the head is already
+  trained through that day, ``--force`` is refused too, pointing to ``batchml lineage reset``.
+- Pushing days already queued again is a no-op.
 """
 
 from __future__ import annotations
@@ -14,10 +28,10 @@ from typing import Any
 
 from batchml.errors import ConfigError
 from batchml.fraud import datasets
-from batchml.fraud.kinds import DEFAULT_KIND
 from batchml.fraud.lineage import ModelConfig
+from batchml.fraud.model import make_model
 from batchml.fraud.pipeline import FeatureSpec
-from batchml.queue.base import ItemSpec, PushOutcome, WorkQueue
+from batchml.queue.base import Item, ItemSpec, PushOutcome, State, WorkQueue, canonical_json
 from batchml.storage import Storage
 
 TRAIN_PRIORITY = 10
@@ -45,15 +59,88 @@ def features_item(spec: FeatureSpec, day: str) -> ItemSpec:
     return ItemSpec(payload=payload, id=features_id(spec, day))
 
 
-def _previous_train(queue: WorkQueue, run: str, day: str) -> str | None:
-    """The latest train item of the run already queued for a day before ``day``."""
+def _queued_train(queue: WorkQueue, run: str) -> dict[str, Item]:
+    """The run's train items in the queue, by day."""
     prefix = train_id(run, "")
-    earlier = [
-        item.id
+    return {
+        item.id[len(prefix) :]: item
         for item in queue.items()
-        if item.id.startswith(prefix) and item.id[len(prefix) :] < day
-    ]
-    return max(earlier, key=lambda i: i[len(prefix) :]) if earlier else None
+        if item.id.startswith(prefix) and item.payload.get("task") == "fraud.train"
+    }
+
+
+def validated_model(model: ModelConfig | None) -> ModelConfig:
+    """The model with every parameter spelled out, built once: ConfigError if it is invalid."""
+    model = model or ModelConfig()
+    try:
+        resolved = model.resolved()
+        make_model(resolved.kind, dict(resolved.params))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"model {model.kind} {dict(model.params)} is invalid: {exc}; fix --model"
+        ) from None
+    return resolved
+
+
+def _settings(model: ModelConfig, spec: FeatureSpec) -> str:
+    return f"model {model.kind} {canonical_json(dict(model.params))}, features {spec.id}"
+
+
+def _run_settings(
+    run: str, queued: dict[str, Item], model: ModelConfig | None, spec: FeatureSpec | None
+) -> tuple[ModelConfig, FeatureSpec]:
+    """The settings of this push: the run's own when it has queued days (another ask is
+    refused), else the ones asked for (defaults when none)."""
+    asked = (validated_model(model), spec or FeatureSpec()) if model or spec else None
+    if not queued:
+        return asked or (validated_model(None), FeatureSpec())
+    first = queued[min(queued)].payload
+    fixed = (
+        ModelConfig.from_json(first.get("model")),
+        FeatureSpec.from_json(first.get("features")),
+    )
+    if asked is None:
+        return fixed
+    mine = (asked[0] if model else fixed[0], asked[1] if spec else fixed[1])
+    if mine[0].to_json() != fixed[0].to_json() or mine[1].to_json() != fixed[1].to_json():
+        raise ConfigError(
+            f"run {run!r} was queued with {_settings(*fixed)}; this push asks for "
+            f"{_settings(*mine)}: use another --run (a lineage keeps one model)"
+        )
+    return fixed
+
+
+def _first_day(queue: WorkQueue, run: str, queued: dict[str, Item], ordered: list[str],
+               force: bool) -> str | None:  # fmt: skip
+    """The day the chain is (re)built from: the first new day, or with ``force`` the first
+    pushed day; refuses a day that is not after the run's last day unless forced, and a
+    forced re-train the lineage head is already past."""
+    head = queue.lineage_head(run)
+    last = max([*queued, *([head.dataset] if head.dataset else [])], default=None)
+    new = [d for d in ordered if d not in queued]
+    if not force:
+        early = [d for d in new if last is not None and d <= last]
+        if early:
+            raise ConfigError(
+                f"run {run!r}: day {early[0]} is not after the run's last day {last} (queued or "
+                f"trained), and a lineage trains its days in date order. Use another --run for "
+                f"a new lineage, or --force to re-train run {run!r} from {early[0]} on"
+            )
+        return new[0] if new else None
+    start = ordered[0]
+    if head.dataset is not None and head.dataset >= start:
+        raise ConfigError(
+            f"run {run!r}: its lineage head v{head.version} is already trained through "
+            f"{head.dataset}, so re-training from {start} needs the head rewound first: "
+            f"`batchml lineage reset`, then push again with --force (or use another --run)"
+        )
+    for day, item in sorted(queued.items()):
+        if day >= start and item.state == State.LEASED:
+            raise ConfigError(
+                f"run {run!r}: {item.id} is being trained by worker {item.worker} right now; "
+                "wait until it ends (or stop the workers), then push again with --force"
+            )
+    return start
 
 
 def training_items(
@@ -66,20 +153,28 @@ def training_items(
     model: ModelConfig | None = None,
     spec: FeatureSpec | None = None,
     max_attempts: int | None = None,
+    force: bool = False,
 ) -> list[ItemSpec]:
     """Items that train the run's lineage on ``days`` in date order (features first).
 
     ``test`` lists root-relative dataset files to evaluate every version on; ``test_days``
     are stored days used the same way (their features are queued too, ahead of training).
+    ``model`` and ``spec`` default to the run's own settings (see the module docstring, which
+    also says what is refused with ConfigError); ``force`` is for pushing the items with
+    ``force=True``: the run's later queued days are then chained again after ``days``.
     """
-    spec = spec or FeatureSpec()
-    model = (model or ModelConfig()).resolved()
+    queued = _queued_train(queue, run)
+    model, spec = _run_settings(run, queued, model, spec)
     ordered = sorted(set(days))
+    start = _first_day(queue, run, queued, ordered, force) if ordered else None
+    if force and start is not None:
+        ordered = sorted({*ordered, *(d for d in queued if d >= start)})
     tests = [*test, *(datasets.day_path(d) for d in test_days)]
     specs: list[ItemSpec] = [features_item(spec, d) for d in sorted(set(test_days))]
-    specs += [features_item(spec, d) for d in ordered if d not in set(test_days)]
+    specs += [features_item(spec, d) for d in sorted(set(days)) if d not in set(test_days)]
     test_deps = tuple(features_id(spec, d) for d in sorted(set(test_days)))
-    previous = _previous_train(queue, run, ordered[0]) if ordered else None
+    earlier = [d for d in queued if ordered and d < ordered[0]]
+    previous = train_id(run, max(earlier)) if earlier else None
     for day in ordered:
         payload: dict[str, Any] = {
             "task": "fraud.train",
@@ -142,14 +237,15 @@ def push_training(
     end: str | None = None,
     test: Sequence[str] | None = None,
     test_days: str | None = None,
-    model_kind: str = DEFAULT_KIND,
+    model_kind: str | None = None,
     force: bool = False,
 ) -> tuple[list[str], list[PushOutcome]]:
     """Queue the stored training days that match (``queue push``); returns days and outcomes.
 
     ``test_days`` (``FIRST:LAST``) holds stored days out as the evaluation set of every
     version; ``test`` names dataset files for the same purpose (default: every file in
-    datasets/testing/)."""
+    datasets/testing/). ``model_kind`` None means the run's own (the default kind for a new
+    run); see :func:`training_items` for what is refused."""
     days = datasets.training_days(storage, pattern, start, end)
     held_out: list[str] = []
     if test_days:
@@ -169,7 +265,8 @@ def push_training(
         test = [f"datasets/{datasets.TESTING}/{name}" for name in names]
     for path in test:
         storage.resolve(path, what="--test dataset")
+    model = ModelConfig(kind=model_kind) if model_kind else None
     specs = training_items(
-        queue, days, run=run, test=test, test_days=held_out, model=ModelConfig(kind=model_kind)
+        queue, days, run=run, test=test, test_days=held_out, model=model, force=force
     )
     return days, queue.push(specs, force=force)

@@ -12,7 +12,9 @@ from batchml.queue.base import State
 
 #: a bar of eight levels per minute, for the throughput sparkline
 _BARS = " ▁▂▃▄▅▆▇█"
-_STATE_STYLE = {"done": "green", "dead": "red", "leased": "cyan", "ready": "yellow"}
+_STATE_STYLE = {
+    "done": "green", "dead": "red", "leased": "cyan", "ready": "yellow", "blocked": "magenta",
+}  # fmt: skip
 
 
 def ago(seconds: float | None) -> str:
@@ -97,7 +99,7 @@ def throughput_line(data: dict[str, Any]) -> Text:
 
 
 def render(data: dict[str, Any]) -> RenderableType:
-    """Counts, workers, lineage head, throughput, leased and dead items."""
+    """Counts, workers, lineage head, throughput, leased, dead and blocked items."""
     parts: list[RenderableType] = [counts_table(data)]
     if data["workers"]:
         parts.append(workers_table(data))
@@ -112,4 +114,11 @@ def render(data: dict[str, Any]) -> RenderableType:
         parts.append(line)
     if data["counts"]["dead"] > len(data["dead"]):
         parts.append(Text(f"… and {data['counts']['dead'] - len(data['dead'])} more dead"))
+    blocked = data.get("blocked", [])
+    for item in blocked:
+        line = Text("blocked ", style="magenta")
+        line.append(f"{item['id']}: {item['reason']}")
+        parts.append(line)
+    if data["counts"].get("blocked", 0) > len(blocked):
+        parts.append(Text(f"… and {data['counts']['blocked'] - len(blocked)} more blocked"))
     return Group(*parts)

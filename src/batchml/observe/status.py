@@ -1,7 +1,8 @@
 """One snapshot of a queue, as plain JSON-ready data, for ``queue status`` and the dashboard.
 
-What it costs: ``counts()``, the leased and dead items, the worker reports, one lineage head and
-the most recent attempts (``history(limit)``) — a handful of queries, no scan of the done items.
+What it costs: ``counts()``, the leased, dead and blocked items (at most ``dead_limit`` of the
+last two), the worker reports, one lineage head and the most recent attempts
+(``history(limit)``) — a handful of queries, no scan of the done items.
 
 A worker counts as *alive* unless it said it exited and either it reported within
 ``stale_after`` seconds or it still holds an unexpired lease (a worker reports when it leases an
@@ -24,7 +25,7 @@ class StatusOptions:
     stale_after: float = 90.0  # seconds without a report before a worker counts as gone
     window_minutes: int = 10  # throughput is counted per minute over this many minutes
     history_limit: int = 5000  # most recent attempts read for the throughput
-    dead_limit: int = 100  # dead items listed (the count is always exact)
+    dead_limit: int = 100  # dead (and blocked) items listed (the counts are always exact)
 
 
 def _alive(info: WorkerInfo, now: float, holders: dict[str, float], stale_after: float) -> bool:
@@ -84,6 +85,7 @@ def gather(q: WorkQueue, run: str, options: StatusOptions | None = None) -> dict
     counts = q.counts()
     leased = q.items([State.LEASED])
     dead = q.items([State.DEAD], limit=options.dead_limit)
+    blocked = q.items([State.BLOCKED], limit=options.dead_limit) if counts[State.BLOCKED] else []
     return {
         "queue": q.url,
         "run": run,
@@ -102,4 +104,5 @@ def gather(q: WorkQueue, run: str, options: StatusOptions | None = None) -> dict
             {"id": i.id, "attempts": i.attempts, "error": i.last_error, "updated_at": i.updated_at}
             for i in dead
         ],
+        "blocked": [{"id": i.id, "reason": i.last_error} for i in blocked],
     }

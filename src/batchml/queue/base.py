@@ -2,11 +2,19 @@
 
 An item has a stable id, a JSON payload, an attempt count, optional dependencies and a state:
 
-``waiting``  some dependency has not ended yet
-``ready``    leasable (possibly not before ``available_at``, after a failed attempt)
+``waiting``  some dependency is not done yet
+``ready``    every dependency is done: leasable (possibly not before ``available_at``, after
+             a failed attempt)
 ``leased``   held by one worker under a fencing token until its deadline
 ``done``     committed; its result and published outputs are recorded
 ``dead``     failed ``max_attempts`` times (or lost its lease that often); last error kept
+``blocked``  a dependency is dead (or itself blocked): never leased until ``requeue_dead``
+             revives the dead one; ``last_error`` says ``blocked: dependency X is dead: ...``
+
+Dependencies are strict: an item becomes ready only when all of them are *done*. When an item
+dies, everything downstream of it that has not run becomes blocked in the same atomic step;
+``requeue_dead`` puts the dead item back and its blocked dependents back to waiting, so a chain
+resumes in its order. ``drained()`` counts neither dead nor blocked items as pending work.
 
 Every backend is one module beside this one and passes ``tests/queue_contract.py`` unchanged.
 Time comes from an injectable clock so lease expiry is tested without sleeping.
@@ -34,9 +42,12 @@ class State(StrEnum):
     LEASED = "leased"
     DONE = "done"
     DEAD = "dead"
+    BLOCKED = "blocked"
 
 
 ENDED = (State.DONE, State.DEAD)
+#: the states that need no worker until someone acts (dead, and the items blocked behind them)
+STUCK = (State.DEAD, State.BLOCKED)
 
 
 def canonical_json(data: Any) -> str:
@@ -246,9 +257,15 @@ class WorkQueue(ABC):
 
     @abstractmethod
     def push(self, specs: Sequence[ItemSpec], *, force: bool = False) -> list[PushOutcome]:
-        """Add items atomically, in order (FIFO). Existing ids are a no-op unless ``force``,
-        which puts an ended item back to ready. A dependency must already exist or appear
-        earlier in ``specs``."""
+        """Add items atomically, in order (FIFO). A dependency must already exist or appear
+        earlier in ``specs``; an item is ready at once only if every dependency is done
+        (blocked if one is dead or blocked, waiting otherwise).
+
+        An existing id is a no-op (EXISTS) unless ``force``: then an item that is not leased is
+        RESET - the spec's payload and dependencies, fresh attempts, no result - and its state
+        and its dependents' are computed again (a dependent that was ready waits for it
+        again; done and leased dependents keep their state). A leased item is left alone
+        (EXISTS). A forced push that would close a dependency cycle is refused (QueueError)."""
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -299,7 +316,8 @@ class WorkQueue(ABC):
 
     @abstractmethod
     def fail(self, item_id: str, token: int, error: str, *, permanent: bool = False) -> State:
-        """Record a failed attempt: back to ready after a backoff, or dead after the last one.
+        """Record a failed attempt: back to ready after a backoff, or dead after the last one
+        (its dependents, transitively, then become blocked).
 
         ``permanent`` (retrying cannot help: an unknown task, a payload that fails validation)
         makes the item dead at once, whatever attempts it has left."""
@@ -351,7 +369,8 @@ class WorkQueue(ABC):
 
     @abstractmethod
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Put dead items (all, or those ids) back to ready with a fresh attempt count."""
+        """Put dead items (all, or those ids) back with a fresh attempt count, and the items
+        they blocked back to waiting (or ready); returns how many dead items were requeued."""
 
     @abstractmethod
     def purge(self) -> None:

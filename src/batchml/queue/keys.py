@@ -21,8 +21,8 @@ PREFIX = "batchml"
 DEFAULT_NAME = "batchml"
 
 #: every key of a queue, by the part after ``batchml:{NAME}:``. Each state has one index:
-#: waiting, done and dead a ``state:*`` zset; ready ``queue`` or ``delayed`` (and one element of
-#: ``ready``); leased ``deadlines``.
+#: waiting, done, dead and blocked a ``state:*`` zset; ready ``queue`` or ``delayed`` (and one
+#: element of ``ready``); leased ``deadlines``.
 PARTS: tuple[str, ...] = (
     "items",  # hash   id -> item record, payload and commit included (MessagePack, scripts only)
     "order",  # zset   id scored by push sequence (items() in push order)
@@ -33,6 +33,7 @@ PARTS: tuple[str, ...] = (
     "state:waiting",  # zsets  id scored by push sequence, for the states without another index
     "state:done",
     "state:dead",
+    "state:blocked",
     "ready",  # list   LLEN = number of ready items (for KEDA's redis scaler)
     "lineage-head",  # hash   run -> head JSON of its latest version
     "lineage",  # hash   "<run>#<version>" -> head JSON
@@ -43,7 +44,7 @@ PARTS: tuple[str, ...] = (
 )
 
 #: the state indexes kept as zsets scored by push sequence
-STATE_PARTS = ("state:waiting", "state:done", "state:dead")
+STATE_PARTS = ("state:waiting", "state:done", "state:dead", "state:blocked")
 _MOVES = ("items", "queue", "delayed", "ready", *STATE_PARTS)  # what a state change touches
 
 #: the keys each script receives as KEYS (its header lists the same); fewer keys, less to send

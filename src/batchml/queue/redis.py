@@ -14,7 +14,9 @@ that script, so a worker pays one round trip per item.
 
 Data: an item is one record (MessagePack, payload and commit included) that only the scripts
 read and write; they hand items to the client as one JSON array each. Each state has a single
-index (see ``prelude.lua``), so a state change touches few keys.
+index (see ``prelude.lua``), so a state change touches few keys. Dependencies are strict: a dead
+item blocks its dependents (``state:blocked``) in the same script that kills it; requeueing it
+resolves them again (``prelude.lua``: mark_dead, resolve, settle_dependents).
 
 For KEDA: ``batchml:{QUEUE}:ready`` is a list whose ``LLEN`` is the number of items in state
 ``ready`` (its elements are placeholders), so KEDA's ``redis`` scaler can use it as ``listName``.
@@ -231,6 +233,11 @@ class RedisQueue(WorkQueue):
             raise QueueError(
                 f"item {reply[1]}: dependency {reply[2]!r} is not in the queue; push it first"
             )
+        if reply[0] == "cycle":
+            raise QueueError(
+                f"item {reply[1]}: depending on {reply[2]!r} would make a cycle ({reply[2]} "
+                f"already depends on {reply[1]}); push it with other dependencies"
+            )
         return [PushOutcome(outcome) for outcome in reply[1:]]
 
     # -- workers -----------------------------------------------------------------------------
@@ -357,7 +364,7 @@ class RedisQueue(WorkQueue):
 
         def count(pipe: Any) -> None:  # each state's index (keys.PARTS), in State's order
             pipe.zcard(k.state("waiting")).llen(k.ready_list).zcard(k.key("deadlines"))
-            pipe.zcard(k.state("done")).zcard(k.state("dead"))
+            pipe.zcard(k.state("done")).zcard(k.state("dead")).zcard(k.state("blocked"))
 
         numbers = self._read(count)
         return {state: int(n) for state, n in zip(State, numbers, strict=True)}

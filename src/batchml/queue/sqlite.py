@@ -33,8 +33,8 @@ from batchml.errors import (
     QueueUnavailable,
     UnknownItem,
 )
+from batchml.queue import sqlite_deps
 from batchml.queue.base import (
-    ENDED,
     WORKER_RETENTION,
     AttemptRecord,
     Item,
@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS deps (
     item_id    TEXT NOT NULL,
     PRIMARY KEY (depends_on, item_id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deps_item ON deps (item_id);
 CREATE TABLE IF NOT EXISTS lineage (
     run      TEXT NOT NULL,
     version  INTEGER NOT NULL,
@@ -299,7 +300,8 @@ class SqliteQueue(WorkQueue):
         db.execute("DELETE FROM attempts WHERE seq <= last_insert_rowid() - ?", (HISTORY_LIMIT,))
 
     def _end(self, db: sqlite3.Connection, item_id: str, now: float) -> None:
-        """An item reached done or dead: dependents whose last dependency it was become ready."""
+        """An item is done: dependents whose last pending dependency it was become ready.
+        (A dead item blocks its dependents instead: :func:`sqlite_deps.mark_dead`.)"""
         db.execute(
             "UPDATE items SET pending_deps = pending_deps - 1 WHERE state = 'waiting' AND id IN "
             "(SELECT item_id FROM deps WHERE depends_on = ?)",
@@ -321,12 +323,9 @@ class SqliteQueue(WorkQueue):
         for item_id, token, worker, leased_at, attempts, max_attempts in expired:
             error = f"lease expired: worker {worker} stopped renewing it (attempt {attempts})"
             if attempts >= max_attempts:
-                db.execute(
-                    "UPDATE items SET state = 'dead', worker = NULL, deadline = NULL, "
-                    "last_error = ?, updated_at = ? WHERE id = ?",
-                    (f"{error}; gave up after {attempts} attempts", now, item_id),
+                sqlite_deps.mark_dead(
+                    db, item_id, f"{error}; gave up after {attempts} attempts", now
                 )
-                self._end(db, item_id, now)
             else:
                 db.execute(
                     "UPDATE items SET state = 'ready', worker = NULL, deadline = NULL, "
@@ -369,39 +368,27 @@ class SqliteQueue(WorkQueue):
         self, db: sqlite3.Connection, spec: ItemSpec, force: bool, now: float
     ) -> PushOutcome:
         item_id = spec.item_id
-        row = db.execute("SELECT state FROM items WHERE id = ?", (item_id,)).fetchone()
-        if row is not None:
-            if not force or State(row[0]) not in ENDED:
-                return PushOutcome.EXISTS
-            db.execute(
-                "UPDATE items SET state = 'ready', attempts = 0, worker = NULL, deadline = NULL, "
-                "available_at = ?, last_error = NULL, result = NULL, outputs = '[]', "
-                "updated_at = ? WHERE id = ?",
-                (now, now, item_id),
-            )
-            return PushOutcome.RESET
         depends_on = tuple(dict.fromkeys(spec.depends_on))  # a dependency named twice counts once
-        pending = 0
+        row = db.execute("SELECT state FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is not None and (not force or State(row[0]) == State.LEASED):
+            return PushOutcome.EXISTS
         for dep in depends_on:
-            dep_row = db.execute("SELECT state FROM items WHERE id = ?", (dep,)).fetchone()
-            if dep_row is None:
+            if db.execute("SELECT 1 FROM items WHERE id = ?", (dep,)).fetchone() is None:
                 raise QueueError(
                     f"item {item_id}: dependency {dep!r} is not in the queue; push it first"
                 )
-            if State(dep_row[0]) not in ENDED:
-                pending += 1
-        state = State.WAITING if pending else State.READY
+        if row is not None:
+            sqlite_deps.reset(db, item_id, canonical_json(spec.payload), depends_on, now)
+            return PushOutcome.RESET
         db.execute(
             "INSERT INTO items (id, payload, state, priority, max_attempts, available_at, "
-            "pending_deps, depends_on, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "depends_on, created_at, updated_at) VALUES (?,?,'waiting',?,?,?,?,?,?)",
             (
                 item_id,
                 canonical_json(spec.payload),
-                state.value,
                 spec.priority,
                 spec.max_attempts or self.retry.max_attempts,
                 now,
-                pending,
                 json.dumps(list(depends_on)),
                 now,
                 now,
@@ -411,6 +398,7 @@ class SqliteQueue(WorkQueue):
             "INSERT OR IGNORE INTO deps (depends_on, item_id) VALUES (?, ?)",
             [(dep, item_id) for dep in depends_on],
         )
+        sqlite_deps.resolve(db, item_id, now)
         return PushOutcome.ADDED
 
     # -- workers -----------------------------------------------------------------------------
@@ -522,12 +510,7 @@ class SqliteQueue(WorkQueue):
         with self._tx() as db:
             held = self._current(db, item_id, token)
             if permanent or held.attempts >= held.max_attempts:
-                db.execute(
-                    "UPDATE items SET state = 'dead', worker = NULL, deadline = NULL, "
-                    "last_error = ?, updated_at = ? WHERE id = ?",
-                    (error, now, item_id),
-                )
-                self._end(db, item_id, now)
+                sqlite_deps.mark_dead(db, item_id, error, now)
                 self._log(db, item_id, token, held.worker, held.leased_at, now, "dead", error)
                 return State.DEAD
             db.execute(
@@ -613,16 +596,16 @@ class SqliteQueue(WorkQueue):
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         now = self.clock()
         with self._tx() as db:
-            sql = (
-                "UPDATE items SET state = 'ready', attempts = 0, available_at = ?, updated_at = ? "
-                "WHERE state = 'dead'"
-            )
-            args: list[Any] = [now, now]
+            sql = "SELECT id FROM items WHERE state = 'dead'"
+            args: list[Any] = []
             if ids is not None:
                 wanted = list(ids)
                 sql += f" AND id IN ({','.join('?' * len(wanted))})"
                 args.extend(wanted)
-            return db.execute(sql, args).rowcount
+            dead = [row[0] for row in db.execute(sql + " ORDER BY seq", args).fetchall()]
+            for item_id in dead:  # push order: a dependency is requeued before its dependents
+                sqlite_deps.requeue(db, item_id, now)
+            return len(dead)
 
     def purge(self) -> None:
         with self._tx() as db:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 from batchml.errors import QueueError, UnknownItem
+from batchml.queue import sqlite_deps
 
 _ENDED = "('done', 'dead')"
 
@@ -16,34 +17,20 @@ def reset_lineage(
 ) -> None:
     """Move the run's head back to ``to_version`` and re-arm the ``rearm`` ids (no duplicates)."""
     _check(db, url, run, to_version, rearm)
-    marks = ",".join("?" * len(rearm))
     db.execute("DELETE FROM lineage WHERE run = ? AND version > ?", (run, to_version))
-    # every re-armed item first leaves its state, then counts its pending dependencies: the
-    # outcome does not depend on the order of the list
+    # every re-armed item first leaves its state (waiting, for now), then each is resolved from
+    # its dependencies (ready only when all are done, blocked behind a dead one) and so are the
+    # items downstream of it: the outcome does not depend on the order of the list
     for item_id in rearm:
-        (state,) = db.execute("SELECT state FROM items WHERE id = ?", (item_id,)).fetchone()
-        if state in ("done", "dead"):  # waiting dependents outside the list wait for it again
-            db.execute(
-                "UPDATE items SET pending_deps = pending_deps + 1 WHERE state = 'waiting' "
-                f"AND id NOT IN ({marks}) AND id IN "
-                "(SELECT item_id FROM deps WHERE depends_on = ?)",
-                (*rearm, item_id),
-            )
         db.execute(
             "UPDATE items SET state = 'waiting', attempts = 0, last_error = NULL, result = NULL, "
             "outputs = '[]', updated_at = ? WHERE id = ?",
             (now, item_id),
         )
     for item_id in rearm:
-        db.execute(
-            "UPDATE items SET pending_deps = (SELECT COUNT(*) FROM deps d JOIN items i ON "
-            f"i.id = d.depends_on WHERE d.item_id = ? AND i.state NOT IN {_ENDED}) WHERE id = ?",
-            (item_id, item_id),
-        )
-        db.execute(
-            "UPDATE items SET state = 'ready', available_at = ? WHERE id = ? AND pending_deps = 0",
-            (now, item_id),
-        )
+        sqlite_deps.resolve(db, item_id, now)
+    for item_id in rearm:
+        sqlite_deps.settle_dependents(db, item_id, now)
 
 
 def _check(db: sqlite3.Connection, url: str, run: str, to_version: int, rearm: list[str]) -> None:

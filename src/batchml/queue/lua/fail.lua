@@ -1,5 +1,6 @@
 -- fail.lua: record a failed attempt of an item leased under the current fencing token: back to
--- ready after a backoff, or dead after its last attempt (dependents then become ready).
+-- ready after a backoff, or dead after its last attempt (its dependents, transitively, then
+-- become blocked).
 -- KEYS: items, queue, delayed, ready, state:*, deadlines, history
 -- ARGV[1] = now (ms; '' = the server's clock)
 -- ARGV[2] = item id
@@ -22,9 +23,7 @@ it.last_error = err
 if permanent or it.attempts >= it.max_attempts then
   log_attempt(id, it, now, 'dead', err, limit)
   unlease(id, it)
-  set_state(id, it, 'dead', now)
-  save(id, it)
-  end_item(it, now)
+  mark_dead(id, it, now)
   return {'ok', 'dead'}
 end
 log_attempt(id, it, now, 'failed', err, limit)

@@ -3,8 +3,8 @@
 -- ARGV[1] = at most this many items (0 = all)
 -- ARGV[2..] = states to keep (none = every item)
 -- Reply: a list of items, each as prelude.lua's view gives it
--- Cost: O(limit) per state kept in a zset by push sequence (waiting, done, dead); every ready
--- or leased item is read to be sorted.
+-- Cost: O(limit) per state kept in a zset by push sequence (waiting, done, dead, blocked);
+-- every ready or leased item is read to be sorted.
 
 local limit = tonumber(ARGV[1])
 local stop = -1

@@ -11,7 +11,7 @@
 --                         score -priority (highest priority first, then FIFO)
 --   delayed         zset  ready after a backoff: id scored by available_at (ms)
 --   deadlines       zset  leased: id scored by lease deadline (ms)
---   state:waiting|done|dead  zsets: id scored by push sequence
+--   state:waiting|done|dead|blocked  zsets: id scored by push sequence
 --   ready           list  one placeholder per ready item (KEDA reads its LLEN)
 --   lineage-head    hash  run -> head JSON of the run's latest version
 --   lineage         hash  "<run>#<version>" -> head JSON
@@ -19,11 +19,11 @@
 --   workers         hash  worker id -> its last report (JSON)
 --   workers-seen    zset  worker id scored by when its report arrived (ms)
 --   generation      string the queue's generation id: set (NX) by push, deleted by a purge
--- Each state has one index, so a state change touches as few keys as it can: waiting, done and
--- dead are the zsets state:*; ready is queue or delayed, and one element of the KEDA list
+-- Each state has one index, so a state change touches as few keys as it can: waiting, done,
+-- dead and blocked are the zsets state:*; ready is queue or delayed, and one element of the KEDA list
 -- ready; leased is deadlines.
 -- Item record fields: state, seq, priority, attempts, max_attempts, token, worker, request (the
--- lease request id), leased_at, deadline, available_at (ms), pending (dependencies not ended),
+-- lease request id), leased_at, deadline, available_at (ms), pending (dependencies not done),
 -- deps and dependents (JSON text of the ids it depends on, of those that depend on it; the
 -- latter only when there are some), payload (JSON text, as pushed), committed ({"result",
 -- "outputs"} JSON text of the commit, when it kept either), last_error, created_at, updated_at.
@@ -80,7 +80,7 @@ end
 
 -- the states indexed by a zset of their own (state:*); see make_ready and lease_next for ready,
 -- unlease and lease_next for leased
-local INDEXED = {waiting = true, done = true, dead = true}
+local INDEXED = {waiting = true, done = true, dead = true, blocked = true}
 
 -- Move `it` to `state`, keeping the state:* zsets.
 local function set_state(id, it, state, now)
@@ -122,7 +122,8 @@ local function unlease(id, it)
   it.leased_at = nil
 end
 
--- `it` reached done or dead: dependents whose last dependency it was become ready.
+-- `it` is done: dependents whose last pending dependency it was become ready. (A dead item
+-- blocks its dependents instead: mark_dead.)
 local function end_item(it, now)
   if not it.dependents then return end
   for _, dep_id in ipairs(cjson.decode(it.dependents)) do
@@ -131,6 +132,102 @@ local function end_item(it, now)
       d.pending = d.pending - 1
       if d.pending <= 0 then make_ready(dep_id, d, now, now) end
       save(dep_id, d)
+    end
+  end
+end
+
+-- Strict dependencies: an item is ready only when every dependency is done. A dead item blocks
+-- what (transitively) depends on it; requeueing it, or a forced push, resolves them again.
+
+-- the states an item's dependencies decide (a leased, done or dead item keeps its own)
+local SETTLED_BY_DEPS = {waiting = true, ready = true, blocked = true}
+
+-- `it` leaves ready for another state: out of queue or delayed, and the KEDA list shrinks.
+local function unready(id, it)
+  if it.state ~= 'ready' then return end
+  redis.call('ZREM', K.queue, ready_member(id, it))
+  redis.call('ZREM', K.delayed, id)
+  redis.call('LPOP', K.ready)
+end
+
+local function dependents_of(it)
+  if not it.dependents then return {} end
+  return cjson.decode(it.dependents)
+end
+
+-- What blocks an item that depends on `d` (dead or blocked): a blocked one passes its own on.
+local function blocked_reason(dep_id, d)
+  if d.state == 'blocked' and d.last_error then return d.last_error end
+  return 'blocked: dependency ' .. dep_id .. ' is dead: ' .. (d.last_error or 'no error recorded')
+end
+
+-- Every waiting or ready item downstream of `it` becomes blocked by `reason`.
+local function block_dependents(it, reason, now)
+  local frontier = {it}
+  while #frontier > 0 do
+    for _, dep_id in ipairs(dependents_of(table.remove(frontier))) do
+      local d = load(dep_id)
+      if d and (d.state == 'waiting' or d.state == 'ready') then
+        unready(dep_id, d)
+        set_state(dep_id, d, 'blocked', now)
+        d.last_error = reason
+        save(dep_id, d)
+        frontier[#frontier + 1] = d
+      end
+    end
+  end
+end
+
+-- The one way an item becomes dead (its lease already ended, it.last_error set): saved dead,
+-- and every item that (transitively) needs it blocked.
+local function mark_dead(id, it, now)
+  set_state(id, it, 'dead', now)
+  save(id, it)
+  block_dependents(it, blocked_reason(id, it), now)
+end
+
+-- Set the state of `it` (not leased) from its dependencies': blocked when one is dead or
+-- blocked, else waiting (pending = how many are not done) or ready. Saves it; returns the state.
+local function resolve(id, it, now)
+  local old, pending, reason = it.state, 0, nil
+  for _, dep in ipairs(cjson.decode(it.deps)) do
+    local d = load(dep)
+    if d.state == 'dead' or d.state == 'blocked' then
+      reason = reason or blocked_reason(dep, d)
+    elseif d.state ~= 'done' then
+      pending = pending + 1
+    end
+  end
+  it.pending = pending
+  if reason then
+    if old ~= 'blocked' or it.last_error ~= reason then
+      unready(id, it)
+      set_state(id, it, 'blocked', now)
+      it.last_error = reason
+    end
+  else
+    if old == 'blocked' then it.last_error = nil end  -- it was the reason
+    if pending > 0 and old ~= 'waiting' then
+      unready(id, it)
+      set_state(id, it, 'waiting', now)
+    elseif pending == 0 and old ~= 'ready' then
+      make_ready(id, it, now, now)
+    end
+  end
+  save(id, it)
+  return it.state
+end
+
+-- Resolve the items downstream of `it` again, as far as their states change.
+local function settle_dependents(it, now)
+  local frontier = {it}
+  while #frontier > 0 do
+    for _, dep_id in ipairs(dependents_of(table.remove(frontier))) do
+      local d = load(dep_id)
+      if d and SETTLED_BY_DEPS[d.state] then
+        local before = d.state
+        if resolve(dep_id, d, now) ~= before then frontier[#frontier + 1] = d end
+      end
     end
   end
 end
@@ -200,9 +297,7 @@ local function reclaim_expired(now, limit)
     unlease(id, it)
     if it.attempts >= it.max_attempts then
       it.last_error = err .. '; gave up after ' .. it.attempts .. ' attempts'
-      set_state(id, it, 'dead', now)
-      save(id, it)
-      end_item(it, now)
+      mark_dead(id, it, now)
     else
       it.last_error = err
       make_ready(id, it, now, now)

@@ -1,8 +1,8 @@
 -- reset_lineage.lua: move a run's lineage head back to an earlier version and re-arm items, all
 -- or nothing (the recovery path for a lost or corrupt checkpoint). Versions above the target
 -- leave the lineage; each re-armed item gets fresh attempts, loses its last error and commit,
--- and is waiting while a dependency has not ended, else ready. A waiting item outside the list
--- that depends on a re-armed, ended item gains it as a pending dependency.
+-- and is ready when every dependency is done, blocked behind a dead one, else waiting; the items
+-- downstream of it are resolved again the same way.
 -- Refused, with nothing changed, when the head is not the version the caller read, the target
 -- version is not in the lineage, an id is unknown, an item of the run (payload "run") or of the
 -- list is leased, or an item outside the list that is ready or leased depends on one of it.
@@ -64,39 +64,18 @@ else
   redis.call('HDEL', K.lineage_head, run)
 end
 
--- first every re-armed item leaves its state (waiting, for now), then each one's pending count
--- is taken from its dependencies: the result does not depend on the order of the list
+-- first every re-armed item leaves its state (waiting, for now), then each is resolved from its
+-- dependencies (ready only when all are done, blocked behind a dead one), and so are the items
+-- downstream of it: the result does not depend on the order of the list
 for _, id in ipairs(rearm) do
   local it = load(id)
-  if ended(it.state) and it.dependents then
-    for _, dep_id in ipairs(cjson.decode(it.dependents)) do
-      local d = load(dep_id)
-      if not wanted[dep_id] and d and d.state == 'waiting' then
-        d.pending = d.pending + 1
-        save(dep_id, d)
-      end
-    end
-  end
-  if it.state == 'ready' then  -- out of whichever ready index holds it, and the KEDA list
-    redis.call('ZREM', K.queue, ready_member(id, it))
-    redis.call('ZREM', K.delayed, id)
-    redis.call('LPOP', K.ready)
-  end
+  unready(id, it)
   set_state(id, it, 'waiting', now)
   it.attempts = 0
   it.last_error = nil
   it.committed = nil
   save(id, it)
 end
-for _, id in ipairs(rearm) do
-  local it = load(id)
-  local pending = 0
-  for _, dep in ipairs(cjson.decode(it.deps)) do
-    local d = load(dep)
-    if d and not ended(d.state) then pending = pending + 1 end
-  end
-  it.pending = pending
-  if pending == 0 then make_ready(id, it, now, now) end
-  save(id, it)
-end
+for _, id in ipairs(rearm) do resolve(id, load(id), now) end
+for _, id in ipairs(rearm) do settle_dependents(load(id), now) end
 return {'ok'}

@@ -1,7 +1,7 @@
 // The dashboard page: polls /api/status (and the plots) and requeues dead items with the token.
 "use strict";
 
-const STATES = ["waiting", "ready", "leased", "done", "dead"];
+const STATES = ["waiting", "ready", "leased", "done", "dead", "blocked"];
 let refreshMs = 3000;
 let ticks = 0;
 
@@ -39,10 +39,11 @@ function fill(tbody, rows, build, key) {
 function showCounts(data) {
   for (const s of STATES) $("count-" + s).textContent = data.counts[s];
   $("count-total").textContent = data.total;
-  const ended = data.counts.done + data.counts.dead;
+  const ended = data.counts.done + data.counts.dead + data.counts.blocked;
   $("progress-bar").style.width = (data.total ? (100 * ended) / data.total : 0) + "%";
   $("summary").textContent = data.drained
-    ? "Drained: every item has ended."
+    ? (data.counts.blocked ? "Drained: " + data.counts.blocked + " item(s) blocked behind dead ones."
+      : "Drained: every item has ended.")
     : ended + " of " + data.total + " items ended.";
 }
 
