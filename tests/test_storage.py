@@ -55,10 +55,10 @@ def test_failed_atomic_write_keeps_the_old_file(storage: Storage) -> None:
     assert [p.name for p in storage.root.iterdir()] == ["a.txt"]
 
 
-def _stage(storage: Storage, content: str) -> Publication:
-    staged = storage.staging_path("item:1", 3, "runs/r/out.txt")
-    path = storage.resolve(staged)
-    path.parent.mkdir(parents=True)
+def _stage(storage: Storage, content: str, token: int = 3) -> Publication:
+    staged = storage.staging_path("item:1", token, "runs/r/out.txt")
+    assert staged == f".staging/item%3A1/t{token}/runs/r/out.txt"  # one folder per attempt
+    path = storage.prepare(staged)
     path.write_text(content)
     return Publication(staged=staged, final="runs/r/out.txt", sha256=sha256_file(path))
 
@@ -87,8 +87,12 @@ def test_publish_reports_a_lost_output(storage: Storage) -> None:
         storage.publish(pub)
 
 
-def test_discard_attempt_removes_its_staging(storage: Storage) -> None:
+def test_discard_attempt_removes_its_staging_and_no_other(storage: Storage) -> None:
     pub = _stage(storage, "abandoned")
+    other = _stage(storage, "the next attempt", token=4)
     storage.discard_attempt("item:1", 3)
     assert not storage.resolve(pub.staged).exists()
     assert not (storage.root / pub.final).exists()
+    assert storage.resolve(other.staged).read_text() == "the next attempt"
+    storage.discard_attempt("item:1", 4)
+    assert list((storage.root / ".staging").iterdir()) == []
