@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -42,6 +43,7 @@ from typing import Any
 from batchml import beneath
 from batchml.errors import PathEscapeError, StorageError
 
+log = logging.getLogger("batchml.storage")
 _KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-@=+")
 #: encoded names longer than this keep a readable prefix and end in ``%~`` + a digest
 _LONG = 200
@@ -261,8 +263,16 @@ class Storage:
             self.publish(pub)
 
     def discard_attempt(self, item_id: str, token: int) -> None:
-        """Remove what one attempt staged (and only that attempt); it never becomes visible."""
-        self.discard_staged(safe_name(item_id), token)
+        """Remove what one attempt staged (and only that attempt); it never becomes visible.
+
+        Best effort: a folder that cannot be removed is logged and left for the clean-up at
+        drain (:func:`batchml.rollforward.remove_stale_staging`)."""
+        try:
+            self.discard_staged(safe_name(item_id), token)
+        except (StorageError, OSError) as exc:
+            log.warning(
+                "item %s: could not remove the staging of attempt t%d: %s", item_id, token, exc
+            )
 
     def staged_attempts(self) -> list[tuple[str, int]]:
         """(encoded item id, token) of every attempt folder under ``.staging``."""
