@@ -96,3 +96,25 @@ def test_discard_attempt_removes_its_staging_and_no_other(storage: Storage) -> N
     assert storage.resolve(other.staged).read_text() == "the next attempt"
     storage.discard_attempt("item:1", 4)
     assert list((storage.root / ".staging").iterdir()) == []
+
+
+def test_staging_folders_are_made_even_if_a_cleaner_prunes_the_item_folder_meanwhile(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process removes the empty folder of the item (its last attempt was discarded)
+    between our opening it and making this attempt's folder in it: the walk starts again."""
+    storage.prepare(storage.staging_path("x", 1, "a.txt"))
+    storage.discard_attempt("x", 1)
+    (storage.root / ".staging/x").mkdir()  # empty: what a cleaner prunes
+    real_mkdir, pruned = os.mkdir, []
+
+    def mkdir(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if name == "t2" and not pruned:
+            pruned.append(name)
+            os.rmdir(storage.root / ".staging/x")
+        real_mkdir(name, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    path = storage.prepare(storage.staging_path("x", 2, "out/a.txt"))
+    path.write_text("staged")
+    assert pruned and (storage.root / ".staging/x/t2/out/a.txt").read_text() == "staged"

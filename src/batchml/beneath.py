@@ -69,8 +69,8 @@ def _open_root(root: Path, create: bool) -> int:
 def open_dir(root: Path, names: list[str], *, create: bool = False) -> int:
     """A descriptor of the folder ``root/names...`` (the caller closes it).
 
-    With ``create``, missing folders are made (mode 0o777 less the umask). Without it, a
-    missing folder raises FileNotFoundError."""
+    With ``create``, missing folders are made (mode 0o777 less the umask) and the folder
+    holding each new one is flushed. Without it, a missing folder raises FileNotFoundError."""
     for attempt in range(_WALK_TRIES):
         try:
             return _walk(root, names, create)
@@ -90,8 +90,11 @@ def _walk(root: Path, names: list[str], create: bool) -> int:
             except FileNotFoundError:
                 if not create:
                     raise
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.mkdir(name, 0o777, dir_fd=fd)
+                    os.fsync(fd)  # the new folder's name survives a power loss
+                except FileExistsError:
+                    pass
                 child = _open_child(root, names[: depth + 1], fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
