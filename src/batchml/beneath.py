@@ -185,18 +185,10 @@ def fsync_file(root: Path, relpath: str) -> None:
         os.close(fd)
 
 
-def fsync_dirs(root: Path, names: list[str], done: set[tuple[str, ...]] | None = None) -> None:
-    """Flush the root and every folder down to ``names`` (their entries become durable).
-
-    Folders listed in ``done`` are skipped, and the ones flushed are added to it."""
-    done = set() if done is None else done
-    for depth in range(len(names) + 1):
-        key = tuple(names[:depth])
-        if key in done:
-            continue
-        with folder(root, list(key)) as fd:
-            os.fsync(fd)
-        done.add(key)
+def fsync_dir(root: Path, names: list[str]) -> None:
+    """Flush the folder ``names`` (the entries made in it become durable)."""
+    with folder(root, names) as fd:
+        os.fsync(fd)
 
 
 def rename(root: Path, src: str, dst: str) -> None:

@@ -216,13 +216,17 @@ class Storage:
     # -- publish after commit ----------------------------------------------------------------
 
     def seal(self, pubs: Iterable[Publication]) -> None:
-        """Flush staged outputs, and every folder from the root down to them, to stable
-        storage: what the commit is about to promise survives a power loss."""
-        flushed: set[tuple[str, ...]] = set()
+        """Flush staged outputs and the folders holding them to stable storage: what the
+        commit is about to promise survives a power loss. (The folders above were flushed as
+        each was made: :func:`batchml.beneath.open_dir` flushes a new folder's parent.)"""
+        flushed: set[str] = set()
         for pub in pubs:
             staged = self._rel(pub.staged, what="staged path")
             beneath.fsync_file(self.root, staged)
-            beneath.fsync_dirs(self.root, beneath.parts(staged)[:-1], flushed)
+            folder = staged.rpartition("/")[0]
+            if folder not in flushed:
+                beneath.fsync_dir(self.root, beneath.parts(folder))
+                flushed.add(folder)
 
     def publish(self, pub: Publication) -> Path:
         """Move a staged output to its final name. Idempotent; safe to race with another process.
