@@ -77,12 +77,16 @@ def test_safe_name_is_injective_and_one_short_component(a: str, b: str) -> None:
     assert "/" not in na and "\x00" not in na and na not in (".", "..") and 0 < len(na) <= 200
 
 
-def test_run_names_are_checked_with_the_rule_in_the_message() -> None:
+def test_run_names_are_checked_with_the_rule_in_the_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     for ok in ["exp:1", "exp_1", "a b", "été", ".x"]:
         assert Settings(run=ok).run == ok
     for bad in ["", "a/b", "tab\there", "nl\n", "x" * 129]:
         with pytest.raises(ConfigError, match="1-128 characters with no '/' and no control"):
             Settings(run=bad)
+    refused = run_cli(capsys, "--root", str(tmp_path), "--run", "a\x1bb", "queue", "status")
+    assert refused.code == exitcodes.CONFIG and "no control characters" in refused.err
 
 
 @pytest.mark.timeout(120)
