@@ -6,6 +6,7 @@ Each is a ``@batchml.task``, so a worker started with ``--tasks tests.sample_tas
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,31 @@ def undecorated(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Not a @task: a worker must refuse it even with ``--tasks tests.sample_tasks``."""
     Path(str(payload["marker"])).write_text("ran\n")
     return {}
+
+
+# -- storage integrity (tests/test_storage_integrity.py) -----------------------------------------
+
+
+@task
+def stage_and_wait(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Stage an output, write ``started_marker``, then wait (checking the lease) until the file
+    ``go`` exists, so a test can act while this attempt holds its lease with a staged output."""
+    out = ctx.output(ctx.storage.run_path(ctx.run, "out", f"{payload['name']}.txt"))
+    out.write_text(f"{payload['name']} staged by {ctx.worker_id}\n")
+    Path(payload["started_marker"]).write_text(str(os.getpid()))
+    end = time.monotonic() + 60.0
+    while not Path(payload["go"]).exists() and time.monotonic() < end:
+        ctx.check()
+        time.sleep(0.02)
+    return {"name": payload["name"]}
+
+
+@task
+def swap_staging_for_symlink(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """After ``ctx.output``, replace the staged file's folder with a symlink to the folder
+    ``outside`` (beyond the storage root), then write the output through it."""
+    out = ctx.output(ctx.storage.run_path(ctx.run, "out", f"{payload['name']}.txt"))
+    shutil.rmtree(out.parent)
+    os.symlink(payload["outside"], out.parent)
+    out.write_text("written through a swapped-in symlink\n")
+    return {"name": payload["name"]}

@@ -54,7 +54,7 @@ def test_scoring_writes_one_row_per_transaction_with_the_pinned_versions_scores(
         table = pipeline.load_dataset_features(env.storage, datasets.day_path(day), FeatureSpec())
         X, _ = pipeline.xy(table, FeatureSpec())
         assert np.array_equal(out["SCORE"].to_numpy(), model.predict_proba(X))
-    record = json.loads((env.root / f"runs/default/records/score_default_v10_{days[0]}.json")
+    record = json.loads((env.root / f"runs/default/records/score%3Adefault%3Av10%3A{days[0]}.json")
                         .read_text())  # fmt: skip
     result = record["result"]
     assert result["version"] == TRAINED and result["trained_through"] == env.days[TRAINED - 1]

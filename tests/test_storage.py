@@ -55,10 +55,10 @@ def test_failed_atomic_write_keeps_the_old_file(storage: Storage) -> None:
     assert [p.name for p in storage.root.iterdir()] == ["a.txt"]
 
 
-def _stage(storage: Storage, content: str) -> Publication:
-    staged = storage.staging_path("item:1", 3, "runs/r/out.txt")
-    path = storage.resolve(staged)
-    path.parent.mkdir(parents=True)
+def _stage(storage: Storage, content: str, token: int = 3) -> Publication:
+    staged = storage.staging_path("item:1", token, "runs/r/out.txt")
+    assert staged == f".staging/item%3A1/t{token}/runs/r/out.txt"  # one folder per attempt
+    path = storage.prepare(staged)
     path.write_text(content)
     return Publication(staged=staged, final="runs/r/out.txt", sha256=sha256_file(path))
 
@@ -87,8 +87,34 @@ def test_publish_reports_a_lost_output(storage: Storage) -> None:
         storage.publish(pub)
 
 
-def test_discard_attempt_removes_its_staging(storage: Storage) -> None:
+def test_discard_attempt_removes_its_staging_and_no_other(storage: Storage) -> None:
     pub = _stage(storage, "abandoned")
+    other = _stage(storage, "the next attempt", token=4)
     storage.discard_attempt("item:1", 3)
     assert not storage.resolve(pub.staged).exists()
     assert not (storage.root / pub.final).exists()
+    assert storage.resolve(other.staged).read_text() == "the next attempt"
+    storage.discard_attempt("item:1", 4)
+    assert list((storage.root / ".staging").iterdir()) == []
+
+
+def test_staging_folders_are_made_even_if_a_cleaner_prunes_the_item_folder_meanwhile(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process removes the empty folder of the item (its last attempt was discarded)
+    between our opening it and making this attempt's folder in it: the walk starts again."""
+    storage.prepare(storage.staging_path("x", 1, "a.txt"))
+    storage.discard_attempt("x", 1)
+    (storage.root / ".staging/x").mkdir()  # empty: what a cleaner prunes
+    real_mkdir, pruned = os.mkdir, []
+
+    def mkdir(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if name == "t2" and not pruned:
+            pruned.append(name)
+            os.rmdir(storage.root / ".staging/x")
+        real_mkdir(name, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    path = storage.prepare(storage.staging_path("x", 2, "out/a.txt"))
+    path.write_text("staged")
+    assert pruned and (storage.root / ".staging/x/t2/out/a.txt").read_text() == "staged"

@@ -7,6 +7,7 @@ derives what follows from them (the SQLite queue under the storage root when no 
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,6 +18,24 @@ from batchml.storage import Storage
 
 DEFAULT_ROOT = "./batchml-data"
 DEFAULT_RUN = "default"
+
+
+#: the longest run name accepted (its folder name is at most 200 characters, see safe_name)
+MAX_RUN_NAME = 128
+
+
+def check_run_name(run: str) -> None:
+    """Refuse a run name that is empty, too long, or holds a '/' or a control character.
+
+    Anything else is fine, ``exp:1`` and ``exp_1`` alike: the run's folder name comes from
+    :func:`batchml.storage.safe_name`, which keeps every two names apart."""
+    bad = [c for c in run if c == "/" or unicodedata.category(c) == "Cc"]
+    if not run or len(run) > MAX_RUN_NAME or bad:
+        shown = run if len(run) <= 40 else run[:40] + "…"
+        raise ConfigError(
+            f"--run {shown!r}: a run name is 1-{MAX_RUN_NAME} characters with no '/' and no "
+            "control characters, e.g. 'default', 'exp-2' or 'exp:1'"
+        )
 
 
 @dataclass(frozen=True)
@@ -55,8 +74,7 @@ class Settings:
     tasks: tuple[str, ...] = ()  # modules whose @batchml.task functions workers may run
 
     def __post_init__(self) -> None:
-        if not self.run or "/" in self.run or self.run.startswith("."):
-            raise ConfigError(f"--run {self.run!r}: give a plain name such as 'default' or 'exp-2'")
+        check_run_name(self.run)
         if self.max_attempts < 1:
             raise ConfigError(f"--max-attempts must be at least 1, got {self.max_attempts}")
 

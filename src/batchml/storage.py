@@ -7,39 +7,70 @@ Layout (see DESIGN.md)::
     <root>/runs/<run>/checkpoints/v<NNNN>-<day>.npz (+ .sha256)
     <root>/runs/<run>/records/<item-id>.json
     <root>/runs/<run>/predictions/v<NNNN>/<day>.parquet
-    <root>/.staging/...                       attempts' outputs, not yet published
+    <root>/.staging/<item-id>/t<token>/...    one attempt's outputs, not yet published
+
+Run names and item ids become file names through :func:`safe_name`, which is injective: two
+different names never share a folder (``exp:1`` → ``exp%3A1``, ``exp_1`` stays ``exp_1``).
 
 Every relative path that comes from a user or a queue item goes through :meth:`Storage.resolve`,
-which refuses absolute paths, ``..`` and symlinks that lead outside the root.
+which refuses absolute paths, ``..`` and symlinks that lead outside the root. What batchml itself
+writes, renames, hashes or removes is reached through folder descriptors walked from the root
+(:mod:`batchml.beneath`), so a symlink swapped in mid-way is refused instead of followed.
+Files are created with mode ``0o666`` less the umask.
 
-Exactly-once outputs: a task writes into a staging path unique to its attempt (item id + fencing
-token). Only after the queue accepted the commit is the file renamed to its final name
-(:meth:`Storage.publish`). The rename is idempotent and can be redone by anyone holding the
-publication record, so a worker killed between commit and rename loses nothing: the next reader
-rolls the publication forward.
+Exactly-once outputs: a task writes into a staging folder private to its attempt (item id +
+fencing token). Before the commit the worker flushes the staged files and their folders to
+stable storage (:meth:`Storage.seal`); only after the queue accepted the commit is a file
+renamed to its final name (:meth:`Storage.publish`), and the final folder flushed. The rename
+is idempotent and can be redone by anyone holding the publication record, so a worker killed
+between commit and rename loses nothing: the next reader rolls the publication forward. Staging
+folders of attempts that ended are removed by :func:`batchml.rollforward.roll_forward`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
-import shutil
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from batchml import beneath
 from batchml.errors import PathEscapeError, StorageError
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._@=+-]")
+log = logging.getLogger("batchml.storage")
+_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-@=+")
+#: encoded names longer than this keep a readable prefix and end in ``%~`` + a digest
+_LONG = 200
+STAGING = ".staging"
 
 
 def safe_name(text: str) -> str:
-    """A file-name-safe rendering of an item id or run name (``:`` and ``/`` become ``_``)."""
-    return _SAFE_NAME.sub("_", text)
+    """The file name of an item id or run name: one path component, injective, readable.
+
+    Each UTF-8 byte outside ``A-Z a-z 0-9 . _ - @ = +`` is written ``%XX`` (so is ``%`` itself,
+    and a leading ``.``): ``exp:1`` → ``exp%3A1``, while ``exp_1``, ``default`` and
+    ``2018-04-01`` are unchanged. The result is never empty, ``.`` or ``..``, and two different
+    texts never give the same name. A name that would pass 200 characters keeps its first 160
+    and ends in ``%~`` and 32 hex digits of the text's sha256 (no short name contains ``%~``).
+    """
+    raw = text.encode("utf-8", "surrogatepass")
+    out = "".join(
+        chr(b) if b in _KEEP and not (i == 0 and b == ord(".")) else f"%{b:02X}"
+        for i, b in enumerate(raw)
+    )
+    if not out:
+        return "%"  # the empty text: a lone '%' is no other text's name
+    if len(out) > _LONG:
+        cut = 160
+        cut = out.rfind("%", cut - 2, cut) if "%" in out[cut - 2 : cut] else cut
+        out = out[:cut] + "%~" + hashlib.sha256(raw).hexdigest()[:32]
+    return out
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -98,6 +129,10 @@ class Storage:
             )
         return candidate
 
+    def _rel(self, relpath: str, what: str = "path") -> str:
+        """``relpath`` checked by :meth:`resolve`, in its clean POSIX form."""
+        return self.relative(self.resolve(relpath, what=what))
+
     def relative(self, path: Path) -> str:
         """The root-relative POSIX form of an absolute path inside the root."""
         return path.absolute().relative_to(self.root).as_posix()
@@ -111,28 +146,45 @@ class Storage:
         """Root-relative path of a file of a run, e.g. ``run_path('default', 'report.txt')``."""
         return "/".join(["runs", safe_name(run), *parts])
 
+    def attempt_path(self, item_id: str, token: int) -> str:
+        """Root-relative staging folder of one attempt (item id + fencing token)."""
+        return f"{STAGING}/{safe_name(item_id)}/t{token}"
+
     def staging_path(self, item_id: str, token: int, final_rel: str) -> str:
         """Root-relative staging path of ``final_rel`` for one attempt (item id + token)."""
-        return f".staging/{safe_name(item_id)}.t{token}/{final_rel}"
+        return f"{self.attempt_path(item_id, token)}/{final_rel}"
 
     # -- writing -----------------------------------------------------------------------------
 
+    def prepare(self, relpath: str, *, what: str = "path") -> Path:
+        """Create the folders of ``relpath`` (never through a symlink); its absolute path."""
+        rel = self._rel(relpath, what)
+        beneath.makedirs(self.root, rel.rpartition("/")[0])
+        return self.root / rel
+
     @contextlib.contextmanager
     def open_atomic(self, relpath: str, mode: str = "wb") -> Iterator[Any]:
-        """Write to a temporary file beside ``relpath`` and rename it into place on success."""
-        target = self.resolve(relpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, mode) as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        """Write to a temporary file beside ``relpath`` and rename it into place on success.
+
+        The file is opened beneath the root (no symlink followed), created with mode 0o666
+        less the umask, and flushed with its folder before this returns."""
+        names = beneath.parts(self._rel(relpath))
+        with beneath.folder(self.root, names[:-1], create=True) as parent:
+            tmp = f".{names[-1]}.{secrets.token_hex(4)}.tmp"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o666, dir_fd=parent)
+            try:
+                encoding = None if "b" in mode else "utf-8"
+                with os.fdopen(fd, mode, encoding=encoding) as handle:
+                    yield handle
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.rename(tmp, names[-1], src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=parent)
+                raise
+            os.fsync(parent)
 
     def write_bytes(self, relpath: str, data: bytes) -> Path:
         with self.open_atomic(relpath, "wb") as handle:
@@ -154,55 +206,91 @@ class Storage:
     def exists(self, relpath: str) -> bool:
         return self.resolve(relpath).exists()
 
+    def sha256(self, relpath: str, *, what: str = "path") -> str:
+        """The sha256 of a regular file, read beneath the root (no symlink followed)."""
+        try:
+            return beneath.sha256(self.root, self._rel(relpath, what))
+        except FileNotFoundError:
+            raise StorageError(f"{relpath}: no such file under {self.root}") from None
+
     # -- publish after commit ----------------------------------------------------------------
+
+    def seal(self, pubs: Iterable[Publication]) -> None:
+        """Flush staged outputs and the folders holding them to stable storage: what the
+        commit is about to promise survives a power loss. (The folders above were flushed as
+        each was made: :func:`batchml.beneath.open_dir` flushes a new folder's parent.)"""
+        flushed: set[str] = set()
+        for pub in pubs:
+            staged = self._rel(pub.staged, what="staged path")
+            beneath.fsync_file(self.root, staged)
+            folder = staged.rpartition("/")[0]
+            if folder not in flushed:
+                beneath.fsync_dir(self.root, beneath.parts(folder))
+                flushed.add(folder)
 
     def publish(self, pub: Publication) -> Path:
         """Move a staged output to its final name. Idempotent; safe to race with another process.
 
         If the final file already exists with the recorded digest, nothing is done. A final file
-        with another digest is replaced (it can only be left over from a forced re-run).
-        """
-        final = self.resolve(pub.final, what="output path")
-        staged = self.resolve(pub.staged, what="staged path")
-        if final.exists() and not staged.exists():
-            if sha256_file(final) != pub.sha256:
+        with another digest is replaced (it can only be left over from a forced re-run). The
+        rename goes through folder descriptors (a symlink on either path is refused) and the
+        final folder is flushed after it."""
+        final = self._rel(pub.final, what="output path")
+        staged = self._rel(pub.staged, what="staged path")
+        if beneath.is_file(self.root, final) and beneath.lstat(self.root, staged) is None:
+            if beneath.sha256(self.root, final) != pub.sha256:
                 raise StorageError(
                     f"{pub.final}: published file does not match its recorded sha256 "
                     f"{pub.sha256[:12]}…; it was changed after the commit"
                 )
-            return final
-        final.parent.mkdir(parents=True, exist_ok=True)
+            return self.root / final
         try:
-            os.replace(staged, final)
+            beneath.rename(self.root, staged, final)
         except FileNotFoundError:
-            if final.exists():  # another process published it between our checks
-                return final
+            if beneath.is_file(self.root, final):  # another process published it meanwhile
+                return self.root / final
             raise StorageError(
                 f"{pub.final}: neither the staged file {pub.staged} nor the final file exists; "
                 "the committed output was deleted from the storage root"
             ) from None
-        self._prune_empty(staged.parent)
-        return final
+        beneath.rmdir_empty(self.root, staged.rpartition("/")[0], stop=1)
+        return self.root / final
 
     def is_pending(self, pub: Publication) -> bool:
         """True if a committed output still waits under its staging name (or is missing)."""
-        staged = self.resolve(pub.staged, what="staged path")
-        return staged.exists() or not self.resolve(pub.final, what="output path").exists()
+        staged = self._rel(pub.staged, what="staged path")
+        final = self._rel(pub.final, what="output path")
+        return beneath.lstat(self.root, staged) is not None or not beneath.is_file(self.root, final)
 
     def publish_all(self, pubs: Iterable[Publication]) -> None:
         for pub in pubs:
             self.publish(pub)
 
     def discard_attempt(self, item_id: str, token: int) -> None:
-        """Remove what an abandoned attempt staged; it never becomes visible."""
-        folder = self.resolve(f".staging/{safe_name(item_id)}.t{token}")
-        shutil.rmtree(folder, ignore_errors=True)
+        """Remove what one attempt staged (and only that attempt); it never becomes visible.
 
-    def _prune_empty(self, folder: Path) -> None:
-        staging = self.root / ".staging"
-        while folder != staging and staging in folder.parents:
+        Best effort: a folder that cannot be removed is logged and left for the clean-up at
+        drain (:func:`batchml.rollforward.remove_stale_staging`)."""
+        try:
+            self.discard_staged(safe_name(item_id), token)
+        except (StorageError, OSError) as exc:
+            log.warning(
+                "item %s: could not remove the staging of attempt t%d: %s", item_id, token, exc
+            )
+
+    def staged_attempts(self) -> list[tuple[str, int]]:
+        """(encoded item id, token) of every attempt folder under ``.staging``."""
+        found = []
+        for name in beneath.listdir(self.root, STAGING):
             try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
+                subs = beneath.listdir(self.root, f"{STAGING}/{name}")
+            except StorageError:  # a file or a symlink: not an attempt's folder
+                continue
+            found += [(name, int(sub[1:])) for sub in subs if re.fullmatch(r"t[0-9]+", sub)]
+        return found
+
+    def discard_staged(self, encoded_id: str, token: int) -> None:
+        """Remove the attempt folder ``.staging/<encoded_id>/t<token>`` (``staged_attempts``)."""
+        item_folder = self._rel(f"{STAGING}/{encoded_id}", what="staging folder")
+        beneath.rmtree(self.root, f"{item_folder}/t{token}")
+        beneath.rmdir_empty(self.root, item_folder, stop=1)

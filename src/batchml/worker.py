@@ -372,6 +372,7 @@ class Worker:
             ctx.check()
             self._write_record(ctx, result, started)
             outputs = ctx.publications()
+            self.storage.seal(outputs)  # durable before the commit promises them
         except Shutdown:
             self._settle.discard(ctx)
             self._stopping.set()

@@ -19,6 +19,7 @@ from batchml.local import spawn_workers, wait
 from batchml.progress import activity, progress_bars
 from batchml.queue.base import State
 from batchml.report import write_reports
+from batchml.storage import safe_name
 
 MARKER = ".batchml-demo"
 
@@ -125,6 +126,7 @@ def _summary(o: _Outcome) -> None:
         console.print(f"  {label:20} {value:.4f}" if value is not None else f"  {label:20} n/a")
     console.print(f"  final checkpoint     {o.root / str(final.get('checkpoint', '-'))}")
     console.print(
-        f"  report               {o.root / 'runs' / o.run / 'report.txt'} (and report.json)"
+        f"  report               {o.root / 'runs' / safe_name(o.run) / 'report.txt'} "
+        "(and report.json)"
     )
     console.print(f"  worker logs          {o.root / 'logs'}")

@@ -10,9 +10,11 @@ it only if it is on the worker's allow-list (:mod:`batchml.tasks.registry`): dec
 registered by an installed package as a ``batchml.tasks`` entry point. Its rules:
 
 * Read inputs with ``ctx.storage`` (paths relative to the storage root; escapes are refused).
-* Write every output through ``ctx.output("runs/<run>/whatever.parquet")``, which returns a
-  staging path to write to. The file appears under its final name only after the queue accepted
-  the commit with this attempt's fencing token; an abandoned attempt leaves nothing visible.
+* Write every output through ``ctx.output(ctx.storage.run_path(ctx.run, "whatever.parquet"))``
+  (``run_path`` turns the run name into its folder name), which returns a staging path to write
+  to; its folders are made, never through a symlink. The file appears under its final name only
+  after the queue accepted the commit with this attempt's fencing token; an abandoned attempt
+  leaves nothing visible.
 * Return a JSON-serialisable dict (the item's result, kept in the queue and in its record).
 * Raise to fail the attempt: the item is retried with backoff, then marked dead with the error.
   Raise a :class:`~batchml.errors.PermanentError` (PayloadError, ConfigError, PathEscapeError,
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from batchml.errors import LeaseLost
 from batchml.queue.base import Item, LineageHead, LineageStep
-from batchml.storage import Publication, Storage, sha256_file
+from batchml.storage import Publication, Storage
 
 if TYPE_CHECKING:
     from batchml.queue.base import WorkQueue
@@ -53,7 +55,7 @@ class TaskContext:
     log: logging.Logger
     lost: threading.Event = field(default_factory=threading.Event)
     lineage_step: LineageStep | None = None
-    _staged: dict[str, Path] = field(default_factory=dict)
+    _staged: dict[str, str] = field(default_factory=dict)  # final -> staged (root-relative)
 
     @property
     def attempt(self) -> int:
@@ -65,12 +67,13 @@ class TaskContext:
             raise LeaseLost(f"item {self.item.id}: lease lost while the task ran; abandoning")
 
     def output(self, final_rel: str) -> Path:
-        """A staging path for an output to publish at ``final_rel`` (root-relative) on commit."""
+        """A staging path for an output to publish at ``final_rel`` (root-relative) on commit.
+
+        The path lies in a folder private to this attempt (item id + fencing token)."""
         self.storage.resolve(final_rel, what="output path")
         staged_rel = self.storage.staging_path(self.item.id, self.token, final_rel)
-        path = self.storage.resolve(staged_rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._staged[final_rel] = path
+        path = self.storage.prepare(staged_rel, what="staged path")
+        self._staged[final_rel] = self.storage.relative(path)
         return path
 
     def lineage_head(self) -> LineageHead:
@@ -84,10 +87,13 @@ class TaskContext:
         self.lineage_step = LineageStep(expected_version=expected_version, head=head)
 
     def publication(self, final_rel: str) -> Publication:
-        """The publication record of an output staged with :meth:`output` (file must exist)."""
-        path = self._staged[final_rel]
+        """The publication record of an output staged with :meth:`output` (file must exist).
+
+        The file is hashed through folder descriptors: a staging folder swapped for a symlink
+        raises PathEscapeError instead of being read through."""
+        staged = self._staged[final_rel]
         return Publication(
-            staged=self.storage.relative(path), final=final_rel, sha256=sha256_file(path)
+            staged=staged, final=final_rel, sha256=self.storage.sha256(staged, what="staged path")
         )
 
     def publications(self) -> list[Publication]:
