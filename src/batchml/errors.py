@@ -39,6 +39,15 @@ class QueueUnavailable(QueueError):
     """The queue backend cannot be reached (connection refused, timeout, auth)."""
 
 
+class QueueNotFound(ConfigError):
+    """A command that only reads was pointed at a queue that does not exist (a typo, a volume
+    not mounted); it is not created."""
+
+
+class QueueCorrupt(QueueError):
+    """The queue's database file is damaged: a retry cannot fix it (exit 65, DATA_LOSS)."""
+
+
 class LeaseLost(QueueError):
     """The fencing token is no longer current: another worker owns the item now."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchml.errors import ConfigError
+from batchml.errors import ConfigError, QueueNotFound
 from batchml.queue.base import (
     Item,
     ItemSpec,
@@ -46,14 +46,27 @@ class ConnectOptions:
 
 
 def open_queue(
-    url: str, options: QueueOptions | None = None, connect: ConnectOptions | None = None
+    url: str,
+    options: QueueOptions | None = None,
+    connect: ConnectOptions | None = None,
+    *,
+    create: bool = True,
 ) -> WorkQueue:
-    """Open the queue a URL names: ``sqlite:///path/queue.db`` or ``redis://host:port/db``."""
+    """Open the queue a URL names: ``sqlite:///path/queue.db`` or ``redis://host:port/db``.
+
+    With ``create=False`` a SQLite file that does not exist raises QueueNotFound instead of
+    being created (for the commands that only read a queue)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
         from batchml.queue.sqlite import SqliteQueue, path_from_url
 
-        return SqliteQueue(path_from_url(url), options)
+        path = path_from_url(url)
+        if not create and not path.exists():
+            raise QueueNotFound(
+                f"no SQLite queue at {path}: check --root / --queue (BATCHML_ROOT / "
+                "BATCHML_QUEUE), or queue work first (`batchml queue push`)"
+            )
+        return SqliteQueue(path, options)
     if scheme in ("redis", "rediss"):
         from batchml.queue.redis import RedisQueue
 
