@@ -131,6 +131,7 @@ def test_worker_command_serves_metrics_while_it_works(queue: SqliteQueue, tmp_pa
     """``batchml worker --metrics-port`` (via BATCHML_METRICS_PORT) serves /metrics while busy."""
     queue.push([item("slow_write", "slow", seconds=2.0), item("write_output", "quick")])
     queue.close()
+    (tmp_path / "root").mkdir()  # a worker refuses a storage root that does not exist
     port = _free_port()
     env = {**os.environ, "BATCHML_METRICS_PORT": str(port), "PYTHONPATH": os.getcwd()}
     cmd = [

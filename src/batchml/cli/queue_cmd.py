@@ -111,7 +111,7 @@ def status(
 ) -> None:
     """Counts per state, workers, lineage head, throughput, leased and dead items."""
     s = settings(ctx)
-    with queue(ctx) as q:
+    with queue(ctx, create=False) as q:
         if as_json:
             console.print_json(json.dumps(status_data(q, s.run, stale_after)))
         elif not watch:
@@ -131,7 +131,7 @@ def requeue_dead(
     ids: Annotated[list[str] | None, typer.Argument(help="Only these ids.")] = None,
 ) -> None:
     """Give dead items a fresh set of attempts."""
-    with queue(ctx) as q:
+    with queue(ctx, create=False) as q:
         n = q.requeue_dead(ids or None)
     console.print(f"requeued {n} dead item(s)")
 
@@ -143,6 +143,6 @@ def purge(
     """Delete every item, the lineage heads and the history of this queue."""
     if not yes:
         raise ConfigError("purge deletes the whole queue and its lineage; pass --yes to confirm")
-    with queue(ctx) as q:
+    with queue(ctx, create=False) as q:
         q.purge()
     console.print("queue purged")
