@@ -154,3 +154,19 @@ def test_data_generate_again_with_the_same_settings_is_allowed(tmp_path: Path) -
     again = run_batchml(*args)
     assert again.code == exitcodes.OK, again.err
     assert snapshot(root) == before
+
+
+def test_demo_without_fresh_keeps_days_it_did_not_simulate(tmp_path: Path) -> None:
+    """Given a demo folder whose first day holds other data (put there by hand, or an earlier
+    demo with other settings), when the demo runs without --fresh, then it is refused with the
+    hint to pass --fresh, and the day's bytes stay (the old demo overwrote it)."""
+    demo = tmp_path / "batchml-demo"
+    day = demo / "datasets" / "training" / "2018-04-01.parquet"
+    day.parent.mkdir(parents=True)
+    (demo / MARKER).write_text(MARKER_TEXT)
+    day.write_bytes(b"someone's data")
+    result = run_batchml("--log-level", "ERROR", "demo", *SMALL_DEMO, cwd=tmp_path)
+    assert result.code == exitcodes.DEAD_ITEMS, result.err
+    line = one_line(result)
+    assert "1 day(s) already stored" in line and "2018-04-01" in line and "--fresh" in line
+    assert day.read_bytes() == b"someone's data"

@@ -20,11 +20,20 @@ app = typer.Typer(help="Datasets on the storage root.", no_args_is_help=True)
 log = logging.getLogger("batchml.data")
 
 
-def generate_days(storage: Storage, config: SimulationConfig, *, force: bool = False) -> list[str]:
+#: what to do when ``data generate`` would replace stored days
+REPLACE_HINT = (
+    "pass --force to replace them (lineage versions trained on them keep the old data), or "
+    "pick another --root"
+)
+
+
+def generate_days(
+    storage: Storage, config: SimulationConfig, *, force: bool = False, hint: str = REPLACE_HINT
+) -> list[str]:
     """Simulate and store daily datasets; shared by ``data generate`` and ``demo``.
 
     Nothing is written if a stored day would change (imported data, or other simulation
-    settings), unless ``force``: the error names the first few days and their count."""
+    settings), unless ``force``: the error names the first few days, their count and ``hint``."""
     from batchml.fraud import datasets
     from batchml.fraud.simulate import simulate, split_by_day
 
@@ -41,8 +50,7 @@ def generate_days(storage: Storage, config: SimulationConfig, *, force: bool = F
         if clash:
             raise DatasetError(
                 f"{len(clash)} day(s) already stored under {storage.dataset_dir('training')} "
-                f"hold other data ({_first(clash)}); pass --force to replace them "
-                "(lineage versions trained on them keep the old data), or pick another --root"
+                f"hold other data ({_first(clash)}); {hint}"
             )
         write = bars.bar("writing daily datasets", len(encoded))
         for day, data in encoded.items():

@@ -120,7 +120,9 @@ def demo(
 
     storage = s.storage()
     config = SimulationConfig(n_customers=customers, n_terminals=terminals, n_days=days, seed=seed)
-    all_days = generate_days(storage, config)
+    all_days = generate_days(
+        storage, config, hint="an earlier demo ran with other settings: pass --fresh"
+    )
     train_days, test_week = all_days[:-14], all_days[-7:]
     with open_queue(s.resolved_queue_url, s.queue_options()) as q:
         specs = plan.training_items(
