@@ -4,6 +4,7 @@ code (README "Exit codes"); a typo in a path never reads as an empty root or que
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -89,6 +90,22 @@ def test_a_metrics_port_out_of_range_is_a_configuration_error(tmp_path: Path) ->
     assert result.code == exitcodes.CONFIG, result.err
     assert "BATCHML_METRICS_PORT 99999 is not a TCP port" in one_line(result)
     assert SqliteQueue(tmp_path / "queue.db").get("n1").state == State.READY
+
+
+def test_a_metrics_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
+    """A port another process listens on: one line, exit 78 (already so before this change;
+    kept here beside the out-of-range port, as the README documents both)."""
+    queued(tmp_path, task("noop", "n1")).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_batchml(
+            "--root", str(tmp_path), "--log-level", "ERROR", "worker", "--metrics-port",
+            str(port),
+        )  # fmt: skip
+    assert result.code == exitcodes.CONFIG, result.err
+    assert f"cannot serve metrics on 0.0.0.0:{port}" in one_line(result)
 
 
 def _damage(path: Path, offset: int) -> None:
