@@ -8,8 +8,10 @@ STAMP   = $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: demo test lint typecheck unit venv system-deps bench clean
 
+# The demo works in ./batchml-demo/ whatever BATCHML_ROOT says, and refuses any folder it did not
+# make (a demo folder carries a .batchml-demo file): --fresh never deletes data of yours.
 demo: $(STAMP)
-	$(BIN)/batchml demo --fresh
+	$(BIN)/batchml --root batchml-demo demo --fresh
 
 test: $(STAMP) system-deps lint typecheck unit
 
@@ -41,5 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/queue_throughput.py
 	$(BIN)/python bench/features.py
 
+# ./batchml-data/ holds what you generated and imported: never removed here.
 clean:
-	rm -rf $(VENV) batchml-data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	if [ -f batchml-demo/.batchml-demo ]; then rm -rf batchml-demo; fi

@@ -193,6 +193,7 @@ def test_frozen_worker_past_its_lease_is_fenced_off_and_publishes_nothing(
     tmp_path: Path, redis_url: str
 ) -> None:
     root = tmp_path / "root"
+    root.mkdir()  # a worker refuses a storage root that does not exist
     settings = Settings(root=root, queue_url=redis_url, tasks=SAMPLE_TASKS)
     queue = open_queue(redis_url)
     marker = tmp_path / "started"
@@ -259,6 +260,7 @@ def test_poison_item_is_retried_with_backoff_then_dead_and_named_by_status(
     tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "root"
+    root.mkdir()  # a worker refuses a storage root that does not exist
     settings = Settings(root=root, queue_url=redis_url, max_attempts=3, tasks=SAMPLE_TASKS)
     queue = open_queue(redis_url, settings.queue_options())
     task = "tests.sample_tasks:"
@@ -304,6 +306,8 @@ def test_sigterm_releases_at_once_or_finishes_within_grace(tmp_path: Path, redis
     qb.push([ItemSpec(payload={"task": slow, "name": "short", "seconds": 2,
                                "started_marker": str(marker_b)}, id="short"),
              ItemSpec(payload={"task": slow, "name": "next"}, id="next")])  # fmt: skip
+    (tmp_path / "ra").mkdir()  # a worker refuses a storage root that does not exist
+    (tmp_path / "rb").mkdir()
     [a] = spawn_workers(
         Settings(root=tmp_path / "ra", queue_url=redis_url, tasks=SAMPLE_TASKS), 1, tmp_path / "la",
         ["--grace", "0", "--lease-ttl", "30"],

@@ -24,6 +24,7 @@ def test_worker_logs_one_json_object_per_line_with_its_context(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     q = SqliteQueue(tmp_path / "queue.db")
+    (tmp_path / "root").mkdir()  # a worker refuses a storage root that does not exist
     q.push(
         [
             ItemSpec(

@@ -177,6 +177,7 @@ def test_worker_command_serves_metrics_while_it_works(queue: SqliteQueue, tmp_pa
     on the address BATCHML_METRICS_ADDRESS names and no other."""
     queue.push([item("slow_write", "slow", seconds=2.0), item("write_output", "quick")])
     queue.close()
+    (tmp_path / "root").mkdir()  # a worker refuses a storage root that does not exist
     port = _free_port()
     env = {
         **os.environ,

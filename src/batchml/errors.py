@@ -56,6 +56,10 @@ class QueueUnavailable(QueueError):
     """The queue backend cannot be reached (connection refused, timeout, auth)."""
 
 
+class QueueCorrupt(QueueError):
+    """The queue's database file is damaged: a retry cannot fix it (exit 65, DATA_LOSS)."""
+
+
 class LeaseLost(QueueError):
     """The fencing token is no longer current: another worker owns the item now."""
 

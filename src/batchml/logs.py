@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from batchml.errors import ConfigError
 from batchml.observer import WorkerObserver
 from batchml.queue.base import Lease
 
@@ -32,6 +33,13 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 _item_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -115,16 +123,25 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always the current sys.stderr
 
 
-def configure(level: str = "INFO", fmt: LogFormat | str = LogFormat.TEXT) -> None:
-    """Send the ``batchml`` loggers to stderr in the chosen format (idempotent)."""
+def configure(level: LogLevel | str = LogLevel.INFO, fmt: LogFormat | str = LogFormat.TEXT) -> None:
+    """Send the ``batchml`` loggers to stderr in the chosen format (idempotent).
+
+    An unknown level or format raises ConfigError (the CLI offers only the known ones)."""
+    try:
+        level, fmt = LogLevel(level.upper()), LogFormat(fmt)
+    except ValueError:
+        raise ConfigError(
+            f"log level {level!r} / format {fmt!r}: levels are {', '.join(LogLevel)}, "
+            f"formats {', '.join(LogFormat)}"
+        ) from None
     root = logging.getLogger("batchml")
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = _StderrHandler()
-    if LogFormat(fmt) is LogFormat.JSON:
+    if fmt is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    root.setLevel(level.value)
     root.propagate = False

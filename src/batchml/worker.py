@@ -10,7 +10,7 @@ publishes the outputs under their final names. A refused commit (stale token) pu
 
 Signals: SIGTERM or SIGINT stops leasing. A running task gets ``grace`` seconds to finish and
 commit; past that it is interrupted and its item released at once (not counted as an attempt),
-so another worker takes it immediately. The process then exits 143.
+so another worker takes it immediately. The process then exits 143 (130 after SIGINT).
 
 An unreachable queue (Redis restarting, a failover, a network blip) is retried with capped
 exponential backoff and jitter (:mod:`batchml.backoff`) for up to ``queue_retry`` seconds, then
@@ -121,6 +121,7 @@ class Worker:
         self.runs_seen: set[str] = set()
         self.observer = _Fanout(observers)
         self._stopping = threading.Event()
+        self._stop_signal: int | None = None  # the first signal: SIGINT exits 130, SIGTERM 143
         self._in_task = False
         self._grace_over = threading.Event()
         self._grace_timer: threading.Timer | None = None
@@ -146,6 +147,7 @@ class Worker:
             reason = "grace period over" if self._grace_over.is_set() else f"{name} again"
             log.warning("%s: releasing the current item now", reason)
             raise Shutdown(reason)
+        self._stop_signal = self._stop_signal or signum
         self._stopping.set()
         if not self._in_task:
             log.info("%s: no item in hand; stopping", name)
@@ -206,6 +208,8 @@ class Worker:
             log.info("Initial queue state: empty=%s", self._watch.start())
             with self._signals():
                 code = self._loop()
+            if code == exitcodes.TERMINATED and self._stop_signal == signal.SIGINT:
+                code = exitcodes.INTERRUPTED
         except DataLoss as exc:
             log.error("%s", exc)
             code = exitcodes.DATA_LOSS

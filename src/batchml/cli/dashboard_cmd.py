@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from batchml.cli.common import console, queue, settings
+from batchml.cli.common import console, existing_root, queue
 from batchml.web.app import Dashboard, create_app
 from batchml.web.server import DashboardServer
 
@@ -30,8 +30,8 @@ def dashboard(
     ] = 3.0,
 ) -> None:
     """Serve a dashboard of the queue and the run's lineage until Ctrl-C."""
-    s = settings(ctx)
-    with queue(ctx) as q:
+    s = existing_root(ctx)
+    with queue(ctx, create=False) as q:
         board = Dashboard(q, s.storage(), s.run, token or None, refresh_seconds=refresh)
         server = DashboardServer(create_app(board, host), host, port)
         mode = "requeue allowed with the token" if token else "read-only"

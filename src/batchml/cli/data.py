@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from batchml.cli.common import console, settings
-from batchml.errors import ConfigError
+from batchml.cli.common import console, existing_root, settings
+from batchml.errors import ConfigError, DatasetError
 from batchml.progress import progress_bars
 from batchml.storage import Storage
 
@@ -20,8 +20,20 @@ app = typer.Typer(help="Datasets on the storage root.", no_args_is_help=True)
 log = logging.getLogger("batchml.data")
 
 
-def generate_days(storage: Storage, config: SimulationConfig) -> list[str]:
-    """Simulate and store daily datasets; shared by ``data generate`` and ``demo``."""
+#: what to do when ``data generate`` would replace stored days
+REPLACE_HINT = (
+    "pass --force to replace them (lineage versions trained on them keep the old data), or "
+    "pick another --root"
+)
+
+
+def generate_days(
+    storage: Storage, config: SimulationConfig, *, force: bool = False, hint: str = REPLACE_HINT
+) -> list[str]:
+    """Simulate and store daily datasets; shared by ``data generate`` and ``demo``.
+
+    Nothing is written if a stored day would change (imported data, or other simulation
+    settings), unless ``force``: the error names the first few days, their count and ``hint``."""
     from batchml.fraud import datasets
     from batchml.fraud.simulate import simulate, split_by_day
 
@@ -29,12 +41,22 @@ def generate_days(storage: Storage, config: SimulationConfig) -> list[str]:
         sim = bars.bar("simulating transactions", 1)
         frame = simulate(config)
         sim.advance()
-        write = bars.bar("writing daily datasets", config.n_days)
-        written = []
+        encode = bars.bar("encoding daily datasets", config.n_days)
+        encoded: dict[str, bytes] = {}
         for day, part in split_by_day(frame):
-            datasets.write_day(storage, day, part)
-            written.append(day)
+            encoded[day] = datasets.frame_to_parquet_bytes(part)
+            encode.advance()
+        clash = [] if force else datasets.overwritten_days(storage, encoded)
+        if clash:
+            raise DatasetError(
+                f"{len(clash)} day(s) already stored under {storage.dataset_dir('training')} "
+                f"hold other data ({_first(clash)}); {hint}"
+            )
+        write = bars.bar("writing daily datasets", len(encoded))
+        for day, data in encoded.items():
+            storage.write_bytes(datasets.day_path(day), data)
             write.advance()
+    written = list(encoded)
     if not written:
         raise ConfigError(
             f"the simulation produced no transaction ({config}); give more customers, "
@@ -47,6 +69,10 @@ def generate_days(storage: Storage, config: SimulationConfig) -> list[str]:
     return written
 
 
+def _first(days: list[str], n: int = 3) -> str:
+    return ", ".join(days[:n]) + (" …" if len(days) > n else "")
+
+
 @app.command("generate")
 def generate(
     ctx: typer.Context,
@@ -57,6 +83,7 @@ def generate(
     terminals: Annotated[int, typer.Option(envvar="BATCHML_TERMINALS", min=1)] = 10000,
     seed: Annotated[int, typer.Option(envvar="BATCHML_SEED")] = 0,
     start_date: Annotated[str, typer.Option(envvar="BATCHML_START_DATE")] = "2018-04-01",
+    force: Annotated[bool, typer.Option(help="Replace stored days that hold other data.")] = False,
 ) -> None:
     """Simulate card transactions (Le Borgne et al.) and store one Parquet file per day."""
     from batchml.fraud.simulate import SimulationConfig
@@ -65,7 +92,7 @@ def generate(
         n_customers=customers, n_terminals=terminals, n_days=days, start_date=start_date,
         seed=seed,
     )  # fmt: skip
-    written = generate_days(settings(ctx).storage(), config)
+    written = generate_days(settings(ctx).storage(), config, force=force)
     console.print(f"wrote {len(written)} daily datasets: {written[0]} … {written[-1]}")
 
 
@@ -129,7 +156,7 @@ def list_(ctx: typer.Context) -> None:
     """List stored training days and testing files."""
     from batchml.fraud import datasets  # lazily: the CLI starts without pandas
 
-    storage = settings(ctx).storage()
+    storage = existing_root(ctx).storage()
     days = datasets.training_days(storage)
     console.print(f"training: {len(days)} day(s)" + (f", {days[0]} … {days[-1]}" if days else ""))
     testing = storage.dataset_dir(datasets.TESTING)

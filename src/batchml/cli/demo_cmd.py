@@ -4,35 +4,90 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from batchml import exitcodes
-from batchml.cli.common import console, queue, settings
+from batchml.cli.common import console, root_given, settings
 from batchml.cli.data import generate_days
 from batchml.errors import ConfigError
 from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.local import spawn_workers, wait
 from batchml.progress import activity, progress_bars
+from batchml.queue import open_queue
 from batchml.queue.base import State
 from batchml.report import write_reports
+from batchml.settings import Settings
 from batchml.storage import safe_name
 
+#: the demo's own storage root when neither --root nor BATCHML_ROOT is given
+DEMO_ROOT = Path("batchml-demo")
+#: written when the demo creates (or adopts an empty) root; only such a root is a demo root
 MARKER = ".batchml-demo"
+MARKER_TEXT = (
+    "batchml demo root: made by `batchml demo`; `batchml demo --fresh` deletes what the demo "
+    "made here (datasets/, features/, runs/, logs/, .staging/, queue.db) and nothing else.\n"
+)
+#: what the demo makes in its root: all that --fresh deletes
+MADE = (
+    "datasets", "features", "runs", "logs", ".staging",
+    "queue.db", "queue.db-wal", "queue.db-shm", "queue.db-journal",
+)  # fmt: skip
+
+
+def is_demo_root(root: Path) -> bool:
+    """True if ``root`` carries the marker the demo writes (an empty marker left by an older
+    batchml in any folder does not count)."""
+    try:
+        return (root / MARKER).read_text(encoding="utf-8").startswith("batchml demo root:")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _holds(root: Path) -> str:
+    """What a folder holds, for the refusal: its first entries, and its training days."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    training = root / "datasets" / "training"
+    days = len(list(training.glob("*.parquet"))) if training.is_dir() else 0
+    return shown + (f"; {days} training day(s)" if days else "")
 
 
 def _prepare(root: Path, fresh: bool) -> None:
-    if fresh and root.exists():
-        if not (root / MARKER).exists() and any(root.iterdir()):
-            raise ConfigError(
-                f"--fresh would delete {root}, which is not a demo folder; pick another --root"
-            )
-        shutil.rmtree(root)
+    """Make ``root`` ready for the demo; refuse any folder with content the demo did not make."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"demo root {root} is a file; drop --root to use ./{DEMO_ROOT}")
+    if root.is_dir() and not is_demo_root(root) and any(root.iterdir()):
+        raise ConfigError(
+            f"{root} is not a demo folder (it holds {_holds(root)}): the demo writes only into "
+            f"a folder it made; drop --root / BATCHML_ROOT to use ./{DEMO_ROOT}, or give a "
+            "new or empty folder"
+        )
+    if fresh and root.is_dir():
+        for name in MADE:
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).touch()
+    if not is_demo_root(root):
+        (root / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+
+
+def _demo_settings(ctx: typer.Context) -> Settings:
+    """The settings with the demo's root (its own default) and that root's SQLite queue."""
+    s = settings(ctx)
+    root = s.root if root_given(ctx) else DEMO_ROOT
+    if s.queue_url is not None:
+        raise ConfigError(
+            f"the demo runs on its own SQLite queue in {root}; drop --queue / unset "
+            "BATCHML_QUEUE (it would add the demo's items to that queue)"
+        )
+    return replace(s, root=root)
 
 
 def demo(
@@ -44,26 +99,33 @@ def demo(
     customers: Annotated[int, typer.Option(min=10)] = 3000,
     terminals: Annotated[int, typer.Option(min=10)] = 6000,
     seed: Annotated[int, typer.Option()] = 0,
-    fresh: Annotated[bool, typer.Option(help="Start from an empty demo folder.")] = False,
+    fresh: Annotated[
+        bool, typer.Option(help="Delete what an earlier demo made in its folder first.")
+    ] = False,
     model: Annotated[
         str,
         typer.Option(envvar="BATCHML_MODEL", help=f"Model kind: {', '.join(KIND_NAMES)}."),
     ] = DEFAULT_KIND,
 ) -> None:
-    """Simulate days, queue them, train with N worker processes, evaluate, and summarise."""
+    """Simulate days, queue them, train with N worker processes, evaluate, and summarise.
+
+    It works in its own folder, ./batchml-demo unless --root or BATCHML_ROOT names another,
+    and refuses any folder with content it did not make (a demo folder carries .batchml-demo)."""
+    s = _demo_settings(ctx)
+    started = time.monotonic()
+    _prepare(s.root, fresh)
     from batchml.fraud import plan
     from batchml.fraud.evaluate import Protocol, evaluate
     from batchml.fraud.lineage import ModelConfig
     from batchml.fraud.simulate import SimulationConfig
 
-    s = settings(ctx)
-    started = time.monotonic()
-    _prepare(s.root, fresh)
     storage = s.storage()
     config = SimulationConfig(n_customers=customers, n_terminals=terminals, n_days=days, seed=seed)
-    all_days = generate_days(storage, config)
+    all_days = generate_days(
+        storage, config, hint="an earlier demo ran with other settings: pass --fresh"
+    )
     train_days, test_week = all_days[:-14], all_days[-7:]
-    with queue(ctx) as q:
+    with open_queue(s.resolved_queue_url, s.queue_options()) as q:
         specs = plan.training_items(
             q, train_days, run=s.run, test_days=test_week, model=ModelConfig(kind=model)
         )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from batchml.cli.common import console, queue, settings
+from batchml.cli.common import console, existing_root, queue
 from batchml.errors import ConfigError
 from batchml.progress import activity
 
@@ -49,11 +49,11 @@ def evaluate_cmd(
     cards with a fraud known by a test day leave that day's test set (docs/fraud.md)."""
     from batchml.fraud.evaluate import Protocol, evaluate
 
-    s = settings(ctx)
+    s = existing_root(ctx)
     protocol = Protocol(
         test_start=test_start, test_days=test_days, delay=delay, top_k=top_k, known_days=known_days
     )
-    with queue(ctx) as q, activity(f"evaluating run {s.run!r}"):
+    with queue(ctx, create=False) as q, activity(f"evaluating run {s.run!r}"):
         result = evaluate(s.storage(), q, s.run, version=version, protocol=protocol)
     if as_json:
         console.print_json(json.dumps(result))
@@ -105,9 +105,9 @@ def score_cmd(
     from batchml.fraud.evaluate import pick_version
     from batchml.fraud.pipeline import FeatureSpec
 
-    s = settings(ctx)
+    s = existing_root(ctx)
     targets = _score_targets(s.storage(), days)
-    with queue(ctx) as q:
+    with queue(ctx, create=False) as q:
         head, _ = pick_version(q, s.run, version)
         specs = plan.scoring_items(targets, run=s.run, version=head.version, spec=FeatureSpec())
         outcomes = q.push(specs, force=force)
@@ -130,7 +130,7 @@ def features_cmd(
     from batchml.fraud import datasets, pipeline
     from batchml.fraud.pipeline import FeatureSpec
 
-    storage = settings(ctx).storage()
+    storage = existing_root(ctx).storage()
     spec = FeatureSpec()
     tables = [pipeline.load_dataset_features(storage, datasets.day_path(d), spec) for d in days]
     table = pd.concat(tables, ignore_index=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +12,7 @@ import typer
 
 from batchml import __version__, exitcodes, logs
 from batchml.cli import common, data, queue_cmd, report_cmd, worker_cmd
-from batchml.errors import BatchmlError, ConfigError, QueueUnavailable
+from batchml.errors import BatchmlError, ConfigError, DataLoss, QueueCorrupt, QueueUnavailable
 from batchml.settings import DEFAULT_ROOT, DEFAULT_RUN, Settings
 from batchml.tasks.registry import parse_modules
 
@@ -83,8 +85,9 @@ def main_options(
         ),
     ] = None,
     log_level: Annotated[
-        str, typer.Option(envvar="BATCHML_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
-    ] = "INFO",
+        logs.LogLevel,
+        typer.Option(envvar="BATCHML_LOG_LEVEL", case_sensitive=False, help="Log level."),
+    ] = logs.LogLevel.INFO,
     log_format: Annotated[
         logs.LogFormat,
         typer.Option(envvar="BATCHML_LOG_FORMAT", help="text, or json: one object per line."),
@@ -98,7 +101,13 @@ def main_options(
         root=root, queue_url=queue, run=run, max_attempts=max_attempts,
         redis_password=redis_password, redis_ca_file=redis_ca_file, tasks=parse_modules(tasks),
     )  # fmt: skip
-    ctx.obj = common.State(settings)
+    ctx.obj = common.State(settings, root_given=_given(ctx, "root"))
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option came from the command line or its environment variable."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _register_late_commands() -> None:
@@ -114,21 +123,69 @@ _register_late_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; expected failures print one line and exit with a meaningful code.
+    """Run the CLI; every expected failure prints one line and exits with a documented code.
 
-    Usage errors are Typer's (exit 2); a BatchmlError raised by a command becomes one line on
-    stderr, with no traceback, and the exit code of :mod:`batchml.exitcodes`.
+    The codes are :mod:`batchml.exitcodes` (README, "Exit codes"): usage errors 2, a
+    BatchmlError by its kind (78, 69, 65, else 1), Ctrl-C 130, and anything unexpected 70 with
+    one line (``--log-level DEBUG`` adds the traceback), never a traceback that exits 1.
     """
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The CLI's exit code for these arguments (the lines it prints are on stdout/stderr)."""
     try:
-        app(args=argv, prog_name="batchml")
-        code = exitcodes.OK
+        code = app(args=argv, prog_name="batchml", standalone_mode=False)
     except ConfigError as exc:
-        common.err_console.print(f"[red]configuration error:[/red] {exc}", highlight=False)
-        code = exitcodes.CONFIG
+        return _fail("configuration error", exc, exitcodes.CONFIG)
     except QueueUnavailable as exc:
-        common.err_console.print(f"[red]queue unavailable:[/red] {exc}", highlight=False)
-        code = exitcodes.UNAVAILABLE
+        return _fail("queue unavailable", exc, exitcodes.UNAVAILABLE)
+    except (QueueCorrupt, DataLoss) as exc:
+        return _fail("queue data lost", exc, exitcodes.DATA_LOSS)
     except BatchmlError as exc:
-        common.err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        code = 1
-    sys.exit(code if isinstance(code, int) else 0)
+        return _fail("error", exc, exitcodes.DEAD_ITEMS)
+    except (KeyboardInterrupt, typer.Abort):
+        common.err_console.print("[red]interrupted[/red]", highlight=False)
+        return exitcodes.INTERRUPTED
+    except Exception as exc:  # the one place that turns a bug into exit 70, not a traceback
+        usage = _usage_error(exc)
+        if usage is not None:
+            return usage
+        debug = logging.getLogger("batchml").isEnabledFor(logging.DEBUG)
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (run with --log-level DEBUG for the traceback)"
+        common.err_console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {_one_line(exc)}{hint}",
+            highlight=False,
+        )
+        return exitcodes.SOFTWARE
+    return code if isinstance(code, int) else exitcodes.OK
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _fail(kind: str, exc: BaseException, code: int) -> int:
+    common.err_console.print(f"[red]{kind}:[/red] {_one_line(exc)}", highlight=False)
+    return code
+
+
+def _usage_error(exc: Exception) -> int | None:
+    """Exit 2 after one line for Click's errors (bad flag, bad value), else None.
+
+    Recognised by Click's exception interface (``exit_code`` and ``format_message``), as Typer
+    re-exports only some of the classes of the Click it bundles."""
+    format_message = getattr(exc, "format_message", None)
+    if not (hasattr(exc, "exit_code") and callable(format_message)):
+        return None
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
+        return exitcodes.USAGE
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    common.err_console.print(
+        f"[red]usage error:[/red] {' '.join(str(format_message()).split())}{hint}",
+        highlight=False,
+    )
+    return exitcodes.USAGE

@@ -133,7 +133,7 @@ def status(
 ) -> None:
     """Counts per state, workers, lineage head, throughput, leased and dead items."""
     s = settings(ctx)
-    with queue(ctx) as q:
+    with queue(ctx, create=False) as q:
         if as_json or not watch:
             data = status_data(q, s.run, stale_after)
             if as_json:
@@ -159,7 +159,7 @@ def requeue_dead(
     ids: Annotated[list[str] | None, typer.Argument(help="Only these ids.")] = None,
 ) -> None:
     """Give dead items a fresh set of attempts; the items they blocked wait for them again."""
-    with queue(ctx) as q:
+    with queue(ctx, create=False) as q:
         blocked = q.counts()[State.BLOCKED]
         n = q.requeue_dead(ids or None)
         unblocked = blocked - q.counts()[State.BLOCKED]
@@ -174,6 +174,6 @@ def purge(
     """Delete every item, the lineage heads and the history of this queue."""
     if not yes:
         raise ConfigError("purge deletes the whole queue and its lineage; pass --yes to confirm")
-    with queue(ctx) as q:
+    with queue(ctx, create=False) as q:
         q.purge()
     console.print("queue purged")

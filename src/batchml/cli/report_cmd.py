@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from batchml.cli.common import console, queue, settings
+from batchml.cli.common import console, existing_root, queue
 from batchml.queue.base import AttemptRecord, State, WorkQueue
 from batchml.report import render_text, write_reports
 from batchml.report.html import render_html
@@ -56,9 +56,9 @@ def report(
     ] = False,
 ) -> None:
     """Render <root>/runs/<run>/report.txt and report.json from the records, and print one."""
-    s = settings(ctx)
+    s = existing_root(ctx)
     storage = s.storage()
-    with queue(ctx) as q:
+    with queue(ctx, create=False) as q:
         data = write_reports(storage, s.run, q)
         page = write_html(storage, s.run, q, data) if html else None
     if as_json:

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from batchml import exitcodes
-from batchml.cli.common import console, queue, settings
+from batchml.cli.common import console, existing_root, queue, settings
+from batchml.errors import ConfigError
 from batchml.observe.hooks import worker_observers
 from batchml.observe.metrics import DEFAULT_ADDRESS
 from batchml.report import write_reports
@@ -49,11 +50,17 @@ def worker(
         ),
     ] = 120.0,
     check: Annotated[
-        bool, typer.Option("--check", help="Exit 0 if the queue is reachable, 69 if not.")
+        bool,
+        typer.Option(
+            "--check", help="Exit 0 if the queue is reachable, 69 if not, 78 if it does not exist."
+        ),
     ] = False,
     metrics_port: Annotated[
         int | None,
-        typer.Option(envvar="BATCHML_METRICS_PORT", help="Serve Prometheus /metrics on this port."),
+        typer.Option(
+            envvar="BATCHML_METRICS_PORT",
+            help="Serve Prometheus /metrics on this port (0: any free port, logged).",
+        ),
     ] = None,
     metrics_address: Annotated[
         str,
@@ -69,12 +76,17 @@ def worker(
         lease_ttl=lease_ttl, heartbeat_every=heartbeat, grace=grace, poll_interval=poll,
         max_items=max_items, queue_retry=queue_retry,
     )  # fmt: skip
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise ConfigError(
+            f"--metrics-port / BATCHML_METRICS_PORT {metrics_port} is not a TCP port (0-65535)"
+        )
     if check:
-        with queue(ctx, timeout=CHECK_TIMEOUT) as q:
+        with queue(ctx, timeout=CHECK_TIMEOUT, create=False) as q:
             q.ping()
             console.print(f"queue reachable: {q.url}")
         raise typer.Exit(exitcodes.OK)
-    with queue(ctx) as q:
+    existing_root(ctx)
+    with queue(ctx, create=False) as q:
         with worker_observers(q, s.run, metrics_port, metrics_address) as observers:
             w = Worker(q, s.storage(), s, worker_id, observers)
             code = w.run()

@@ -178,6 +178,17 @@ def write_day(storage: Storage, day: str, df: pd.DataFrame) -> str:
     return target
 
 
+def overwritten_days(storage: Storage, encoded: dict[str, bytes]) -> list[str]:
+    """The days of ``encoded`` (day -> Parquet bytes) stored already with other content: writing
+    them would replace data (imported, or simulated with other settings). Identical ones are not
+    listed: writing them again changes nothing."""
+    return [
+        day
+        for day, data in encoded.items()
+        if (path := storage.resolve(day_path(day))).exists() and path.read_bytes() != data
+    ]
+
+
 def training_days(storage: Storage, pattern: str = "*", start: str | None = None,
                   end: str | None = None) -> list[str]:  # fmt: skip
     """Imported training days (YYYY-MM-DD), sorted, filtered by glob and inclusive date range."""

@@ -29,6 +29,7 @@ from batchml.errors import (
     ConfigError,
     LeaseLost,
     LineageConflict,
+    QueueCorrupt,
     QueueError,
     QueueUnavailable,
     UnknownItem,
@@ -160,6 +161,26 @@ def _first_generation(generation: str) -> str:
     )
 
 
+#: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
+_DAMAGED = (11, 26)
+
+
+def _is_damaged(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _DAMAGED
+
+
+def _translate(path: Path, exc: sqlite3.Error, unavailable: str) -> QueueError:
+    """sqlite3's error as ours: a damaged file is QueueCorrupt (no retry brings it back),
+    anything else QueueUnavailable with the message ``unavailable``."""
+    if _is_damaged(exc):
+        return QueueCorrupt(
+            f"the SQLite queue {path} is damaged ({exc}): a retry cannot fix it; restore the "
+            "file from a backup, or move it aside and queue the work again"
+        )
+    return QueueUnavailable(unavailable)
+
+
 @dataclass(frozen=True)
 class _Held:
     """The lease row of an item whose token was just checked."""
@@ -211,8 +232,8 @@ class SqliteQueue(WorkQueue):
                 f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
         except sqlite3.Error as exc:
-            raise QueueUnavailable(
-                f"cannot initialise the SQLite queue {self.path}: {exc}"
+            raise _translate(
+                self.path, exc, f"cannot initialise the SQLite queue {self.path}: {exc}"
             ) from None
 
     # -- connection and transactions ---------------------------------------------------------
@@ -227,7 +248,8 @@ class SqliteQueue(WorkQueue):
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         except sqlite3.Error as exc:
-            raise QueueUnavailable(f"cannot open the SQLite queue {self.path}: {exc}") from None
+            msg = f"cannot open the SQLite queue {self.path}: {exc}"
+            raise _translate(self.path, exc, msg) from None
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
@@ -238,11 +260,17 @@ class SqliteQueue(WorkQueue):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise QueueUnavailable(
-                f"SQLite queue {self.path} is busy or unreadable: {exc}"
+            raise _translate(
+                self.path, exc, f"SQLite queue {self.path} is busy or unreadable: {exc}"
             ) from None
         try:
             yield conn
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if _is_damaged(exc):
+                raise _translate(self.path, exc, str(exc)) from None
+            raise
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -251,13 +279,14 @@ class SqliteQueue(WorkQueue):
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise QueueUnavailable(f"SQLite queue {self.path}: commit failed: {exc}") from None
+            msg = f"SQLite queue {self.path}: commit failed: {exc}"
+            raise _translate(self.path, exc, msg) from None
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._connection().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise QueueUnavailable(f"SQLite queue {self.path}: {exc}") from None
+            raise _translate(self.path, exc, f"SQLite queue {self.path}: {exc}") from None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
