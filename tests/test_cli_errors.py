@@ -69,7 +69,7 @@ def test_a_root_without_a_queue_is_not_given_an_empty_one(tmp_path: Path) -> Non
     for args in (["worker"], ["queue", "status"]):
         result = run_batchml("--root", str(tmp_path), *args)
         assert result.code == exitcodes.CONFIG, result.err
-        assert f"no SQLite queue at {tmp_path / 'queue.db'}" in one_line(result)
+        assert f"no queue at {tmp_path / 'queue.db'}" in one_line(result)
         assert not (tmp_path / "queue.db").exists()
 
 
@@ -105,7 +105,7 @@ def test_a_metrics_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
             str(port),
         )  # fmt: skip
     assert result.code == exitcodes.CONFIG, result.err
-    assert f"cannot serve metrics on 0.0.0.0:{port}" in one_line(result)
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in one_line(result)
 
 
 def _damage(path: Path, offset: int) -> None:
@@ -148,7 +148,10 @@ def test_sigint_stops_a_worker_with_exit_130_and_releases_its_item(tmp_path: Pat
     marker = tmp_path / "started"
     queue = queued(tmp_path, task("slow_write", "long", seconds=60, started_marker=str(marker)))
     log = tmp_path / "worker.log"
-    proc = start_batchml("--root", str(tmp_path), "worker", "--grace", "0", log=log)
+    proc = start_batchml(
+        "--root", str(tmp_path), "--tasks", "tests.sample_tasks", "worker", "--grace", "0",
+        log=log,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
