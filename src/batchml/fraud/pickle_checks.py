@@ -336,6 +336,7 @@ _DICT_STATES: dict[str, dict[str, Callable[[Any], bool]]] = {
         "_pa_array": lambda v: type(v) in _ARROW_STRINGS,
         "_dtype": lambda v: type(v) is pd.StringDtype and v.storage == "pyarrow",
         "_cache": lambda v: v == {},
+        "_readonly": lambda v: type(v) is bool,
     },
     "DatetimeTZDtype": {
         "unit": lambda v: v in ("s", "ms", "us", "ns"),

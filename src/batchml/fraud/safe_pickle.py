@@ -21,6 +21,7 @@ Anything refused, and anything unreadable, is a :class:`DatasetError` naming the
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import pickletools
 from collections.abc import Callable
@@ -241,7 +242,9 @@ _CONVERT = (
 def _read_capped(path: Path, max_bytes: int) -> bytes:
     try:
         with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
+            # read(n) reserves n bytes up front: ask for what the file holds, not for the cap
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read(min(size, max_bytes) + 1)
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
     except OSError as exc:

@@ -1,0 +1,450 @@
+"""The --trust-pickle unpickler: hand-made attacks at opcode level, bombs, and a fuzzer.
+
+Every code-execution attack names a marker file that its payload would create; the marker must
+never appear. The pickles are written byte by byte, as an attacker would, not with pickle.dumps.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pandas.compat import pickle_compat
+
+from batchml.errors import DatasetError, UntrustedPickleError
+from batchml.fraud import datasets
+from batchml.fraud.safe_pickle import read_pickled_frame
+from batchml.storage import Storage
+
+TUTORIAL = Path(__file__).parent / "data" / "tutorial-datasets"
+SHARED_TUTORIAL = Path("/work/shared/tutorial-datasets")
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- a tiny pickle assembler -----------------------------------------------------------------
+
+
+def proto(n: int = 4) -> bytes:
+    return pickle.PROTO + bytes([n])
+
+
+def text(value: str) -> bytes:
+    data = value.encode()
+    if len(data) < 256:
+        return pickle.SHORT_BINUNICODE + bytes([len(data)]) + data
+    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
+
+
+def integer(value: int) -> bytes:
+    if -(2**31) <= value < 2**31:
+        return pickle.BININT + struct.pack("<i", value)
+    data = pickle.encode_long(value)
+    return pickle.LONG1 + bytes([len(data)]) + data
+
+
+def stack_global(module: str, name: str) -> bytes:
+    return text(module) + text(name) + pickle.STACK_GLOBAL
+
+
+def global_op(module: str, name: str) -> bytes:
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+def call1(arg: bytes) -> bytes:
+    """Call what is on the stack with one argument."""
+    return arg + pickle.TUPLE1 + pickle.REDUCE
+
+
+def get(index: int) -> bytes:
+    return pickle.BINGET + bytes([index])
+
+
+def shell(marker: Path) -> str:
+    return f"touch {marker}"
+
+
+def evil_eval(marker: Path, reach_get: bytes) -> bytes:
+    """``reach_get`` pushes builtins' dict.get; then get('eval')(<code that touches marker>)."""
+    code = f"__import__('os').system({shell(marker)!r})"
+    return proto() + reach_get + call1(text("eval")) + call1(text(code)) + pickle.STOP
+
+
+def evil_system(marker: Path) -> bytes:
+    """builtins.get, memoized and re-fetched: getattr(__import__('os'), 'system')('touch ...')."""
+    get_builtin = stack_global("numpy.dtypes", "__builtins__.get") + pickle.MEMOIZE  # memo 0
+    getattr_ = get(0) + call1(text("getattr"))
+    os_module = get(0) + call1(text("__import__")) + call1(text("os"))
+    system = getattr_ + os_module + text("system") + pickle.TUPLE2 + pickle.REDUCE
+    return proto() + get_builtin + pickle.POP + system + call1(text(shell(marker))) + pickle.STOP
+
+
+def write(tmp_path: Path, data: bytes, name: str = "evil.pkl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def refused(path: Path, *fragments: str) -> str:
+    with pytest.raises(DatasetError) as info:
+        read_pickled_frame(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+# -- code execution attacks ------------------------------------------------------------------
+
+DOTTED = stack_global("numpy.dtypes", "__builtins__.get")
+RECONSTRUCT = stack_global("numpy._core.multiarray", "_reconstruct")
+STUB = RECONSTRUCT + stack_global("numpy", "ndarray") + integer(0) + pickle.TUPLE1
+STUB += b"C\x01b" + pickle.TUPLE3 + pickle.REDUCE  # numpy's empty-array stub
+F8 = stack_global("numpy", "dtype") + text("f8") + pickle.NEWFALSE + pickle.NEWTRUE
+F8 += pickle.TUPLE3 + pickle.REDUCE
+F8 += pickle.MARK + integer(3) + text("<") + pickle.NONE * 3 + integer(-1) * 2 + integer(0)
+F8 += pickle.TUPLE + pickle.BUILD  # numpy.dtype('f8') with the state numpy writes
+
+
+def range_index(stop: int) -> bytes:
+    data = stack_global("pandas.core.indexes.base", "_new_Index")
+    data += stack_global("pandas", "RangeIndex") + pickle.EMPTY_DICT + pickle.MARK
+    data += text("start") + integer(0) + text("stop") + integer(stop) + pickle.SETITEMS
+    return data + pickle.TUPLE2 + pickle.REDUCE
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("dotted STACK_GLOBAL to builtins via a module's globals", lambda m: evil_eval(m, DOTTED)),
+        ("memoized callable reused for getattr/__import__/os.system", evil_system),
+        (
+            "GLOBAL opcode with a dotted name under protocol 4",
+            lambda m: evil_eval(m, global_op("numpy.dtypes", "__builtins__.get")),
+        ),
+        (
+            "GLOBAL opcode with a dotted name under protocol 2",
+            lambda m: evil_eval(m, global_op("numpy.dtypes", "__builtins__.get")).replace(
+                proto(4), proto(2), 1
+            ),
+        ),
+        (
+            "protocol 0 GLOBAL",
+            lambda m: evil_eval(m, global_op("numpy.dtypes", "__builtins__.get"))[2:],
+        ),
+        (
+            "dotted name starting in an exactly allowed pandas name",
+            lambda m: evil_eval(m, stack_global("pandas", "DataFrame.__init__.__globals__.get")),
+        ),
+    ],
+)
+def test_code_execution_attacks_are_refused_before_running(
+    tmp_path: Path, name: str, payload: object
+) -> None:
+    marker = tmp_path / "code-ran"
+    path = write(tmp_path, payload(marker))  # type: ignore[operator]
+    message = refused(path, "refused to unpickle", "Parquet")
+    assert not marker.exists(), name
+    assert "__builtins__" in message or "protocol 0" in message or "__globals__" in message
+
+
+def test_attack_through_the_real_cli_exits_non_zero_with_one_line(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = write(folder, evil_system(marker), "2018-04-01.pkl")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchml",
+            "--root",
+            str(tmp_path / "root"),
+            "data",
+            "import",
+            str(folder),
+            "--trust-pickle",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert str(bad) in lines[0] and "refused to unpickle" in lines[0] and "Parquet" in lines[0]
+    assert "Traceback" not in run.stderr
+    assert not marker.exists()
+
+
+def test_numpy_dtypes_names_are_exact_too(tmp_path: Path) -> None:
+    # the old allow-list took anything under numpy.dtypes, e.g. its module helper
+    data = proto() + stack_global("numpy.dtypes", "_add_dtype_helper") + pickle.STOP
+    refused(write(tmp_path, data), "numpy.dtypes._add_dtype_helper")
+    data = proto() + stack_global("numpy.dtypes", "Float64DType") + pickle.STOP
+    refused(write(tmp_path, data), "numpy.dtypes.Float64DType")
+
+
+def test_pandas_compat_map_entries_do_not_redirect_outside_the_list(tmp_path: Path) -> None:
+    from batchml.fraud import pickle_allowlist
+
+    for (module, name), target in pickle_compat._class_locations_map.items():
+        role = pickle_allowlist.NAMES.get((module, name))
+        if role is None:  # e.g. SparseDtype, NaT's unpickler: refused by name
+            data = proto() + stack_global(module, name) + pickle.STOP
+            refused(write(tmp_path, data), f"{module}.{name}")
+        else:  # the few pandas renames we follow land on the object pandas itself maps to
+            moved = getattr(__import__(target[0], fromlist=[target[1]]), target[1])
+            assert pickle_allowlist.objects()[role] is moved
+
+
+def test_the_class_of_an_allowed_object_is_not_callable_through_reduce(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    # numpy.ndarray is allowed as an argument of _reconstruct, never as a callable
+    data = proto() + stack_global("numpy", "ndarray") + call1(integer(2**36)) + pickle.STOP
+    refused(write(tmp_path, data), "ndarray")
+    # a callable made by an allowed call (slice) cannot be called either
+    nested = proto() + stack_global("builtins", "slice")
+    nested += text("x") + integer(1) + pickle.NONE + pickle.TUPLE3 + pickle.REDUCE
+    nested += call1(text(shell(marker))) + pickle.STOP
+    refused(write(tmp_path, nested), "slice")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("opcode", "data"),
+    [
+        ("INST", pickle.MARK + pickle.INST + b"os\nsystem\n"),
+        ("OBJ", pickle.MARK + stack_global("pandas", "DataFrame") + pickle.OBJ),
+        ("EXT1", pickle.EXT1 + b"\x01"),
+        ("EXT2", pickle.EXT2 + b"\x01\x00"),
+        ("EXT4", pickle.EXT4 + b"\x01\x00\x00\x00"),
+        ("BINPERSID", text("x") + pickle.BINPERSID),
+        ("PERSID", pickle.PERSID + b"x\n"),
+        ("NEXT_BUFFER", pickle.NEXT_BUFFER),
+        ("NEWOBJ_EX", stack_global("pandas", "DataFrame") + b")}" + pickle.NEWOBJ_EX),
+        ("DUP", pickle.NONE + pickle.DUP),
+    ],
+)
+def test_opcodes_a_frame_does_not_need_are_refused_by_name(
+    tmp_path: Path, opcode: str, data: bytes
+) -> None:
+    refused(write(tmp_path, proto() + data + pickle.STOP), f"opcode {opcode}")
+
+
+def test_build_on_anything_but_a_fresh_allowed_object_is_refused(tmp_path: Path) -> None:
+    # BUILD on a dict-backed object to plant an attribute: refused
+    slice_ = stack_global("builtins", "slice") + pickle.NONE * 3 + pickle.TUPLE3 + pickle.REDUCE
+    data = proto() + slice_ + pickle.EMPTY_DICT + pickle.BUILD + pickle.STOP
+    refused(write(tmp_path, data), "BUILD on a slice")
+    # an empty ndarray stub fetched back from the memo before its BUILD (memo trick): pandas
+    # would hold a 0-length array that a later BUILD resizes under it
+    data = proto() + STUB + pickle.MEMOIZE + get(0) + pickle.STOP
+    refused(write(tmp_path, data), "ndarray before its BUILD")
+    # ... or packed into a block's arguments before its BUILD
+    data = proto() + STUB + pickle.TUPLE1 + pickle.STOP
+    refused(write(tmp_path, data), "ndarray before its BUILD")
+
+
+# -- allocation bombs ------------------------------------------------------------------------
+
+GIB = 1024**3
+BOMBS = {
+    "bytearray(n)": stack_global("builtins", "bytearray") + call1(integer(8 * GIB)),
+    "_reconstruct of a huge shape": RECONSTRUCT
+    + stack_global("numpy", "ndarray")
+    + integer(8 * GIB)
+    + pickle.TUPLE1
+    + b"C\x01b"
+    + pickle.TUPLE3
+    + pickle.REDUCE,
+    "numpy.ndarray(n)": stack_global("numpy", "ndarray") + call1(integer(8 * GIB)),
+    "BINBYTES8 longer than the file": pickle.BINBYTES8 + struct.pack("<Q", 64 * GIB),
+    "RangeIndex far beyond the file": range_index(2**40),
+    "_frombuffer shape larger than its data": stack_global("numpy._core.numeric", "_frombuffer")
+    + pickle.MARK
+    + b"C\x08"
+    + b"\x00" * 8
+    + F8
+    + integer(2**30)
+    + pickle.TUPLE1
+    + text("C")
+    + pickle.TUPLE
+    + pickle.REDUCE,
+    "an ndarray BUILD claiming more bytes than it carries": STUB
+    + pickle.MARK
+    + integer(1)
+    + integer(2**30)
+    + pickle.TUPLE1
+    + F8
+    + pickle.NEWFALSE
+    + pickle.BINBYTES8
+    + struct.pack("<Q", 8 * GIB),
+}
+
+
+def test_tiny_pickles_asking_for_gigabytes_are_refused_unallocated(tmp_path: Path) -> None:
+    # in a child whose address space is capped 1 GiB above what it has mapped after its
+    # imports: a real allocation of the size asked for would fail there with MemoryError
+    paths = {
+        name: write(tmp_path, proto() + data + pickle.STOP, f"bomb{i}.pkl")
+        for i, (name, data) in enumerate(BOMBS.items())
+    }
+    for path in paths.values():
+        assert path.stat().st_size < 300
+    child = textwrap.dedent(
+        """
+        import resource, sys
+        from pathlib import Path
+        from batchml.errors import DatasetError
+        from batchml.fraud.safe_pickle import read_pickled_frame
+        read_pickled_frame  # imports done before the cap
+        size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, size + 2**30))
+        for name in sys.argv[1:]:
+            try:
+                read_pickled_frame(Path(name))
+            except DatasetError as exc:
+                print("REFUSED", exc)
+            else:
+                print("LOADED", name)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", child, *map(str, paths.values())],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == len(paths) and all(line.startswith("REFUSED") for line in lines), lines
+    for line, path in zip(lines, paths.values(), strict=True):
+        assert str(path) in line
+
+
+def test_the_budget_is_a_multiple_of_the_file_size(tmp_path: Path) -> None:
+    # a lazy RangeIndex costs nothing to make but 8 bytes a row once used: it is charged
+    small = write(tmp_path, proto() + range_index(10**6) + pickle.STOP, "small.pkl")
+    refused(small, "holds a RangeIndex")  # within budget: made, then refused as not a frame
+    big = write(tmp_path, proto() + range_index(9 * 10**6) + pickle.STOP, "big.pkl")
+    refused(big, "a RangeIndex would allocate 72000000 bytes, beyond the")
+
+
+def test_files_above_the_cap_are_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "2018-04-01.pkl"
+    pd.DataFrame({"a": np.arange(1000)}).to_pickle(path)
+    with pytest.raises(DatasetError, match=r"larger than the 100-byte limit.*Parquet"):
+        read_pickled_frame(path, max_bytes=100)
+    assert len(read_pickled_frame(path, max_bytes=path.stat().st_size)) == 1000
+
+
+# -- what must still load --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", [TUTORIAL, SHARED_TUTORIAL], ids=["repo copy", "shared"])
+def test_tutorial_pickles_load_as_pandas_reads_them(folder: Path) -> None:
+    files = sorted(folder.rglob("*.pkl"))
+    if not files:
+        pytest.skip(f"{folder} is not on this machine")
+    for path in files:
+        pd.testing.assert_frame_equal(read_pickled_frame(path), pd.read_pickle(path))
+
+
+def _every_column_type(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "i": np.arange(n),
+            "i32": np.arange(n, dtype="int32"),
+            "u8": np.arange(n, dtype="uint8"),
+            "f": np.linspace(0, 1, n),
+            "f4": np.ones(n, "float32"),
+            "b": [True, False] * (n // 2),
+            "dt": pd.date_range("2018-04-01", periods=n, freq="h"),
+            "dt_ns": pd.date_range("2018-04-01", periods=n, freq="h").astype("datetime64[ns]"),
+            "dt_utc": pd.date_range("2018-04-01", periods=n, freq="h", tz="UTC"),
+            "td": pd.to_timedelta(np.arange(n), unit="s"),
+            "cat": pd.Categorical(list("abcabc")[:n]),
+            "s": list("xyzxyz")[:n],
+            "s_missing": ["x", None, "y", "z", "w", "v"][:n],
+            "obj": pd.Series(list("xyzxyz")[:n], dtype=object),
+            "s_python": pd.array(["x", None, "y", "z", "w", "v"][:n], dtype="string[python]"),
+            "s_arrow": pd.array(["x", None, "y", "z", "w", "v"][:n], dtype="string[pyarrow]"),
+        }
+    )
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_frames_of_every_plain_column_type_load_at_protocols_2_to_5(
+    tmp_path: Path, protocol: int
+) -> None:
+    frame = _every_column_type()
+    path = write(tmp_path, pickle.dumps(frame, protocol=protocol), "frame.pkl")
+    pd.testing.assert_frame_equal(read_pickled_frame(path), frame)
+    indexed = frame.set_index("i")
+    path.write_bytes(pickle.dumps(indexed, protocol=protocol))
+    pd.testing.assert_frame_equal(read_pickled_frame(path), indexed)
+
+
+# -- the import path (moved from tests/test_datasets.py) -------------------------------------
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: the classic malicious pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (shell(self.marker),))
+
+
+def _frame(n: int = 5) -> pd.DataFrame:
+    start = pd.Timestamp("2018-04-01")
+    return pd.DataFrame(
+        {
+            "TRANSACTION_ID": np.arange(n),
+            "TX_DATETIME": [start + pd.Timedelta(minutes=10 * i) for i in range(n)],
+            "CUSTOMER_ID": np.arange(n) % 3,
+            "TERMINAL_ID": np.arange(n) % 2,
+            "TX_AMOUNT": np.linspace(5, 50, n),
+            "TX_TIME_SECONDS": np.arange(n) * 600,
+            "TX_TIME_DAYS": np.zeros(n, dtype=int),
+            "TX_FRAUD": np.array([0, 1] * n)[:n],
+            "TX_FRAUD_SCENARIO": np.array([0, 1] * n)[:n],
+        }
+    )
+
+
+def test_pickle_without_trust_is_refused_unopened(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    src = write(tmp_path, pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(UntrustedPickleError, match="--trust-pickle"):
+        datasets.import_files(Storage(tmp_path / "root"), [src])
+    assert not marker.exists()
+
+
+def test_pickle_that_runs_code_is_refused_even_when_trusted(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "root")
+    marker = tmp_path / "code-ran"
+    src = write(tmp_path, pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(DatasetError, match=r"refused to unpickle.*(posix|os)\.system"):
+        datasets.import_files(storage, [src], trust_pickle=True)
+    assert not marker.exists()
+    # a DataFrame hiding the payload in a cell is refused too
+    hidden = _frame().assign(TX_FRAUD_SCENARIO=[0, 0, 0, 0, _RunsCode(marker)])
+    src.write_bytes(pickle.dumps(hidden))
+    with pytest.raises(DatasetError, match="refused to unpickle"):
+        datasets.import_files(storage, [src], trust_pickle=True)
+    assert not marker.exists()
