@@ -24,6 +24,7 @@ import io
 import os
 import pickle
 import pickletools
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
@@ -75,6 +76,7 @@ class _SafeUnpickler(pickle._Unpickler):
 
     def __init__(self, data: bytes, budget: allow.Budget) -> None:
         super().__init__(io.BytesIO(data))
+        self.size = len(data)
         self.budget = budget
         # objects made by a call that still await their BUILD, by id (the value keeps them alive)
         self.pending: dict[int, object] = {}
@@ -101,6 +103,17 @@ class _SafeUnpickler(pickle._Unpickler):
         if not 2 <= proto <= 5:
             raise Refused(f"pickle protocol {proto} (only protocols 2 to 5 are read)")
         self.proto = proto
+
+    def load_bytearray8(self) -> None:
+        # pickle's own version makes bytearray(n) before reading the n bytes: check n first
+        (size,) = struct.unpack("<Q", self.read(8))
+        if size > self.size:
+            raise Refused(f"a BYTEARRAY8 of {size} bytes in a file of {self.size} bytes")
+        self.budget.charge(size, "a BYTEARRAY8")
+        data = self.read(size)
+        if len(data) != size:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        self.append(bytearray(data))
 
     def load_tuple(self) -> None:
         items = self.pop_mark()
@@ -198,6 +211,7 @@ class _SafeUnpickler(pickle._Unpickler):
 
     _OVERRIDES: ClassVar[dict[str, Callable[[Any], None]]] = {
         "PROTO": load_proto,
+        "BYTEARRAY8": load_bytearray8,
         "TUPLE": load_tuple,
         "TUPLE1": load_tuple1,
         "TUPLE2": load_tuple2,
