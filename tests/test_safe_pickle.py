@@ -24,6 +24,7 @@ from pandas.compat import pickle_compat
 from batchml.errors import DatasetError, UntrustedPickleError
 from batchml.fraud import datasets
 from batchml.fraud.safe_pickle import read_pickled_frame
+from batchml.fraud.schema import normalize
 from batchml.storage import Storage
 
 TUTORIAL = Path(__file__).parent / "data" / "tutorial-datasets"
@@ -594,3 +595,14 @@ def test_fuzzed_pickles_call_nothing_outside_the_allow_list(tmp_path: Path) -> N
     # the fuzzer did reach past the first opcode: some pickles resolved names, some loaded
     print(outcomes)
     assert outcomes.get("loaded", 0) > 0 and len(outcomes) > 2, outcomes
+
+
+def test_trusted_dataframe_pickle_is_imported(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "root")
+    src = tmp_path / "2018-04-01.pkl"
+    _frame().to_pickle(src)
+    [result] = datasets.import_files(storage, [src], trust_pickle=True)
+    assert result.target == "datasets/training/2018-04-01.parquet"
+    pd.testing.assert_frame_equal(
+        datasets.read_parquet(storage, result.target), normalize(_frame(), "x")
+    )

@@ -330,7 +330,11 @@ _DICT_STATES: dict[str, dict[str, Callable[[Any], bool]]] = {
         "_typ": lambda v: v == "dataframe",
         "_metadata": lambda v: v == [],
         "attrs": _plain_attrs,
-        "_flags": lambda v: type(v) is dict and set(v) <= {"allows_duplicate_labels"},
+        "_flags": lambda v: (
+            type(v) is dict
+            and set(v) <= {"allows_duplicate_labels"}
+            and all(type(flag) is bool for flag in v.values())
+        ),
     },
     "ArrowStringArray": {
         "_pa_array": lambda v: type(v) in _ARROW_STRINGS,

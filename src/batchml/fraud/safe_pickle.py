@@ -8,12 +8,16 @@ much narrower than :mod:`pickle`:
   ``OBJ``, ``EXT*``, persistent ids, out-of-band buffers, protocol 0/1 text opcodes ...) is
   refused by name before it runs.
 * A name in the pickle is looked up as an exact ``(module, name)`` pair in a fixed table
-  (:mod:`batchml.fraud.pickle_allowlist`); nothing is imported or resolved from the pickle's
-  strings, so a dotted name (``numpy.dtypes.os.system``) or any other pair is refused.
+  (:mod:`batchml.fraud.pickle_allowlist`) whose objects come from the installed pandas, NumPy
+  and pyarrow; nothing is imported or resolved from the pickle's strings, so a dotted name
+  (``numpy.dtypes.__builtins__.get``) or any other pair is refused.
 * Every call the pickle asks for (``REDUCE``/``NEWOBJ``) and every ``BUILD`` goes through a
-  checker that validates the arguments' types, shapes and sizes before anything is called, and
-  charges the bytes it would allocate to a budget that is a fixed multiple of the file's size,
-  so a tiny pickle cannot ask for gigabytes. Files larger than ``max_bytes`` are not read.
+  checker (:mod:`batchml.fraud.pickle_checks`) that validates the arguments' types, shapes and
+  sizes before anything is called; only a freshly made object can be BUILT, and it cannot be
+  used before that. The bytes the checked calls allocate (arrays, byte strings, the rows of a
+  RangeIndex) are charged to a budget of 8 times the file's size plus 64 MiB, so a tiny pickle
+  cannot ask for gigabytes.
+  Files larger than ``max_bytes`` (2 GiB by default) are not read.
 
 Anything refused, and anything unreadable, is a :class:`DatasetError` naming the file.
 """
