@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -259,6 +260,49 @@ def test_build_on_anything_but_a_fresh_allowed_object_is_refused(tmp_path: Path)
     refused(write(tmp_path, data), "ndarray before its BUILD")
 
 
+class _Forged:
+    """Pickles as whatever reduce value it is given: real names, forged arguments."""
+
+    def __init__(self, *reduce_value: object) -> None:
+        self.reduce_value = reduce_value
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return self.reduce_value
+
+
+def _forged(*reduce_value: object) -> bytes:
+    return pickle.dumps(_Forged(*reduce_value), protocol=4)
+
+
+def test_allowed_constructors_with_inconsistent_arguments_are_refused(tmp_path: Path) -> None:
+    """The shapes pandas/pyarrow trust in their own pickles, which would read out of bounds."""
+    from batchml.fraud.pickle_allowlist import objects
+
+    backed, block = objects()["_unpickle_NDArrayBacked"], objects()["_unpickle_block"]
+    checksum = pd.Categorical(["a"]).__reduce_ex__(4)[1][1]
+    codes = np.array([0, 7], dtype="int8")
+    categorical = (
+        backed,
+        (pd.Categorical, checksum, None),
+        (pd.CategoricalDtype(["a", "b"]), codes),
+    )
+    bad_place = _Forged(block, (np.zeros((1, 3)), np.array([5]), 2))
+    manager = (objects()["BlockManager"], ((bad_place,), [pd.Index(["a"]), pd.RangeIndex(3)]))
+    offsets = pa.py_buffer(np.array([0, 1], dtype="int64").tobytes())
+    arrow = (pa.large_string(), 1000, 0, 0, [None, offsets, pa.py_buffer(b"x")], [], None)
+    flags = (np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0))
+    years = np.array([1, 2], dtype="M8[Y]")
+    dates = (backed, (pd.arrays.DatetimeArray, checksum, None), (years.dtype, years))
+    for reduce_value, message in [
+        (categorical, "Categorical codes outside its categories"),
+        (manager, "blocks that do not cover the frame's columns exactly once"),
+        ((objects()["_restore_array"], (arrow,)), "an inconsistent pyarrow array"),
+        (flags, "that numpy would not write"),
+        (dates, "pandas uses s, ms, us or ns"),
+    ]:
+        refused(write(tmp_path, _forged(*reduce_value)), message)
+
+
 # -- allocation bombs ------------------------------------------------------------------------
 
 GIB = 1024**3
@@ -274,6 +318,7 @@ BOMBS = {
     "numpy.ndarray(n)": stack_global("numpy", "ndarray") + call1(integer(8 * GIB)),
     "BINBYTES8 longer than the file": pickle.BINBYTES8 + struct.pack("<Q", 64 * GIB),
     "BYTEARRAY8 longer than the file": pickle.BYTEARRAY8 + struct.pack("<Q", 8 * GIB),
+    "BINUNICODE8 longer than the file": pickle.BINUNICODE8 + struct.pack("<Q", 8 * GIB),
     "RangeIndex far beyond the file": range_index(2**40),
     "_frombuffer shape larger than its data": stack_global("numpy._core.numeric", "_frombuffer")
     + pickle.MARK

@@ -290,6 +290,8 @@ def _build_backed(array: Any, state: object) -> None:
             dtype = np.dtype(f"M8[{dtype.unit}]")
         if not isinstance(dtype, np.dtype) or dtype != values.dtype:
             raise Refused(f"a {name} of {values.dtype} values with dtype {dtype!r:.40}")
+        if np.datetime_data(dtype)[0] not in ("s", "ms", "us", "ns"):
+            raise Refused(f"a {name} in {dtype} (pandas uses s, ms, us or ns)")
     elif name == "Categorical":
         codes = _array(values, "i")
         if type(dtype) is not pd.CategoricalDtype or dtype.categories is None:
