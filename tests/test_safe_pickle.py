@@ -260,6 +260,14 @@ def test_build_on_anything_but_a_fresh_allowed_object_is_refused(tmp_path: Path)
     refused(write(tmp_path, data), "ndarray before its BUILD")
 
 
+def test_a_real_frame_pickle_patched_to_bad_category_codes_is_refused(tmp_path: Path) -> None:
+    # the old allow-list returned this frame; its codes point past its 2 categories
+    data = pickle.dumps(pd.DataFrame({"c": pd.Categorical(["a", "b"] * 4)}), protocol=4)
+    assert data.count(b"\x00\x01" * 4) == 1
+    path = write(tmp_path, data.replace(b"\x00\x01" * 4, b"\x00\x7f" * 4))
+    refused(path, "Categorical codes outside its categories")
+
+
 class _Forged:
     """Pickles as whatever reduce value it is given: real names, forged arguments."""
 
