@@ -199,6 +199,12 @@ def test_numpy_dtypes_names_are_exact_too(tmp_path: Path) -> None:
     refused(write(tmp_path, data), "numpy.dtypes.Float64DType")
 
 
+def test_names_are_never_imported(tmp_path: Path) -> None:
+    assert "this" not in sys.modules  # importing it prints the Zen of Python
+    refused(write(tmp_path, proto() + stack_global("this", "s") + pickle.STOP), "this.s")
+    assert "this" not in sys.modules
+
+
 def test_pandas_compat_map_entries_do_not_redirect_outside_the_list(tmp_path: Path) -> None:
     from batchml.fraud import pickle_allowlist
 
@@ -646,7 +652,6 @@ def test_fuzzed_pickles_call_nothing_outside_the_allow_list(tmp_path: Path) -> N
         patch.setattr(_SafeUnpickler, "find_class", recording_find_class)
         run()
     # the fuzzer did reach past the first opcode: some pickles resolved names, some loaded
-    print(outcomes)
     assert outcomes.get("loaded", 0) > 0 and len(outcomes) > 2, outcomes
 
 

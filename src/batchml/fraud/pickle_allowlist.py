@@ -152,79 +152,79 @@ def _no(what: str) -> Refused:
     return Refused(what)
 
 
-def _int(value: object, what: str, low: int = 0, high: int = _MAX_DIM) -> int:
+def integer(value: object, what: str, low: int = 0, high: int = _MAX_DIM) -> int:
     if type(value) is not int or not low <= value <= high:
         raise _no(f"{what} {value!r:.60} (an integer from {low} to {high} was expected)")
     return value
 
 
-def _shape(value: object) -> tuple[int, ...]:
+def shape_of(value: object) -> tuple[int, ...]:
     if type(value) is not tuple or not 1 <= len(value) <= 2:
         raise _no(f"an array shape {value!r:.60}")
-    return tuple(_int(n, "an array dimension") for n in value)
+    return tuple(integer(n, "an array dimension") for n in value)
 
 
-def _array(value: object, kinds: str, ndims: tuple[int, ...] = (1,)) -> np.ndarray[Any, Any]:
+def array_of(value: object, kinds: str, ndims: tuple[int, ...] = (1,)) -> np.ndarray[Any, Any]:
     if type(value) is not np.ndarray or value.dtype.kind not in kinds or value.ndim not in ndims:
         raise _no(f"a {type(value).__name__} where a {'/'.join(map(str, ndims))}-d array was due")
     return value
 
 
-def _args(args: tuple[Any, ...], count: int, what: str) -> tuple[Any, ...]:
+def arity(args: tuple[Any, ...], count: int, what: str) -> tuple[Any, ...]:
     if len(args) != count:
         raise _no(f"{what} called with {len(args)} arguments")
     return args
 
 
-_Result = tuple[Any, bool]  # the object made, and whether it awaits a BUILD
-_Check = Callable[[tuple[Any, ...], Budget], _Result]
-_CALLS: dict[str, _Check] = {}
+Result = tuple[Any, bool]  # the object made, and whether it awaits a BUILD
+_Check = Callable[[tuple[Any, ...], Budget], Result]
+CALLS: dict[str, _Check] = {}
 
 
-def _calls(role: str) -> Callable[[_Check], _Check]:
+def calls(role: str) -> Callable[[_Check], _Check]:
     def register(check: _Check) -> _Check:
-        _CALLS[role] = check
+        CALLS[role] = check
         return check
 
     return register
 
 
-@_calls("slice")
-def _slice(args: tuple[Any, ...], budget: Budget) -> _Result:
+@calls("slice")
+def _slice(args: tuple[Any, ...], budget: Budget) -> Result:
     for value in args:
         if value is not None:
-            _int(value, "a slice bound", -(2**63), 2**63)
-    return slice(*_args(args, 3, "slice")), False
+            integer(value, "a slice bound", -(2**63), 2**63)
+    return slice(*arity(args, 3, "slice")), False
 
 
-@_calls("bytearray")
-def _bytearray(args: tuple[Any, ...], budget: Budget) -> _Result:
-    (data,) = _args(args, 1, "bytearray")
+@calls("bytearray")
+def _bytearray(args: tuple[Any, ...], budget: Budget) -> Result:
+    (data,) = arity(args, 1, "bytearray")
     if type(data) is not bytes:  # bytearray(n) with an int n would allocate n bytes
         raise _no(f"bytearray of a {type(data).__name__}")
     budget.charge(len(data), "bytearray")
     return bytearray(data), False
 
 
-@_calls("encode")
-def _encode(args: tuple[Any, ...], budget: Budget) -> _Result:
-    text, codec = _args(args, 2, "_codecs.encode")
+@calls("encode")
+def _encode(args: tuple[Any, ...], budget: Budget) -> Result:
+    text, codec = arity(args, 2, "_codecs.encode")
     if type(text) is not str or codec != "latin1":
         raise _no(f"_codecs.encode of a {type(text).__name__} with {codec!r:.30}")
     budget.charge(len(text), "_codecs.encode")
     return codecs.encode(text, "latin1"), False
 
 
-@_calls("timedelta")
-def _timedelta(args: tuple[Any, ...], budget: Budget) -> _Result:
+@calls("timedelta")
+def _timedelta(args: tuple[Any, ...], budget: Budget) -> Result:
     days, seconds, micros = (
-        _int(v, "a timedelta field", -(10**9), 10**11) for v in _args(args, 3, "timedelta")
+        integer(v, "a timedelta field", -(10**9), 10**11) for v in arity(args, 3, "timedelta")
     )
     return datetime.timedelta(days, seconds, micros), False
 
 
-@_calls("timezone")
-def _timezone(args: tuple[Any, ...], budget: Budget) -> _Result:
+@calls("timezone")
+def _timezone(args: tuple[Any, ...], budget: Budget) -> Result:
     if not 1 <= len(args) <= 2 or type(args[0]) is not datetime.timedelta:
         raise _no("datetime.timezone with arguments other than (timedelta[, name])")
     if len(args) == 2 and type(args[1]) is not str:
@@ -232,9 +232,9 @@ def _timezone(args: tuple[Any, ...], budget: Budget) -> _Result:
     return datetime.timezone(*args), False
 
 
-@_calls("partial")
-def _partial(args: tuple[Any, ...], budget: Budget) -> _Result:
-    (func,) = _args(args, 1, "functools.partial")
+@calls("partial")
+def _partial(args: tuple[Any, ...], budget: Budget) -> Result:
+    (func,) = arity(args, 1, "functools.partial")
     if role_of(func) != "_unpickle_block":
         raise _no("functools.partial of anything but pandas' block constructor")
     return functools.partial(func), True
@@ -244,12 +244,12 @@ def _partial(args: tuple[Any, ...], budget: Budget) -> _Result:
 _TYPESTRS = frozenset(f"{k}{n}" for k in "iu" for n in (1, 2, 4, 8)) | {
     *("b1", "f2", "f4", "f8", "c8", "c16", "O8", "M8", "m8")
 }
-_UNITS = frozenset(b"Y M W D h m s ms us ns ps fs as generic".split())
+UNITS = frozenset(b"Y M W D h m s ms us ns ps fs as generic".split())
 
 
-@_calls("dtype")
-def _dtype(args: tuple[Any, ...], budget: Budget) -> _Result:
-    typestr, align, copy = _args(args, 3, "numpy.dtype")
+@calls("dtype")
+def _dtype(args: tuple[Any, ...], budget: Budget) -> Result:
+    typestr, align, copy = arity(args, 3, "numpy.dtype")
     if type(typestr) is not str or typestr not in _TYPESTRS or align is not False:
         raise _no(f"numpy.dtype({typestr!r:.30}), not a plain numeric/datetime/object dtype")
     if type(copy) is not bool:
@@ -257,16 +257,16 @@ def _dtype(args: tuple[Any, ...], budget: Budget) -> _Result:
     return np.dtype(typestr, align=False, copy=copy), True
 
 
-@_calls("_reconstruct")
-def _reconstruct(args: tuple[Any, ...], budget: Budget) -> _Result:
+@calls("_reconstruct")
+def _reconstruct(args: tuple[Any, ...], budget: Budget) -> Result:
     # numpy always pickles an empty stub, ndarray.__setstate__ (BUILD) then sizes it
-    cls, shape, code = _args(args, 3, "numpy _reconstruct")
+    cls, shape, code = arity(args, 3, "numpy _reconstruct")
     if cls is not np.ndarray or type(shape) is not tuple or shape != (0,) or code != b"b":
         raise _no(f"numpy _reconstruct{args!r:.80} (only an empty ndarray stub is made)")
     return np.ndarray((0,), "b"), True
 
 
-def _plain_dtype(value: object) -> np.dtype[Any]:
+def plain_dtype(value: object) -> np.dtype[Any]:
     if not isinstance(value, np.dtype) or value.fields is not None or value.subdtype is not None:
         raise _no(f"an array dtype {value!r:.40}")
     if f"{value.kind}{value.itemsize}" not in _TYPESTRS and value.kind not in "Mm":
@@ -274,11 +274,11 @@ def _plain_dtype(value: object) -> np.dtype[Any]:
     return value
 
 
-@_calls("_frombuffer")
-def _frombuffer(args: tuple[Any, ...], budget: Budget) -> _Result:
-    buf, dtype, shape, order = _args(args, 4, "numpy _frombuffer")
-    dtype = _plain_dtype(dtype)
-    dims = _shape(shape)
+@calls("_frombuffer")
+def _frombuffer(args: tuple[Any, ...], budget: Budget) -> Result:
+    buf, dtype, shape, order = arity(args, 4, "numpy _frombuffer")
+    dtype = plain_dtype(dtype)
+    dims = shape_of(shape)
     if type(buf) not in (bytes, bytearray) or dtype.kind == "O" or order not in ("C", "F"):
         raise _no(f"numpy _frombuffer of a {type(buf).__name__} as {dtype}")
     nbytes = math.prod(dims) * dtype.itemsize

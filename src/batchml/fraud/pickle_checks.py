@@ -23,24 +23,25 @@ import pyarrow as pa
 from pandas.core.internals.blocks import Block
 
 from batchml.fraud.pickle_allowlist import (
-    _CALLS,
-    _UNITS,
+    CALLS,
+    UNITS,
     Budget,
     Refused,
-    _args,
-    _array,
-    _calls,
-    _int,
-    _plain_dtype,
-    _Result,
-    _shape,
+    Result,
+    arity,
+    array_of,
+    calls,
+    integer,
     objects,
+    plain_dtype,
     role_of,
+    shape_of,
 )
 
 _SCALAR_NAMES = (str, int, float, bool, type(None))
 _ARROW_STRINGS = (pa.StringArray, pa.LargeStringArray)
 _NUMPY_KINDS = "biufcMmO"
+_MAX = 2**62
 
 
 def _extension(value: object, ndims: tuple[int, ...] = (1,)) -> Any:
@@ -54,25 +55,25 @@ def _extension(value: object, ndims: tuple[int, ...] = (1,)) -> Any:
 
 def _values(value: object, ndims: tuple[int, ...]) -> Any:
     if type(value) is np.ndarray:
-        return _array(value, _NUMPY_KINDS, ndims)
+        return array_of(value, _NUMPY_KINDS, ndims)
     return _extension(value, ndims)
 
 
 def _placement_length(placement: object) -> int:
     if type(placement) is slice:
-        start = _int(placement.start, "a block placement start")
-        stop = _int(placement.stop, "a block placement stop")
-        step = 1 if placement.step is None else _int(placement.step, "a placement step", 1)
+        start = integer(placement.start, "a block placement start")
+        stop = integer(placement.stop, "a block placement stop")
+        step = 1 if placement.step is None else integer(placement.step, "a placement step", 1)
         return len(range(start, stop, step))
-    locs = _array(placement, "iu")
+    locs = array_of(placement, "iu")
     if len(locs) and (locs.min() < 0 or locs.max() > 2**31):
         raise Refused("a block placement outside the frame")
     return len(locs)
 
 
-def _unpickle_block(args: tuple[Any, ...], ndim: object) -> _Result:
+def _unpickle_block(args: tuple[Any, ...], ndim: object) -> Result:
     values, placement = args
-    _int(ndim, "a block ndim", 1, 2)
+    integer(ndim, "a block ndim", 1, 2)
     values = _values(values, (1, 2))
     length = _placement_length(placement)
     if length != (values.shape[0] if values.ndim == 2 else 1):
@@ -80,17 +81,17 @@ def _unpickle_block(args: tuple[Any, ...], ndim: object) -> _Result:
     return objects()["_unpickle_block"](values, placement, ndim), False
 
 
-@_calls("_unpickle_block")
-def _block(args: tuple[Any, ...], budget: Budget) -> _Result:
-    values, placement, ndim = _args(args, 3, "pandas _unpickle_block")
+@calls("_unpickle_block")
+def _block(args: tuple[Any, ...], budget: Budget) -> Result:
+    values, placement, ndim = arity(args, 3, "pandas _unpickle_block")
     return _unpickle_block((values, placement), ndim)
 
 
-def call_block_partial(func: functools.partial[Any], args: tuple[Any, ...]) -> _Result:
+def call_block_partial(func: functools.partial[Any], args: tuple[Any, ...]) -> Result:
     """``partial(new_block, ndim=n)(values, placement)``: how pandas <= 1.3 pickled blocks."""
     if role_of(func.func) != "_unpickle_block" or func.args or set(func.keywords) != {"ndim"}:
         raise Refused("a call to a functools.partial other than pandas' block constructor")
-    return _unpickle_block(_args(args, 2, "pandas new_block"), func.keywords["ndim"])
+    return _unpickle_block(arity(args, 2, "pandas new_block"), func.keywords["ndim"])
 
 
 def _index(value: object) -> pd.Index:
@@ -99,9 +100,9 @@ def _index(value: object) -> pd.Index:
     return value  # type: ignore[return-value]
 
 
-@_calls("BlockManager")
-def _block_manager(args: tuple[Any, ...], budget: Budget) -> _Result:
-    blocks, axes = _args(args, 2, "BlockManager")
+@calls("BlockManager")
+def _block_manager(args: tuple[Any, ...], budget: Budget) -> Result:
+    blocks, axes = arity(args, 2, "BlockManager")
     if type(blocks) not in (tuple, list) or type(axes) not in (tuple, list) or len(axes) != 2:
         raise Refused("BlockManager with arguments other than (blocks, [columns, index])")
     columns, index = (_index(axis) for axis in axes)
@@ -118,16 +119,16 @@ def _block_manager(args: tuple[Any, ...], budget: Budget) -> _Result:
     return objects()["BlockManager"](tuple(blocks), [columns, index]), False
 
 
-@_calls("_new_Index")
-def _new_index(args: tuple[Any, ...], budget: Budget) -> _Result:
-    cls, state = _args(args, 2, "pandas _new_Index")
+@calls("_new_Index")
+def _new_index(args: tuple[Any, ...], budget: Budget) -> Result:
+    cls, state = arity(args, 2, "pandas _new_Index")
     if type(state) is not dict or type(state.get("name")) not in _SCALAR_NAMES:
         raise Refused("an Index whose state is not a dict with a plain name")
     if cls is pd.RangeIndex and set(state) <= {"name", "start", "stop", "step"}:
         start, stop = (
-            _int(state.get(k, 0), "a RangeIndex bound", -_MAX) for k in ("start", "stop")
+            integer(state.get(k, 0), "a RangeIndex bound", -_MAX) for k in ("start", "stop")
         )
-        step = _int(state.get("step", 1), "a RangeIndex step", -_MAX)
+        step = integer(state.get("step", 1), "a RangeIndex step", -_MAX)
         if step == 0:
             raise Refused("a RangeIndex with step 0")
         budget.charge(8 * len(range(start, stop, step)), "a RangeIndex")
@@ -138,54 +139,53 @@ def _new_index(args: tuple[Any, ...], budget: Budget) -> _Result:
     return objects()["_new_Index"](cls, state), False
 
 
-_MAX = 2**62
-
-
-@_calls("_unpickle_NDArrayBacked")
-def _ndarray_backed(args: tuple[Any, ...], budget: Budget) -> _Result:
-    cls, checksum, state = _args(args, 3, "pandas __pyx_unpickle_NDArrayBacked")
+@calls("_unpickle_NDArrayBacked")
+def _ndarray_backed(args: tuple[Any, ...], budget: Budget) -> Result:
+    cls, checksum, state = arity(args, 3, "pandas __pyx_unpickle_NDArrayBacked")
     allowed = {objects()[n] for n in ("DatetimeArray", "TimedeltaArray", "Categorical")}
     if cls not in allowed | {objects()["StringArray"]} or type(checksum) is not int or state:
         raise Refused(f"pandas NDArrayBacked unpickling of {cls!r:.60}")
     return objects()["_unpickle_NDArrayBacked"](cls, checksum, None), True
 
 
-@_calls("StringDtype")
-def _string_dtype(args: tuple[Any, ...], budget: Budget) -> _Result:
-    storage, na_value = _args(args, 2, "StringDtype")
+@calls("StringDtype")
+def _string_dtype(args: tuple[Any, ...], budget: Budget) -> Result:
+    if len(args) == 1:  # pandas < 2.3 pickled only the storage
+        args = (*args, pd.NA)
+    storage, na_value = arity(args, 2, "StringDtype")
     nan = type(na_value) is float and math.isnan(na_value)
     if storage not in ("python", "pyarrow") or not (na_value is pd.NA or nan):
         raise Refused(f"StringDtype{args!r:.60}")
     return pd.StringDtype(storage, na_value), False
 
 
-@_calls("type_for_alias")
-def _type_for_alias(args: tuple[Any, ...], budget: Budget) -> _Result:
-    (alias,) = _args(args, 1, "pyarrow type_for_alias")
+@calls("type_for_alias")
+def _type_for_alias(args: tuple[Any, ...], budget: Budget) -> Result:
+    (alias,) = arity(args, 1, "pyarrow type_for_alias")
     if alias not in ("string", "large_string", "utf8", "large_utf8"):
         raise Refused(f"pyarrow type {alias!r:.40} (only string columns are read)")
     return pa.type_for_alias(alias), False
 
 
-@_calls("py_buffer")
-def _py_buffer(args: tuple[Any, ...], budget: Budget) -> _Result:
-    (data,) = _args(args, 1, "pyarrow py_buffer")
+@calls("py_buffer")
+def _py_buffer(args: tuple[Any, ...], budget: Budget) -> Result:
+    (data,) = arity(args, 1, "pyarrow py_buffer")
     if type(data) not in (bytes, bytearray):
         raise Refused(f"pyarrow py_buffer of a {type(data).__name__}")
     return pa.py_buffer(data), False
 
 
-@_calls("_restore_array")
-def _restore_array(args: tuple[Any, ...], budget: Budget) -> _Result:
-    (data,) = _args(args, 1, "pyarrow _restore_array")
+@calls("_restore_array")
+def _restore_array(args: tuple[Any, ...], budget: Budget) -> Result:
+    (data,) = arity(args, 1, "pyarrow _restore_array")
     if type(data) is not tuple or len(data) != 7:
         raise Refused("pyarrow _restore_array of anything but an array's parts")
     kind, length, nulls, offset, buffers, children, dictionary = data
     if not isinstance(kind, pa.DataType) or kind not in (pa.string(), pa.large_string()):
         raise Refused(f"a pyarrow array of type {kind!r:.40} (only strings are read)")
-    _int(length, "a pyarrow array length")
-    _int(nulls, "a pyarrow null count", -1)
-    _int(offset, "a pyarrow offset")
+    integer(length, "a pyarrow array length")
+    integer(nulls, "a pyarrow null count", -1)
+    integer(offset, "a pyarrow offset")
     if type(buffers) is not list or len(buffers) != 3 or children != [] or dictionary is not None:
         raise Refused("a pyarrow string array whose parts are not 3 buffers")
     if not all(b is None or type(b) is pa.Buffer for b in buffers):
@@ -198,12 +198,12 @@ def _restore_array(args: tuple[Any, ...], budget: Budget) -> _Result:
     return array, False
 
 
-def check_call(func: object, args: tuple[Any, ...], budget: Budget) -> _Result:
+def check_call(func: object, args: tuple[Any, ...], budget: Budget) -> Result:
     """Validate a REDUCE of ``func(*args)`` and make the call."""
     if type(func) is functools.partial:
         return call_block_partial(func, args)
     role = role_of(func)
-    check = _CALLS.get(role) if role else None
+    check = CALLS.get(role) if role else None
     if check is None:
         name = getattr(func, "__qualname__", type(func).__name__)
         raise Refused(f"a call to {name!s:.60}, which is not an allowed constructor")
@@ -213,7 +213,7 @@ def check_call(func: object, args: tuple[Any, ...], budget: Budget) -> _Result:
 _NEW = ("DataFrame", "ArrowStringArray", "DatetimeTZDtype", "CategoricalDtype")
 
 
-def check_new(cls: object, args: tuple[Any, ...]) -> _Result:
+def check_new(cls: object, args: tuple[Any, ...]) -> Result:
     """NEWOBJ: only these classes, only with no arguments; each then awaits its BUILD."""
     if role_of(cls) not in _NEW or args:
         raise Refused(f"NEWOBJ of {cls!r:.60}")
@@ -227,7 +227,7 @@ def _build_ndarray(array: Any, state: object, budget: Budget) -> None:
     if type(state) is not tuple or len(state) != 5 or state[0] != 1:
         raise Refused("an ndarray state other than numpy's (1, shape, dtype, order, data)")
     _, shape, dtype, fortran, raw = state
-    dims, dtype = _shape(shape), _plain_dtype(dtype)
+    dims, dtype = shape_of(shape), plain_dtype(dtype)
     count = math.prod(dims)
     if type(fortran) is not bool:
         raise Refused("an ndarray state with a non-bool order flag")
@@ -251,7 +251,7 @@ def _build_dtype(dtype: np.dtype[Any], state: object) -> None:
         extra = state[-1] if type(state) is tuple and len(state) == 9 else None
         info = extra[1] if type(extra) is tuple and len(extra) == 2 else None
         unit = info[0] if type(info) is tuple and info else None
-        if type(unit) is not bytes or unit not in _UNITS:
+        if type(unit) is not bytes or unit not in UNITS:
             raise Refused(f"a datetime dtype state {state!r:.80}")
         reference = np.dtype(f"{dtype.kind}8[{unit.decode()}]")
     if order in ("<", ">"):
@@ -285,7 +285,7 @@ def _build_backed(array: Any, state: object) -> None:
     name = role_of(type(array))
     if name in ("DatetimeArray", "TimedeltaArray"):
         kind = "M" if name == "DatetimeArray" else "m"
-        values = _array(values, kind, (1, 2))
+        values = array_of(values, kind, (1, 2))
         if isinstance(dtype, pd.DatetimeTZDtype) and kind == "M":
             dtype = np.dtype(f"M8[{dtype.unit}]")
         if not isinstance(dtype, np.dtype) or dtype != values.dtype:
@@ -293,13 +293,13 @@ def _build_backed(array: Any, state: object) -> None:
         if np.datetime_data(dtype)[0] not in ("s", "ms", "us", "ns"):
             raise Refused(f"a {name} in {dtype} (pandas uses s, ms, us or ns)")
     elif name == "Categorical":
-        codes = _array(values, "i")
+        codes = array_of(values, "i")
         if type(dtype) is not pd.CategoricalDtype or dtype.categories is None:
             raise Refused("a Categorical without a CategoricalDtype")
         if len(codes) and (codes.min() < -1 or codes.max() >= len(dtype.categories)):
             raise Refused("Categorical codes outside its categories")
     else:  # StringArray
-        items = _array(values, "O")
+        items = array_of(values, "O")
         if type(dtype) is not pd.StringDtype or dtype.storage != "python":
             raise Refused("a StringArray without a python StringDtype")
         na = dtype.na_value
