@@ -199,6 +199,29 @@ def test_numpy_dtypes_names_are_exact_too(tmp_path: Path) -> None:
     refused(write(tmp_path, data), "numpy.dtypes.Float64DType")
 
 
+def test_each_allowed_name_is_the_object_its_library_has_there() -> None:
+    # the unpickler never resolves a pickle's strings; this checks its fixed table against
+    # the installed libraries: where the pair exists, it is the very object the role stands for
+    import importlib
+    import warnings
+
+    from batchml.fraud.pickle_allowlist import NAMES, objects
+
+    renamed = {("pandas.core.internals.blocks", "new_block")}  # pandas <= 1.3's block maker
+    checked = 0
+    for (module, name), role in NAMES.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy.core is deprecated
+            try:
+                found = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                continue  # a name only older pandas/numpy had (Int64Index, numpy.core ...)
+        if (module, name) not in renamed:
+            assert found is objects()[role], (module, name)
+            checked += 1
+    assert checked >= 40
+
+
 def test_names_are_never_imported(tmp_path: Path) -> None:
     assert "this" not in sys.modules  # importing it prints the Zen of Python
     refused(write(tmp_path, proto() + stack_global("this", "s") + pickle.STOP), "this.s")

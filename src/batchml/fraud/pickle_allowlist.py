@@ -148,31 +148,29 @@ def role_of(obj: object) -> str | None:
 # -- argument checks --------------------------------------------------------------------------
 
 
-def _no(what: str) -> Refused:
-    return Refused(what)
-
-
 def integer(value: object, what: str, low: int = 0, high: int = _MAX_DIM) -> int:
     if type(value) is not int or not low <= value <= high:
-        raise _no(f"{what} {value!r:.60} (an integer from {low} to {high} was expected)")
+        raise Refused(f"{what} {value!r:.60} (an integer from {low} to {high} was expected)")
     return value
 
 
 def shape_of(value: object) -> tuple[int, ...]:
     if type(value) is not tuple or not 1 <= len(value) <= 2:
-        raise _no(f"an array shape {value!r:.60}")
+        raise Refused(f"an array shape {value!r:.60}")
     return tuple(integer(n, "an array dimension") for n in value)
 
 
 def array_of(value: object, kinds: str, ndims: tuple[int, ...] = (1,)) -> np.ndarray[Any, Any]:
     if type(value) is not np.ndarray or value.dtype.kind not in kinds or value.ndim not in ndims:
-        raise _no(f"a {type(value).__name__} where a {'/'.join(map(str, ndims))}-d array was due")
+        raise Refused(
+            f"a {type(value).__name__} where a {'/'.join(map(str, ndims))}-d array was due"
+        )
     return value
 
 
 def arity(args: tuple[Any, ...], count: int, what: str) -> tuple[Any, ...]:
     if len(args) != count:
-        raise _no(f"{what} called with {len(args)} arguments")
+        raise Refused(f"{what} called with {len(args)} arguments")
     return args
 
 
@@ -201,7 +199,7 @@ def _slice(args: tuple[Any, ...], budget: Budget) -> Result:
 def _bytearray(args: tuple[Any, ...], budget: Budget) -> Result:
     (data,) = arity(args, 1, "bytearray")
     if type(data) is not bytes:  # bytearray(n) with an int n would allocate n bytes
-        raise _no(f"bytearray of a {type(data).__name__}")
+        raise Refused(f"bytearray of a {type(data).__name__}")
     budget.charge(len(data), "bytearray")
     return bytearray(data), False
 
@@ -210,7 +208,7 @@ def _bytearray(args: tuple[Any, ...], budget: Budget) -> Result:
 def _encode(args: tuple[Any, ...], budget: Budget) -> Result:
     text, codec = arity(args, 2, "_codecs.encode")
     if type(text) is not str or codec != "latin1":
-        raise _no(f"_codecs.encode of a {type(text).__name__} with {codec!r:.30}")
+        raise Refused(f"_codecs.encode of a {type(text).__name__} with {codec!r:.30}")
     budget.charge(len(text), "_codecs.encode")
     return codecs.encode(text, "latin1"), False
 
@@ -226,9 +224,9 @@ def _timedelta(args: tuple[Any, ...], budget: Budget) -> Result:
 @calls("timezone")
 def _timezone(args: tuple[Any, ...], budget: Budget) -> Result:
     if not 1 <= len(args) <= 2 or type(args[0]) is not datetime.timedelta:
-        raise _no("datetime.timezone with arguments other than (timedelta[, name])")
+        raise Refused("datetime.timezone with arguments other than (timedelta[, name])")
     if len(args) == 2 and type(args[1]) is not str:
-        raise _no("datetime.timezone with a name that is not a string")
+        raise Refused("datetime.timezone with a name that is not a string")
     return datetime.timezone(*args), False
 
 
@@ -236,7 +234,7 @@ def _timezone(args: tuple[Any, ...], budget: Budget) -> Result:
 def _partial(args: tuple[Any, ...], budget: Budget) -> Result:
     (func,) = arity(args, 1, "functools.partial")
     if role_of(func) != "_unpickle_block":
-        raise _no("functools.partial of anything but pandas' block constructor")
+        raise Refused("functools.partial of anything but pandas' block constructor")
     return functools.partial(func), True
 
 
@@ -251,9 +249,9 @@ UNITS = frozenset(b"Y M W D h m s ms us ns ps fs as generic".split())
 def _dtype(args: tuple[Any, ...], budget: Budget) -> Result:
     typestr, align, copy = arity(args, 3, "numpy.dtype")
     if type(typestr) is not str or typestr not in _TYPESTRS or align is not False:
-        raise _no(f"numpy.dtype({typestr!r:.30}), not a plain numeric/datetime/object dtype")
+        raise Refused(f"numpy.dtype({typestr!r:.30}), not a plain numeric/datetime/object dtype")
     if type(copy) is not bool:
-        raise _no("numpy.dtype with a non-bool copy flag")
+        raise Refused("numpy.dtype with a non-bool copy flag")
     return np.dtype(typestr, align=False, copy=copy), True
 
 
@@ -262,15 +260,15 @@ def _reconstruct(args: tuple[Any, ...], budget: Budget) -> Result:
     # numpy always pickles an empty stub, ndarray.__setstate__ (BUILD) then sizes it
     cls, shape, code = arity(args, 3, "numpy _reconstruct")
     if cls is not np.ndarray or type(shape) is not tuple or shape != (0,) or code != b"b":
-        raise _no(f"numpy _reconstruct{args!r:.80} (only an empty ndarray stub is made)")
+        raise Refused(f"numpy _reconstruct{args!r:.80} (only an empty ndarray stub is made)")
     return np.ndarray((0,), "b"), True
 
 
 def plain_dtype(value: object) -> np.dtype[Any]:
     if not isinstance(value, np.dtype) or value.fields is not None or value.subdtype is not None:
-        raise _no(f"an array dtype {value!r:.40}")
+        raise Refused(f"an array dtype {value!r:.40}")
     if f"{value.kind}{value.itemsize}" not in _TYPESTRS and value.kind not in "Mm":
-        raise _no(f"an array dtype {value!r:.40}")
+        raise Refused(f"an array dtype {value!r:.40}")
     return value
 
 
@@ -280,9 +278,9 @@ def _frombuffer(args: tuple[Any, ...], budget: Budget) -> Result:
     dtype = plain_dtype(dtype)
     dims = shape_of(shape)
     if type(buf) not in (bytes, bytearray) or dtype.kind == "O" or order not in ("C", "F"):
-        raise _no(f"numpy _frombuffer of a {type(buf).__name__} as {dtype}")
+        raise Refused(f"numpy _frombuffer of a {type(buf).__name__} as {dtype}")
     nbytes = math.prod(dims) * dtype.itemsize
     if len(buf) != nbytes:
-        raise _no(f"numpy _frombuffer of {len(buf)} bytes as shape {dims} ({nbytes} bytes)")
+        raise Refused(f"numpy _frombuffer of {len(buf)} bytes as shape {dims} ({nbytes} bytes)")
     budget.charge(nbytes, f"an array of shape {dims}")
     return objects()["_frombuffer"](buf, dtype, dims, order), False
