@@ -356,6 +356,7 @@ BOMBS = {
     "BINBYTES8 longer than the file": pickle.BINBYTES8 + struct.pack("<Q", 64 * GIB),
     "BYTEARRAY8 longer than the file": pickle.BYTEARRAY8 + struct.pack("<Q", 8 * GIB),
     "BINUNICODE8 longer than the file": pickle.BINUNICODE8 + struct.pack("<Q", 8 * GIB),
+    "FRAME longer than the file": pickle.FRAME + struct.pack("<Q", 8 * GIB) + pickle.NONE,
     "RangeIndex far beyond the file": range_index(2**40),
     "_frombuffer shape larger than its data": stack_global("numpy._core.numeric", "_frombuffer")
     + pickle.MARK

@@ -48,10 +48,10 @@ _OPNAMES = {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
 # The opcodes a DataFrame pickle of protocol 2-5 is made of; pickle's own implementation of each
 # is used, except for the ones _SafeUnpickler overrides below.
 _PLAIN_OPCODES = (
-    *("PROTO", "FRAME", "STOP", "MARK", "NONE", "NEWTRUE", "NEWFALSE", "BINFLOAT"),
+    *("FRAME", "MARK", "NONE", "NEWTRUE", "NEWFALSE", "BINFLOAT"),
     *("BININT", "BININT1", "BININT2", "LONG1", "LONG4"),
     *("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"),
-    *("SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "BYTEARRAY8"),
+    *("SHORT_BINBYTES", "BINBYTES", "BINBYTES8"),
     *("EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_DICT", "MEMOIZE", "BINPUT", "LONG_BINPUT"),
     *("GLOBAL", "STACK_GLOBAL"),
 )
