@@ -357,6 +357,17 @@ BOMBS = {
     "BYTEARRAY8 longer than the file": pickle.BYTEARRAY8 + struct.pack("<Q", 8 * GIB),
     "BINUNICODE8 longer than the file": pickle.BINUNICODE8 + struct.pack("<Q", 8 * GIB),
     "FRAME longer than the file": pickle.FRAME + struct.pack("<Q", 8 * GIB) + pickle.NONE,
+    # a refusal that quoted its argument in full: 3000 references to one 1 MB string
+    "an error message quoting a huge argument": RECONSTRUCT
+    + stack_global("numpy", "ndarray")
+    + pickle.MARK
+    + text("x" * 2**20)
+    + pickle.MEMOIZE
+    + get(0) * 3000
+    + pickle.TUPLE
+    + b"C\x01b"
+    + pickle.TUPLE3
+    + pickle.REDUCE,
     "RangeIndex far beyond the file": range_index(2**40),
     "_frombuffer shape larger than its data": stack_global("numpy._core.numeric", "_frombuffer")
     + pickle.MARK
@@ -387,8 +398,8 @@ def test_tiny_pickles_asking_for_gigabytes_are_refused_unallocated(tmp_path: Pat
         name: write(tmp_path, proto() + data + pickle.STOP, f"bomb{i}.pkl")
         for i, (name, data) in enumerate(BOMBS.items())
     }
-    for path in paths.values():
-        assert path.stat().st_size < 300
+    for name, path in paths.items():  # tiny, but for the one carrying a 1 MB string
+        assert path.stat().st_size < (2**21 if "huge argument" in name else 300)
     child = textwrap.dedent(
         """
         import resource, sys

@@ -15,6 +15,7 @@ import codecs
 import datetime
 import functools
 import math
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,16 @@ _MAX_DIM = 2**40
 
 class Refused(Exception):
     """The pickle asks for something outside the allow-list; the message says what."""
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 2, 40, 40
+_BRIEF.maxtuple = _BRIEF.maxlist = _BRIEF.maxdict = _BRIEF.maxset = 4
+
+
+def brief(value: object) -> str:
+    """A short repr for a message: never the whole of a big argument (it may be gigabytes)."""
+    return _BRIEF.repr(value)
 
 
 class Budget:
@@ -150,13 +161,13 @@ def role_of(obj: object) -> str | None:
 
 def integer(value: object, what: str, low: int = 0, high: int = _MAX_DIM) -> int:
     if type(value) is not int or not low <= value <= high:
-        raise Refused(f"{what} {value!r:.60} (an integer from {low} to {high} was expected)")
+        raise Refused(f"{what} {brief(value)} (an integer from {low} to {high} was expected)")
     return value
 
 
 def shape_of(value: object) -> tuple[int, ...]:
     if type(value) is not tuple or not 1 <= len(value) <= 2:
-        raise Refused(f"an array shape {value!r:.60}")
+        raise Refused(f"an array shape {brief(value)}")
     return tuple(integer(n, "an array dimension") for n in value)
 
 
@@ -208,7 +219,7 @@ def _bytearray(args: tuple[Any, ...], budget: Budget) -> Result:
 def _encode(args: tuple[Any, ...], budget: Budget) -> Result:
     text, codec = arity(args, 2, "_codecs.encode")
     if type(text) is not str or codec != "latin1":
-        raise Refused(f"_codecs.encode of a {type(text).__name__} with {codec!r:.30}")
+        raise Refused(f"_codecs.encode of a {type(text).__name__} with {brief(codec)}")
     budget.charge(len(text), "_codecs.encode")
     return codecs.encode(text, "latin1"), False
 
@@ -249,7 +260,7 @@ UNITS = frozenset(b"Y M W D h m s ms us ns ps fs as generic".split())
 def _dtype(args: tuple[Any, ...], budget: Budget) -> Result:
     typestr, align, copy = arity(args, 3, "numpy.dtype")
     if type(typestr) is not str or typestr not in _TYPESTRS or align is not False:
-        raise Refused(f"numpy.dtype({typestr!r:.30}), not a plain numeric/datetime/object dtype")
+        raise Refused(f"numpy.dtype({brief(typestr)}), not a plain numeric/datetime/object dtype")
     if type(copy) is not bool:
         raise Refused("numpy.dtype with a non-bool copy flag")
     return np.dtype(typestr, align=False, copy=copy), True
@@ -260,15 +271,15 @@ def _reconstruct(args: tuple[Any, ...], budget: Budget) -> Result:
     # numpy always pickles an empty stub, ndarray.__setstate__ (BUILD) then sizes it
     cls, shape, code = arity(args, 3, "numpy _reconstruct")
     if cls is not np.ndarray or type(shape) is not tuple or shape != (0,) or code != b"b":
-        raise Refused(f"numpy _reconstruct{args!r:.80} (only an empty ndarray stub is made)")
+        raise Refused(f"numpy _reconstruct{brief(args)} (only an empty ndarray stub is made)")
     return np.ndarray((0,), "b"), True
 
 
 def plain_dtype(value: object) -> np.dtype[Any]:
     if not isinstance(value, np.dtype) or value.fields is not None or value.subdtype is not None:
-        raise Refused(f"an array dtype {value!r:.40}")
+        raise Refused(f"an array dtype {brief(value)}")
     if f"{value.kind}{value.itemsize}" not in _TYPESTRS and value.kind not in "Mm":
-        raise Refused(f"an array dtype {value!r:.40}")
+        raise Refused(f"an array dtype {brief(value)}")
     return value
 
 

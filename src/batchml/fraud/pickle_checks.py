@@ -30,6 +30,7 @@ from batchml.fraud.pickle_allowlist import (
     Result,
     arity,
     array_of,
+    brief,
     calls,
     integer,
     objects,
@@ -144,7 +145,7 @@ def _ndarray_backed(args: tuple[Any, ...], budget: Budget) -> Result:
     cls, checksum, state = arity(args, 3, "pandas __pyx_unpickle_NDArrayBacked")
     allowed = {objects()[n] for n in ("DatetimeArray", "TimedeltaArray", "Categorical")}
     if cls not in allowed | {objects()["StringArray"]} or type(checksum) is not int or state:
-        raise Refused(f"pandas NDArrayBacked unpickling of {cls!r:.60}")
+        raise Refused(f"pandas NDArrayBacked unpickling of {brief(cls)}")
     return objects()["_unpickle_NDArrayBacked"](cls, checksum, None), True
 
 
@@ -155,7 +156,7 @@ def _string_dtype(args: tuple[Any, ...], budget: Budget) -> Result:
     storage, na_value = arity(args, 2, "StringDtype")
     nan = type(na_value) is float and math.isnan(na_value)
     if storage not in ("python", "pyarrow") or not (na_value is pd.NA or nan):
-        raise Refused(f"StringDtype{args!r:.60}")
+        raise Refused(f"StringDtype{brief(args)}")
     return pd.StringDtype(storage, na_value), False
 
 
@@ -163,7 +164,7 @@ def _string_dtype(args: tuple[Any, ...], budget: Budget) -> Result:
 def _type_for_alias(args: tuple[Any, ...], budget: Budget) -> Result:
     (alias,) = arity(args, 1, "pyarrow type_for_alias")
     if alias not in ("string", "large_string", "utf8", "large_utf8"):
-        raise Refused(f"pyarrow type {alias!r:.40} (only string columns are read)")
+        raise Refused(f"pyarrow type {brief(alias)} (only string columns are read)")
     return pa.type_for_alias(alias), False
 
 
@@ -182,7 +183,7 @@ def _restore_array(args: tuple[Any, ...], budget: Budget) -> Result:
         raise Refused("pyarrow _restore_array of anything but an array's parts")
     kind, length, nulls, offset, buffers, children, dictionary = data
     if not isinstance(kind, pa.DataType) or kind not in (pa.string(), pa.large_string()):
-        raise Refused(f"a pyarrow array of type {kind!r:.40} (only strings are read)")
+        raise Refused(f"a pyarrow array of type {brief(kind)} (only strings are read)")
     integer(length, "a pyarrow array length")
     integer(nulls, "a pyarrow null count", -1)
     integer(offset, "a pyarrow offset")
@@ -205,8 +206,8 @@ def check_call(func: object, args: tuple[Any, ...], budget: Budget) -> Result:
     role = role_of(func)
     check = CALLS.get(role) if role else None
     if check is None:
-        name = getattr(func, "__qualname__", type(func).__name__)
-        raise Refused(f"a call to {name!s:.60}, which is not an allowed constructor")
+        name = func.__qualname__ if isinstance(func, type) else brief(func)
+        raise Refused(f"a call to {name}, which is not an allowed constructor")
     return check(args, budget)
 
 
@@ -216,7 +217,7 @@ _NEW = ("DataFrame", "ArrowStringArray", "DatetimeTZDtype", "CategoricalDtype")
 def check_new(cls: object, args: tuple[Any, ...]) -> Result:
     """NEWOBJ: only these classes, only with no arguments; each then awaits its BUILD."""
     if role_of(cls) not in _NEW or args:
-        raise Refused(f"NEWOBJ of {cls!r:.60}")
+        raise Refused(f"NEWOBJ of {brief(cls)}")
     return cls.__new__(cls), True  # type: ignore[arg-type]
 
 
@@ -252,12 +253,12 @@ def _build_dtype(dtype: np.dtype[Any], state: object) -> None:
         info = extra[1] if type(extra) is tuple and len(extra) == 2 else None
         unit = info[0] if type(info) is tuple and info else None
         if type(unit) is not bytes or unit not in UNITS:
-            raise Refused(f"a datetime dtype state {state!r:.80}")
+            raise Refused(f"a datetime dtype state {brief(state)}")
         reference = np.dtype(f"{dtype.kind}8[{unit.decode()}]")
     if order in ("<", ">"):
         reference = reference.newbyteorder(order)
     if reference.__reduce__()[2] != state:
-        raise Refused(f"a dtype state {state!r:.80} that numpy would not write")
+        raise Refused(f"a dtype state {brief(state)} that numpy would not write")
     dtype.__setstate__(state)  # type: ignore[attr-defined]
 
 
@@ -267,14 +268,14 @@ def _missing(item: object) -> bool:
 
 def _backed_extras(array: Any, values: object, extra: object) -> None:
     if type(extra) is not dict or not set(extra) <= {"_readonly", "_freq", "_cache"}:
-        raise Refused(f"{type(array).__name__} attributes {extra!r:.60}")
+        raise Refused(f"{type(array).__name__} attributes {brief(extra)}")
     cache = extra.get("_cache", {})
     timelike = type(values) is np.ndarray and values.dtype.kind in "Mm"
     unit = np.datetime_data(values.dtype)[0] if timelike else None  # type: ignore[attr-defined]
     if type(cache) is not dict or cache not in ({}, {"unit": unit}) or (not unit and cache):
-        raise Refused(f"{type(array).__name__} cached attributes {cache!r:.60}")
+        raise Refused(f"{type(array).__name__} cached attributes {brief(cache)}")
     if extra.get("_freq") is not None or type(extra.get("_readonly", False)) is not bool:
-        raise Refused(f"{type(array).__name__} attributes {extra!r:.60}")
+        raise Refused(f"{type(array).__name__} attributes {brief(extra)}")
 
 
 def _build_backed(array: Any, state: object) -> None:
@@ -289,7 +290,7 @@ def _build_backed(array: Any, state: object) -> None:
         if isinstance(dtype, pd.DatetimeTZDtype) and kind == "M":
             dtype = np.dtype(f"M8[{dtype.unit}]")
         if not isinstance(dtype, np.dtype) or dtype != values.dtype:
-            raise Refused(f"a {name} of {values.dtype} values with dtype {dtype!r:.40}")
+            raise Refused(f"a {name} of {values.dtype} values with dtype {brief(dtype)}")
         if np.datetime_data(dtype)[0] not in ("s", "ms", "us", "ns"):
             raise Refused(f"a {name} in {dtype} (pandas uses s, ms, us or ns)")
     elif name == "Categorical":
@@ -313,7 +314,7 @@ def _build_dict(inst: Any, state: object, allowed: dict[str, Callable[[Any], boo
     required = _REQUIRED[role_of(type(inst)) or ""]
     if type(state) is not dict or not required <= set(state) <= set(allowed):
         keys = list(state) if type(state) is dict else type(state).__name__
-        raise Refused(f"a {type(inst).__name__} state with keys {keys!r:.80}")
+        raise Refused(f"a {type(inst).__name__} state with keys {brief(keys)}")
     for key, ok in allowed.items():
         if key in state and not ok(state[key]):
             raise Refused(f"a {type(inst).__name__} whose {key} is a {type(state[key]).__name__}")
