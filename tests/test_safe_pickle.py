@@ -443,6 +443,29 @@ def test_the_budget_is_a_multiple_of_the_file_size(tmp_path: Path) -> None:
     refused(big, "a RangeIndex would allocate 72000000 bytes, beyond the")
 
 
+def test_one_memoized_array_fed_to_many_calls_runs_out_of_budget(tmp_path: Path) -> None:
+    # pandas copies an Index's data: 200 indexes over one memoized 1 MiB array would be
+    # 200 MiB from a 1 MiB file; each use is charged, so the budget stops it
+    array = stack_global("numpy._core.numeric", "_frombuffer") + pickle.MARK
+    array += pickle.BINBYTES + struct.pack("<I", 2**20) + b"\x00" * 2**20
+    array += F8 + integer(2**17) + pickle.TUPLE1 + text("C") + pickle.TUPLE + pickle.REDUCE
+
+    def index(func: bytes, cls: bytes, data: bytes) -> bytes:
+        state = pickle.EMPTY_DICT + pickle.MARK + text("data") + data + text("name")
+        return func + cls + state + pickle.NONE + pickle.SETITEMS + pickle.TUPLE2 + pickle.REDUCE
+
+    first = index(
+        stack_global("pandas.core.indexes.base", "_new_Index") + pickle.MEMOIZE,
+        stack_global("pandas", "Index") + pickle.MEMOIZE,
+        array + pickle.MEMOIZE,
+    )
+    again = index(get(0), get(1), get(2))
+    body = pickle.EMPTY_LIST + pickle.MARK + first + again * 199 + pickle.APPENDS
+    refused(write(tmp_path, proto() + body + pickle.STOP), "an Index would allocate")
+    few = pickle.EMPTY_LIST + pickle.MARK + first + again * 3 + pickle.APPENDS
+    refused(write(tmp_path, proto() + few + pickle.STOP), "holds a list")
+
+
 def test_files_above_the_cap_are_not_read(tmp_path: Path) -> None:
     path = tmp_path / "2018-04-01.pkl"
     pd.DataFrame({"a": np.arange(1000)}).to_pickle(path)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-_ALLOC_PER_FILE_BYTE = 8
+_ALLOC_PER_FILE_BYTE = 16
 _ALLOC_SLACK = 64 * 1024**2
 _MAX_DIM = 2**40
 
@@ -43,7 +43,12 @@ def brief(value: object) -> str:
 
 
 class Budget:
-    """Bytes a pickle's calls may still allocate: a fixed multiple of the file's size."""
+    """Bytes a pickle's calls may still allocate or scan: a fixed multiple of the file's size.
+
+    Every checked call and BUILD is charged the size of the arrays it makes, copies or scans,
+    each time: a legitimate pickle uses each array once or twice, while one that passes a
+    memoized array to a thousand calls runs out of budget instead of memory or time.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = self.left = limit

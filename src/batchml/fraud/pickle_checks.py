@@ -15,7 +15,7 @@ import datetime
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -72,27 +72,30 @@ def _placement_length(placement: object) -> int:
     return len(locs)
 
 
-def _unpickle_block(args: tuple[Any, ...], ndim: object) -> Result:
+def _unpickle_block(args: tuple[Any, ...], ndim: object, budget: Budget) -> Result:
     values, placement = args
     integer(ndim, "a block ndim", 1, 2)
     values = _values(values, (1, 2))
     length = _placement_length(placement)
     if length != (values.shape[0] if values.ndim == 2 else 1):
         raise Refused(f"a block of {values.shape} placed on {length} columns")
+    budget.charge(values.nbytes, "a block")
     return objects()["_unpickle_block"](values, placement, ndim), False
 
 
 @calls("_unpickle_block")
 def _block(args: tuple[Any, ...], budget: Budget) -> Result:
     values, placement, ndim = arity(args, 3, "pandas _unpickle_block")
-    return _unpickle_block((values, placement), ndim)
+    return _unpickle_block((values, placement), ndim, budget)
 
 
-def call_block_partial(func: functools.partial[Any], args: tuple[Any, ...]) -> Result:
+def call_block_partial(
+    func: functools.partial[Any], args: tuple[Any, ...], budget: Budget
+) -> Result:
     """``partial(new_block, ndim=n)(values, placement)``: how pandas <= 1.3 pickled blocks."""
     if role_of(func.func) != "_unpickle_block" or func.args or set(func.keywords) != {"ndim"}:
         raise Refused("a call to a functools.partial other than pandas' block constructor")
-    return _unpickle_block(arity(args, 2, "pandas new_block"), func.keywords["ndim"])
+    return _unpickle_block(arity(args, 2, "pandas new_block"), func.keywords["ndim"], budget)
 
 
 def _index(value: object) -> pd.Index:
@@ -134,7 +137,7 @@ def _new_index(args: tuple[Any, ...], budget: Budget) -> Result:
             raise Refused("a RangeIndex with step 0")
         budget.charge(8 * len(range(start, stop, step)), "a RangeIndex")
     elif cls is pd.Index and set(state) == {"data", "name"}:
-        _values(state["data"], (1,))
+        budget.charge(_values(state["data"], (1,)).nbytes, "an Index")  # pandas copies it
     else:
         raise Refused(f"an index of type {getattr(cls, '__name__', cls)!s:.40} or its state")
     return objects()["_new_Index"](cls, state), False
@@ -191,6 +194,7 @@ def _restore_array(args: tuple[Any, ...], budget: Budget) -> Result:
         raise Refused("a pyarrow string array whose parts are not 3 buffers")
     if not all(b is None or type(b) is pa.Buffer for b in buffers):
         raise Refused("a pyarrow array buffer that is not a buffer")
+    budget.charge(sum(b.size for b in buffers if b is not None), "a pyarrow array")
     array = objects()["_restore_array"](data)
     try:  # pyarrow trusts the parts; a length beyond the buffers would read past them later
         array.validate(full=True)
@@ -202,7 +206,7 @@ def _restore_array(args: tuple[Any, ...], budget: Budget) -> Result:
 def check_call(func: object, args: tuple[Any, ...], budget: Budget) -> Result:
     """Validate a REDUCE of ``func(*args)`` and make the call."""
     if type(func) is functools.partial:
-        return call_block_partial(func, args)
+        return call_block_partial(func, args, budget)
     role = role_of(func)
     check = CALLS.get(role) if role else None
     if check is None:
@@ -278,11 +282,12 @@ def _backed_extras(array: Any, values: object, extra: object) -> None:
         raise Refused(f"{type(array).__name__} attributes {brief(extra)}")
 
 
-def _build_backed(array: Any, state: object) -> None:
+def _build_backed(array: Any, state: object, budget: Budget) -> None:
     if type(state) is not tuple or len(state) not in (2, 3):
         raise Refused(f"a {type(array).__name__} state that is not (dtype, values[, attrs])")
     dtype, values = state[:2]
     _backed_extras(array, values, state[2] if len(state) == 3 else {})
+    budget.charge(getattr(values, "nbytes", 0), f"a {type(array).__name__}")
     name = role_of(type(array))
     if name in ("DatetimeArray", "TimedeltaArray"):
         kind = "M" if name == "DatetimeArray" else "m"
@@ -379,7 +384,11 @@ def check_build(inst: Any, state: object, budget: Budget) -> None:
         return inst.__setstate__(state)  # type: ignore[attr-defined,no-any-return]
     role = role_of(type(inst))
     if role in _DICT_STATES:
-        return _build_dict(inst, state, _DICT_STATES[role])
+        _build_dict(inst, state, _DICT_STATES[role])
+        # what its checks just scanned (the categories' uniqueness, an Arrow array)
+        values = cast(dict[str, Any], state).values()
+        scanned = [v for v in values if type(v) in (pd.Index, *_ARROW_STRINGS)]
+        return budget.charge(sum(v.nbytes for v in scanned), f"a {type(inst).__name__}")
     if role in ("DatetimeArray", "TimedeltaArray", "Categorical", "StringArray"):
-        return _build_backed(inst, state)
+        return _build_backed(inst, state, budget)
     raise Refused(f"BUILD of a {type(inst).__name__}")

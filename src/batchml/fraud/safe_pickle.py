@@ -14,9 +14,10 @@ much narrower than :mod:`pickle`:
 * Every call the pickle asks for (``REDUCE``/``NEWOBJ``) and every ``BUILD`` goes through a
   checker (:mod:`batchml.fraud.pickle_checks`) that validates the arguments' types, shapes and
   sizes before anything is called; only a freshly made object can be BUILT, and it cannot be
-  used before that. The bytes the checked calls allocate (arrays, byte strings, the rows of a
-  RangeIndex) are charged to a budget of 8 times the file's size plus 64 MiB, so a tiny pickle
-  cannot ask for gigabytes. The opcodes themselves copy nothing, so they allocate at most a
+  used before that. The bytes each checked call allocates, copies or scans (arrays, byte
+  strings, the rows of a RangeIndex) are charged, every time, to a budget of 16 times the
+  file's size plus 64 MiB, so a tiny pickle cannot ask for gigabytes, nor reuse one array
+  from the memo in a million calls. The opcodes themselves copy nothing, so they allocate at most a
   small constant per byte of the file. Files above ``max_bytes`` (1 GiB by default) are not read.
 
 Anything refused, and anything unreadable, is a :class:`DatasetError` naming the file.
