@@ -110,6 +110,7 @@ def _block_manager(args: tuple[Any, ...], budget: Budget) -> Result:
     if type(blocks) not in (tuple, list) or type(axes) not in (tuple, list) or len(axes) != 2:
         raise Refused("BlockManager with arguments other than (blocks, [columns, index])")
     columns, index = (_index(axis) for axis in axes)
+    budget.charge(16 * (len(columns) + len(blocks)), "a BlockManager")  # its block maps
     placed = []
     for block in blocks:
         if not isinstance(block, Block):
@@ -327,8 +328,10 @@ def _build_dict(inst: Any, state: object, allowed: dict[str, Callable[[Any], boo
 
 
 def _plain_attrs(attrs: object) -> bool:
-    return type(attrs) is dict and all(
-        type(k) is str and type(v) in _SCALAR_NAMES for k, v in attrs.items()
+    return (
+        type(attrs) is dict
+        and len(attrs) <= 1000
+        and all(type(k) is str and type(v) in _SCALAR_NAMES for k, v in attrs.items())
     )
 
 
