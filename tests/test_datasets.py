@@ -1,18 +1,19 @@
-"""Importing datasets: validation, Parquet conversion, and refusing untrusted pickles."""
+"""Importing datasets: validation, Parquet conversion, the tutorial pickles through the CLI.
+
+The pickle unpickler itself (attacks, bombs, what still loads) is tested in test_safe_pickle.py.
+"""
 
 from __future__ import annotations
 
-import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from batchml.errors import DatasetError, UntrustedPickleError
+from batchml.errors import DatasetError
 from batchml.fraud import datasets
-from batchml.fraud.schema import COLUMNS, normalize
+from batchml.fraud.schema import COLUMNS
 from batchml.storage import Storage
 from tests.cli import run_cli
 
@@ -34,16 +35,6 @@ def frame(n: int = 5, day: str = "2018-04-01") -> pd.DataFrame:
             "TX_FRAUD_SCENARIO": np.array([0, 1] * n)[:n],
         }
     )
-
-
-class _RunsCode:
-    """Unpickling this runs a shell command: the classic malicious pickle."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture
@@ -125,42 +116,6 @@ def test_earlier_files_stay_imported_when_a_later_one_is_bad(
     with pytest.raises(DatasetError, match=r"b\.parquet"):
         datasets.import_files(storage, [folder])
     assert datasets.training_days(storage) == ["2018-04-01"]
-
-
-def test_pickle_without_trust_is_refused_unopened(storage: Storage, tmp_path: Path) -> None:
-    marker = tmp_path / "code-ran"
-    src = tmp_path / "evil.pkl"
-    src.write_bytes(pickle.dumps(_RunsCode(marker)))
-    with pytest.raises(UntrustedPickleError, match="--trust-pickle"):
-        datasets.import_files(storage, [src])
-    assert not marker.exists()
-
-
-def test_pickle_that_runs_code_is_refused_even_when_trusted(
-    storage: Storage, tmp_path: Path
-) -> None:
-    marker = tmp_path / "code-ran"
-    src = tmp_path / "evil.pkl"
-    src.write_bytes(pickle.dumps(_RunsCode(marker)))
-    with pytest.raises(DatasetError, match=r"refused to unpickle.*(posix|os)\.system"):
-        datasets.import_files(storage, [src], trust_pickle=True)
-    assert not marker.exists()
-    # a DataFrame hiding the payload in a cell is refused too
-    hidden = frame().assign(TX_FRAUD_SCENARIO=[0, 0, 0, 0, _RunsCode(marker)])
-    src.write_bytes(pickle.dumps(hidden))
-    with pytest.raises(DatasetError, match="refused to unpickle"):
-        datasets.import_files(storage, [src], trust_pickle=True)
-    assert not marker.exists()
-
-
-def test_trusted_dataframe_pickle_is_accepted(storage: Storage, tmp_path: Path) -> None:
-    src = tmp_path / "2018-04-01.pkl"
-    frame().to_pickle(src)
-    [result] = datasets.import_files(storage, [src], trust_pickle=True)
-    assert result.target == "datasets/training/2018-04-01.parquet"
-    pd.testing.assert_frame_equal(
-        datasets.read_parquet(storage, result.target), normalize(frame(), "x")
-    )
 
 
 def test_tutorial_files_import_through_the_cli(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
