@@ -28,6 +28,7 @@ from batchml.settings import Settings, WorkerSettings
 from batchml.worker import Worker
 from tests.cli import run_cli
 from tests.redis_server import RedisServer
+from tests.sample_tasks import SAMPLE_TASKS
 
 N_ITEMS = 80
 
@@ -71,7 +72,7 @@ def test_redis_restarted_without_its_data_makes_every_worker_exit_65_then_a_repu
     many items never ran; when the items are pushed again, a new run finishes with exit 0."""
     server = redis_factory()
     url = f"{server.url}?name=lossy"
-    settings = Settings(root=tmp_path / "root", queue_url=url)
+    settings = Settings(root=tmp_path / "root", queue_url=url, tasks=SAMPLE_TASKS)
     settings.root.mkdir()
     queue = open_queue(url)
     queue.push(_items())
@@ -118,7 +119,9 @@ def _run(worker: Worker, timeout: float = 60) -> int | BaseException:
 
 
 def _settings(root: Path) -> Settings:
-    return Settings(root=root, worker=WorkerSettings(lease_ttl=5, poll_interval=0.02))
+    return Settings(
+        root=root, tasks=SAMPLE_TASKS, worker=WorkerSettings(lease_ttl=5, poll_interval=0.02)
+    )
 
 
 def test_a_purge_under_running_workers_is_data_loss_too(
@@ -186,7 +189,7 @@ def test_a_redis_back_from_an_older_snapshot_is_named_by_status_and_workers(
     name the loss and exit 65, instead of reporting a drained, finished queue."""
     server = redis_factory()
     url = f"{server.url}?name=snap"
-    settings = Settings(root=tmp_path / "root", queue_url=url)
+    settings = Settings(root=tmp_path / "root", queue_url=url, tasks=SAMPLE_TASKS)
     settings.root.mkdir()
     queue = open_queue(url)
     task = "tests.sample_tasks:write_output"

@@ -45,6 +45,7 @@ class Result:
 
 def _worker(root: Path, url: str, *options: str, env: dict[str, str] | None = None) -> Result:
     """Run ``batchml [options] worker`` as a process until it exits; its code and output."""
+    root.mkdir(parents=True, exist_ok=True)  # a worker refuses a storage root that does not exist
     environment = {k: v for k, v in os.environ.items() if k != "BATCHML_TASKS"}
     proc = subprocess.run(
         [sys.executable, "-m", "batchml", "--root", str(root), "--queue", url, *options,
@@ -90,6 +91,7 @@ def test_queue_add_refuses_an_unregistered_task_and_queues_nothing(
 ) -> None:
     marker = tmp_path / "marker"
     root = tmp_path / "root"
+    root.mkdir()
     for task, payload in [
         ("pydoc:pipepager", {f"echo ran >> {marker}; :": 1}),
         ("os:system", {"cmd": f"touch {marker}"}),
@@ -155,6 +157,7 @@ def test_queue_add_accepts_a_registered_user_task(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
+    root.mkdir()
     cli = ("--root", str(root), "--tasks", "tests.sample_tasks")
     ok = run_cli(capsys, *cli, "queue", "add", "tests.sample_tasks:write_output", "--id", "w")
     assert ok.code == 0 and "w: added" in ok.out, ok.err
@@ -170,6 +173,7 @@ def test_fraud_payload_escaping_the_root_is_refused_at_add_and_dead_at_once_in_t
     """`queue add fraud.score --payload '{"path": "../../etc/passwd"}'` is refused (exit 78,
     one line); the same payload written straight into the queue is dead on attempt 1."""
     root = tmp_path / "root"
+    root.mkdir()
     escape = json.dumps({"path": "../../etc/passwd"})
     add = ("queue", "add", "fraud.score", "--payload", escape)
     result = run_cli(capsys, "--root", str(root), *add)
