@@ -20,7 +20,6 @@ import pytest
 from batchml import exitcodes
 from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy
 from batchml.queue.sqlite import SqliteQueue
-from batchml.report.sections import ReportContext, ReportSection
 from batchml.settings import Settings, WorkerSettings
 from batchml.storage import Storage
 from batchml.web.app import Dashboard, create_app
@@ -126,26 +125,26 @@ def test_the_dashboard_plots_the_user_task_s_results(averaged: tuple[Path, str])
         assert f'data-series="{name}"' in svg, name
 
 
-class _Counting(ReportSection):
-    """A section of a workload of our own: shown only where its task ran."""
-
-    name, title = "means", "Means"
-
-    def applies(self, records: object) -> bool:
-        return any(r.get("task") == TASK for r in records)  # type: ignore[attr-defined]
-
-    def html(self, ctx: ReportContext) -> str:
-        return f'<section id="means"><p data-key="means.n">{len(ctx.lineage)}</p></section>'
-
-    def version_fields(self, record: dict[str, object]) -> dict[str, object]:
-        return {"version": -1, "values": record["payload"]["values"]}  # type: ignore[index]
-
-    def json(self, ctx: ReportContext) -> object:
-        return {"versions": len(ctx.lineage)}
-
-
 def test_a_section_passed_by_the_caller_adds_its_parts(averaged: tuple[Path, str]) -> None:
     from batchml.report.render import build_context
+    from batchml.report.sections import ReportContext, ReportSection
+
+    class _Counting(ReportSection):
+        """A section of a workload of our own: shown only where its task ran."""
+
+        name, title = "means", "Means"
+
+        def applies(self, records: object) -> bool:
+            return any(r.get("task") == TASK for r in records)  # type: ignore[attr-defined]
+
+        def html(self, ctx: ReportContext) -> str:
+            return f'<section id="means"><p data-key="means.n">{len(ctx.lineage)}</p></section>'
+
+        def version_fields(self, record: dict[str, object]) -> dict[str, object]:
+            return {"version": -1, "values": record["payload"]["values"]}  # type: ignore[index]
+
+        def json(self, ctx: ReportContext) -> object:
+            return {"versions": len(ctx.lineage)}
 
     root, _ = averaged
     q = SqliteQueue(root / "queue.db")
@@ -180,7 +179,7 @@ def _strings(package: Path) -> dict[str, str]:
 
 def _imports(package: Path) -> set[str]:
     names: set[str] = set()
-    for path in package.rglob("*.py"):
+    for path in [package] if package.is_file() else package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names |= {a.name for a in node.names}
@@ -190,7 +189,7 @@ def _imports(package: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package", ["report", "web"])
+@pytest.mark.parametrize("package", ["report", "web", "cli/report_cmd.py", "cli/dashboard_cmd.py"])
 def test_report_and_web_import_nothing_of_the_fraud_workload(package: str) -> None:
     imported = _imports(REPO / "src" / "batchml" / package)
     assert imported, package
@@ -218,3 +217,41 @@ def test_report_and_web_name_no_fraud_task_or_metric(package: str) -> None:
     static = (REPO / "src" / "batchml" / package / "static").glob("*")
     for path in static:
         assert not any(w in path.read_text().lower() for w in FRAUD_WORDS), path
+
+
+def test_after_a_purge_the_user_lineage_s_old_versions_are_stale(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Given the chain run to v3, purged, and b1, b2 run again (head v2), then the report shows
+    v1 and v2 and counts the record of the old v3, still on disk, as stale."""
+    from batchml.worker import Worker
+
+    root = tmp_path / "root"
+    settings = Settings(
+        root=root, worker=WorkerSettings(lease_ttl=30, poll_interval=0.02), tasks=SAMPLE_TASKS
+    )
+    q = SqliteQueue(root / "queue.db", QueueOptions(retry=RetryPolicy(backoff_base=0.01)))
+    _push(q)
+    assert Worker(q, settings.storage(), settings, "w-1").run() == exitcodes.OK
+    cli = ("--root", str(root), "--queue", q.url)
+    assert run_cli(capsys, *cli, "queue", "purge", "--yes").code == 0
+    q = SqliteQueue(root / "queue.db", QueueOptions(retry=RetryPolicy(backoff_base=0.01)))
+    specs = [
+        ItemSpec(payload={"task": TASK, "run": "default", "name": "b1", "values": [5.0]}, id="b1"),
+        ItemSpec(
+            payload={"task": TASK, "run": "default", "name": "b2", "values": [7.0]},
+            id="b2",
+            depends_on=("b1",),
+        ),
+    ]
+    q.push(specs)
+    assert Worker(q, settings.storage(), settings, "w-2").run() == exitcodes.OK
+
+    shown = run_cli(capsys, *cli, "report", "--json")
+    assert shown.code == 0, shown.err
+    report = json.loads(shown.out)
+    assert [(v["item_id"], v["metrics"]["mean"]) for v in report["versions"]] == [
+        ("b1", 5.0), ("b2", 6.0),
+    ]  # fmt: skip
+    assert report["stale_records"] == 3  # mean-b1..b3 of the purged queue
+    assert "3 stale records ignored" in (root / "runs/default/report.txt").read_text()

@@ -58,21 +58,25 @@ def current_lineage_records(
 ) -> tuple[list[dict[str, Any]], int]:
     """The lineage records of the queue's current lineage, and how many others were ignored.
 
-    A record counts when its (version, item id, checkpoint sha256) is a version of
-    ``lineage``. The others are stale: left on the storage root by a purged run, or by versions
-    a ``lineage reset`` removed, and never shown as if they were the model."""
-    current = {
-        (h.version, h.item_id, h.checkpoint.sha256 if h.checkpoint else None) for h in lineage
-    }
+    A record counts when the head it wrote (version, item id, checkpoint sha256, dataset,
+    params digest) is a version of ``lineage``. The others are stale: left on the storage root
+    by a purged run, or by versions a ``lineage reset`` removed, and never shown as if they
+    were the model."""
+    current = {_head_key(h.to_json()) for h in lineage}
     stepped = lineage_records(records)
-    kept = [r for r in stepped if _lineage_key(r) in current]
+    kept = [r for r in stepped if _head_key(lineage_head(r) or {}) in current]
     return kept, len(stepped) - len(kept)
 
 
-def _lineage_key(record: dict[str, Any]) -> tuple[int, str | None, str | None]:
-    head = lineage_head(record) or {}
+def _head_key(head: dict[str, Any]) -> tuple[Any, ...]:
     checkpoint = head.get("checkpoint") or {}
-    return lineage_version(record), record.get("item_id"), checkpoint.get("sha256")
+    return (
+        head.get("version"),
+        head.get("item_id"),
+        checkpoint.get("sha256"),
+        head.get("dataset"),
+        head.get("params_digest"),
+    )
 
 
 def numeric_fields(result: Any, *, depth: int = 2, prefix: str = "") -> dict[str, float]:
