@@ -255,3 +255,22 @@ def test_after_a_purge_the_user_lineage_s_old_versions_are_stale(
     ]  # fmt: skip
     assert report["stale_records"] == 3  # mean-b1..b3 of the purged queue
     assert "3 stale records ignored" in (root / "runs/default/report.txt").read_text()
+
+
+def test_a_broken_or_foreign_section_entry_point_is_one_clear_error() -> None:
+    from importlib.metadata import EntryPoint
+
+    from batchml.errors import ConfigError
+    from batchml.report.sections import ENTRY_POINT_GROUP, installed_sections
+
+    def point(name: str, value: str) -> EntryPoint:
+        return EntryPoint(name, value, ENTRY_POINT_GROUP)
+
+    fraud = point("fraud", "batchml.fraud.report:FraudSection")
+    assert [s.name for s in installed_sections([fraud, fraud])] == ["fraud"]
+    with pytest.raises(ConfigError, match=r"'gone' \(no_such_pkg.mod:S.*cannot be loaded"):
+        installed_sections([point("gone", "no_such_pkg.mod:S")])
+    with pytest.raises(ConfigError, match=r"'dumps' .* is no ReportSection but function"):
+        installed_sections([point("dumps", "json:dumps")])
+    with pytest.raises(ConfigError, match="registered twice"):
+        installed_sections([fraud, point("fraud", "tests.sample_tasks:noop")])
