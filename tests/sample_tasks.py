@@ -5,6 +5,7 @@ Each is a ``@batchml.task``, so a worker started with ``--tasks tests.sample_tas
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 from batchml import task
 from batchml.errors import PayloadError
+from batchml.queue.base import LineageHead
 from batchml.storage import Storage
 from batchml.tasks import TaskContext
 from batchml.tasks.builtin import sleep as imported_sleep  # noqa: F401 - a @task defined elsewhere
@@ -116,3 +118,37 @@ def swap_staging_for_symlink(ctx: TaskContext, payload: dict[str, Any]) -> dict[
     os.symlink(payload["outside"], out.parent)
     out.write_text("written through a swapped-in symlink\n")
     return {"name": payload["name"]}
+
+
+# -- a user task that keeps its own lineage (tests/test_report_generic.py) ----------------------
+
+
+@task
+def running_mean(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Fold ``payload["values"]`` into the run's running mean: a "model" checkpointed as JSON,
+    one lineage version per item (read from the head's checkpoint, advanced by the commit)."""
+    head = ctx.lineage_head()
+    state = {"count": 0, "total": 0.0}
+    if head.checkpoint is not None:
+        state = json.loads(ctx.storage.resolve(head.checkpoint.final).read_text())
+    values = [float(v) for v in payload["values"]]
+    state = {"count": state["count"] + len(values), "total": state["total"] + sum(values)}
+    version = head.version + 1
+    final = ctx.storage.run_path(ctx.run, "means", f"v{version:04d}.json")
+    ctx.output(final).write_text(json.dumps(state, sort_keys=True) + "\n")
+    step = LineageHead(
+        run=ctx.run,
+        version=version,
+        checkpoint=ctx.publication(final),
+        dataset=str(payload["name"]),
+        item_id=ctx.item.id,
+    )
+    ctx.advance_lineage(head.version, step)
+    return {
+        "version": version,
+        "count": state["count"],
+        "mean": state["total"] / state["count"],
+        "batch": {"size": len(values), "max": max(values)},
+        "unit": "widgets",  # not a number: never a metric
+        "converged": False,  # a bool: never a metric
+    }

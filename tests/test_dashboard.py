@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from batchml.observe.charts import bar_chart
 from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy, State, WorkerInfo
 from batchml.queue.sqlite import SqliteQueue
+from batchml.report.sections import ReportContext, ReportSection
 from batchml.storage import Storage
 from batchml.web.app import Dashboard, create_app
 from batchml.web.server import DashboardServer
@@ -166,6 +168,21 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+class _PlottingSection(ReportSection):
+    """A workload's section with one dashboard plot, for any run."""
+
+    name = "widgets"
+
+    def applies(self, records: object) -> bool:
+        return True
+
+    def html(self, ctx: ReportContext) -> str:
+        return ""
+
+    def plots(self, ctx: ReportContext) -> dict[str, str]:
+        return {"per-widget": bar_chart("per-widget", "Per widget", ["a"], [1.0], y_label="n")}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # may install chromium first, in CI
 def test_page_shows_the_queue_and_requeues_only_with_the_token(
@@ -174,7 +191,10 @@ def test_page_shows_the_queue_and_requeues_only_with_the_token(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    board = Dashboard(queue, Storage(tmp_path / "root"), "default", TOKEN, refresh_seconds=0.5)
+    board = Dashboard(
+        queue, Storage(tmp_path / "root"), "default", TOKEN, refresh_seconds=0.5,
+        sections=[_PlottingSection()],
+    )  # fmt: skip
     with DashboardServer(create_app(board)) as server:
         driver = browser
         driver.get(server.url + "/")  # type: ignore[attr-defined]
@@ -189,6 +209,14 @@ def test_page_shows_the_queue_and_requeues_only_with_the_token(
         assert text("count-total") == "6"
         assert "w-browser" in text("workers") and "node-7" in text("workers")
         assert "ValueError: day 2018-04-03 has no rows" in text("dead")
+
+        def src(element_id: str) -> str:
+            return str(driver.find_element(By.ID, element_id).get_attribute("src"))  # type: ignore[attr-defined]
+
+        # the page draws the plots the server lists, a report section's included
+        assert "/api/plots/metrics.svg" in src("plot-metrics")
+        assert "/api/plots/throughput.svg" in src("plot-throughput")
+        assert "/api/plots/per-widget.svg" in src("plot-per-widget")
 
         # Given no token typed, when "Requeue" is clicked, then the server refuses it
         driver.find_element(By.CSS_SELECTOR, "#dead button.requeue").click()  # type: ignore[attr-defined]

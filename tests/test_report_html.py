@@ -126,3 +126,37 @@ def test_chart_helpers() -> None:
     assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(0.0, 1034.0) == [0.0, 500.0, 1000.0]
     assert [num(-0.04), num(12.0), num(3.14159)] == ["0", "12", "3.1"]
+
+
+def test_the_fraud_section_comes_through_the_section_interface(
+    capsys: pytest.CaptureFixture[str], trained: tuple[Path, str]
+) -> None:
+    """report.json and the dashboard get the fraud parts from the registered section: its
+    per-day data, and the dashboard's test-metrics and transactions plots."""
+    import urllib.request
+
+    from batchml.report.sections import installed_sections
+    from batchml.storage import Storage
+    from batchml.web.app import Dashboard, create_app
+    from batchml.web.server import DashboardServer
+
+    root, url = trained
+    assert [s.name for s in installed_sections()] == ["fraud"]
+    assert run_cli(capsys, "--root", str(root), "--queue", url, "report").code == 0
+    report = json.loads((root / "runs/default/report.json").read_text())
+    days = report["sections"]["fraud"]["per_day"]
+    assert len(days) == 11 and all(d["transactions"] > 0 for d in days)
+    assert report["versions"][-1]["metrics"]["test.roc_auc"] == report["final"]["test"]["roc_auc"]
+
+    board = Dashboard(SqliteQueue(root / "queue.db"), Storage(root), "default")
+    with DashboardServer(create_app(board)) as server:
+
+        def get(path: str) -> str:
+            with urllib.request.urlopen(server.url + path, timeout=10) as answer:
+                return str(answer.read().decode())
+
+        plots = [p["name"] for p in json.loads(get("/api/plots"))["plots"]]
+        assert plots == ["metrics", "throughput", "transactions-per-day"]
+        metrics = get("/api/plots/metrics.svg")
+        assert 'data-series="ROC AUC"' in metrics and 'data-series="seconds.io"' not in metrics
+        assert get("/api/plots/transactions-per-day.svg").count("data-label=") == 11

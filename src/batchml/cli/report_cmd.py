@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 
 from batchml.cli.common import console, existing_root, queue
 from batchml.queue.base import AttemptRecord, State, WorkQueue
-from batchml.report import render_text, write_reports
 from batchml.report.html import render_html
-from batchml.report.records import lineage_records, read_records
-from batchml.storage import Storage
+from batchml.report.render import build_context, write_context
+from batchml.report.sections import ReportContext, ReportSection
 
 #: attempts read from the queue for the timeline (a 183-day run has ~370 items)
 HISTORY_LIMIT = 100_000
@@ -25,25 +25,11 @@ def run_history(q: WorkQueue, records: list[dict[str, Any]], run: str) -> list[A
     return [a for a in q.history(HISTORY_LIMIT) if a.item_id in ids]
 
 
-def final_curves(storage: Storage, records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """ROC and precision–recall of the last lineage version, when it is a fraud model."""
-    trained = lineage_records(records)
-    if not trained:
-        return None
-    from batchml.fraud.curves import version_curves
-
-    return version_curves(storage, trained[-1])
-
-
-def write_html(storage: Storage, run: str, q: WorkQueue, report: dict[str, Any]) -> str:
+def write_html(ctx: ReportContext, q: WorkQueue, sections: Sequence[ReportSection]) -> str:
     """Render ``runs/<run>/report.html`` atomically; return its root-relative path."""
-    records = read_records(storage, run)
-    page = render_html(
-        report, records, run_history(q, records, run),
-        final_curves(storage, lineage_records(records, q.lineage(run))),
-    )  # fmt: skip
-    path = storage.run_path(run, "report.html")
-    storage.write_text(path, page)
+    page = render_html(ctx, run_history(q, ctx.records, ctx.run), sections)
+    path = ctx.storage.run_path(ctx.run, "report.html")
+    ctx.storage.write_text(path, page)
     return path
 
 
@@ -59,13 +45,12 @@ def report(
     s = existing_root(ctx)
     storage = s.storage()
     with queue(ctx, create=False) as q:
-        data = write_reports(storage, s.run, q)
-        page = write_html(storage, s.run, q, data) if html else None
+        context, sections = build_context(storage, s.run, q)
+        text = write_context(context, sections)
+        page = write_html(context, q, sections) if html else None
     if as_json:
-        console.print_json(json.dumps(data))
+        console.print_json(json.dumps(context.report))
     else:
-        console.print(
-            render_text(data) or f"run {s.run!r} has no trained version yet", highlight=False
-        )
+        console.print(text or f"run {s.run!r} has no lineage version yet", highlight=False)
     if page:
         console.print(f"wrote {storage.resolve(page)}", highlight=False)

@@ -1,8 +1,14 @@
-"""Reading ``<root>/runs/<run>/records/*.json``: one record per committed item."""
+"""Reading ``<root>/runs/<run>/records/*.json``: one record per committed item.
+
+A record belongs to the run's model lineage when its ``lineage`` is set: the head its item
+advanced the lineage to (the worker writes it, whatever the task). Lineage records are chosen
+by that alone, never by the task's name, so any task that keeps a lineage gets a report.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,43 +28,70 @@ def read_records(storage: Storage, run: str) -> list[dict[str, Any]]:
             records.append(json.loads(path.read_text()))
         except (OSError, ValueError) as exc:
             raise StorageError(f"{path}: unreadable record ({exc})") from None
-    return sorted(records, key=lambda r: (_version(r), r.get("finished_at", 0.0)))
+    return sorted(records, key=lambda r: (lineage_version(r), r.get("finished_at", 0.0)))
 
 
-def _version(record: dict[str, Any]) -> int:
-    result = record.get("result") or {}
-    return int(result.get("version") or 0) if record.get("task") == "fraud.train" else 0
+def lineage_head(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The lineage head the record's item advanced to, or None (it made no version)."""
+    head = record.get("lineage")
+    if not isinstance(head, dict) or not isinstance(head.get("version"), int):
+        return None
+    return head if head["version"] > 0 else None
+
+
+def lineage_version(record: dict[str, Any]) -> int:
+    head = lineage_head(record)
+    return int(head["version"]) if head else 0
 
 
 def lineage_records(
     records: list[dict[str, Any]], lineage: Sequence[LineageHead] | None = None
 ) -> list[dict[str, Any]]:
-    """Records of training steps (one per lineage version), oldest first; given the queue's
-    current ``lineage``, only those of its versions (see :func:`current_lineage_records`)."""
-    trained = [
-        r
-        for r in records
-        if r.get("task") == "fraud.train" and (r.get("result") or {}).get("version")
-    ]
-    return trained if lineage is None else current_lineage_records(trained, lineage)[0]
+    """Records of lineage steps (one per version), oldest first; given the queue's current
+    ``lineage``, only those of its versions (see :func:`current_lineage_records`)."""
+    stepped = [r for r in records if lineage_head(r) is not None]
+    return stepped if lineage is None else current_lineage_records(stepped, lineage)[0]
 
 
 def current_lineage_records(
     records: list[dict[str, Any]], lineage: Sequence[LineageHead]
 ) -> tuple[list[dict[str, Any]], int]:
-    """The training records of the queue's current lineage, and how many others were ignored.
+    """The lineage records of the queue's current lineage, and how many others were ignored.
 
-    A record counts when its (version, item id, checkpoint sha256) is a version of
-    ``lineage``. The others are stale: left on the storage root by a purged run, or by versions
-    a ``lineage reset`` removed, and never shown as if they were the model."""
-    current = {
-        (h.version, h.item_id, h.checkpoint.sha256 if h.checkpoint else None) for h in lineage
-    }
-    trained = lineage_records(records)
-    kept = [r for r in trained if _lineage_key(r) in current]
-    return kept, len(trained) - len(kept)
+    A record counts when the head it wrote (version, item id, checkpoint sha256, dataset,
+    params digest) is a version of ``lineage``. The others are stale: left on the storage root
+    by a purged run, or by versions a ``lineage reset`` removed, and never shown as if they
+    were the model."""
+    current = {_head_key(h.to_json()) for h in lineage}
+    stepped = lineage_records(records)
+    kept = [r for r in stepped if _head_key(lineage_head(r) or {}) in current]
+    return kept, len(stepped) - len(kept)
 
 
-def _lineage_key(record: dict[str, Any]) -> tuple[int, str | None, str | None]:
-    result = record.get("result") or {}
-    return _version(record), record.get("item_id"), result.get("sha256")
+def _head_key(head: dict[str, Any]) -> tuple[Any, ...]:
+    checkpoint = head.get("checkpoint") or {}
+    return (
+        head.get("version"),
+        head.get("item_id"),
+        checkpoint.get("sha256"),
+        head.get("dataset"),
+        head.get("params_digest"),
+    )
+
+
+def numeric_fields(result: Any, *, depth: int = 2, prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a record's ``result``, by name; those of a nested object (down to
+    ``depth`` levels) as ``outer.inner``. Booleans are no numbers; the result's own ``version``
+    is left out (it is the version's number, not a metric of it)."""
+    found: dict[str, float] = {}
+    if not isinstance(result, dict):
+        return found
+    for key in sorted(result, key=str):
+        value, name = result[key], f"{prefix}{key}"
+        if name == "version" or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and math.isfinite(value):
+            found[name] = value
+        elif isinstance(value, dict) and depth > 1:
+            found.update(numeric_fields(value, depth=depth - 1, prefix=f"{name}."))
+    return found

@@ -93,6 +93,25 @@ function showDead(data, canRequeue) {
 
 let config = { can_requeue: false };
 
+async function showPlots() {
+  // The plots the server lists: metrics and throughput in their places, then one image per
+  // plot of the run's report sections (whatever its workload is; the page names none).
+  const listed = await (await fetch("/api/plots", { cache: "no-store" })).json();
+  const extra = $("section-plots");
+  for (const plot of listed.plots) {
+    let img = $("plot-" + plot.name);
+    if (!img) {
+      img = document.createElement("img");
+      img.id = "plot-" + plot.name;
+      img.alt = plot.title;
+      img.width = 520;
+      img.height = 280;
+      extra.appendChild(img);
+    }
+    img.src = "/api/plots/" + encodeURIComponent(plot.name) + ".svg?t=" + ticks;
+  }
+}
+
 async function refresh() {
   try {
     const response = await fetch("/api/status", { cache: "no-store" });
@@ -104,10 +123,7 @@ async function refresh() {
     showDead(data, config.can_requeue);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     $("error").hidden = true;
-    if (ticks % 3 === 0) {
-      $("plot-metrics").src = "/api/plots/metrics.svg?t=" + ticks;
-      $("plot-throughput").src = "/api/plots/throughput.svg?t=" + ticks;
-    }
+    if (ticks % 3 === 0) await showPlots();
     ticks += 1;
     document.body.dataset.loaded = "true";
   } catch (err) {
