@@ -16,6 +16,8 @@ import copy
 import json
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -399,3 +401,30 @@ def test_the_sidecar_model_is_checked_by_the_pod_security_rules() -> None:
 )
 def test_gcsfuse_storage_mode_is_read_by_batchml() -> None:
     VARIABLES("gke-gcsfuse")
+
+
+def test_readme_gcsfuse_seds_set_the_bucket_and_the_google_service_account(
+    tmp_path: Path,
+) -> None:
+    """deploy/README.md's sed commands for gke-gcsfuse, run as written on a copy of deploy/."""
+    readme = (REPO / "deploy" / "README.md").read_text().replace("\\\n", " ")
+    section = readme[readme.index("## A Cloud Storage bucket") :]
+    block = re.findall(r"```sh\n(.*?)```", section, re.S)[0]
+    seds = [line for line in block.splitlines() if line.startswith("sed -i")]
+    assert len(seds) == 2
+    shutil.copytree(REPO / "deploy", tmp_path / "deploy")
+    env = {**os.environ, "BUCKET": "my-bucket", "GSA": "my-gsa", "PROJECT_ID": "my-project"}
+    for sed in seds:
+        subprocess.run(["bash", "-c", sed], cwd=tmp_path, env=env, check=True)
+    objs = render_directory(tmp_path / "deploy" / "k8s" / "overlays" / "gke-gcsfuse")
+    (account,) = of_kind(objs, "ServiceAccount")
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == (
+        "my-gsa@my-project.iam.gserviceaccount.com"
+    )
+    buckets = [
+        v["csi"]["volumeAttributes"]["bucketName"]
+        for w in workloads(objs)
+        for v in w.spec.get("volumes", [])
+        if v.get("csi", {}).get("driver") == GCSFUSE
+    ]
+    assert buckets == ["my-bucket"] * 4
