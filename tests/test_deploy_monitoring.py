@@ -182,3 +182,13 @@ def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
     bad = {"alert": "Broken", "expr": "sum by (state (batchml_queue_items) > 0"}
     path.write_text(yaml.safe_dump({"groups": [{"name": "b", "rules": [bad]}]}))
     assert _check_rules(path).returncode != 0
+
+
+def test_in_cluster_rule_objects_carry_the_alert_rules_unchanged(tmp_path: Path) -> None:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    (gmp,) = of_kind(render("monitoring"), "Rules")
+    (operator,) = of_kind(
+        render_with_component(tmp_path, "local", "monitoring-operator"), "PrometheusRule"
+    )
+    assert gmp["spec"]["groups"] == groups
+    assert operator["spec"]["groups"] == groups

@@ -52,7 +52,8 @@ SPOT_LABEL = "cloud.google.com/gke-spot"
 QUEUE_NAME = "kueue.x-k8s.io/queue-name"
 NAMESPACED = frozenset({
     "ConfigMap", "Secret", "Service", "StatefulSet", "Job", "Pod", "PersistentVolumeClaim",
-    "NetworkPolicy", "ServiceAccount", "LocalQueue", "PodMonitoring", "PodMonitor",
+    "NetworkPolicy", "ServiceAccount", "LocalQueue", "PodMonitoring", "PodMonitor", "Rules",
+    "PrometheusRule",
 })  # fmt: skip
 CLUSTER_SCOPED = frozenset({"Namespace", "PersistentVolume", "ClusterQueue", "ResourceFlavor"})
 
@@ -152,17 +153,17 @@ def test_new_overlays_render_and_every_object_validates_offline(overlay: str) ->
     expected = {
         "kueue": {"LocalQueue", "ClusterQueue", "ResourceFlavor"},
         "gke-gcsfuse": set(),
-        "monitoring": {"PodMonitoring"},
+        "monitoring": {"PodMonitoring", "Rules"},
     }
     assert crds == expected[overlay]
 
 
 def test_the_operator_component_validates_with_any_overlay(tmp_path: Path) -> None:
     objs = render_with_component(tmp_path, "local", "monitoring-operator")
-    assert len(of_kind(objs, "PodMonitor")) == 1
+    assert len(of_kind(objs, "PodMonitor")) == len(of_kind(objs, "PrometheusRule")) == 1
     for obj in objs:
         validate(obj)
-    assert len(objs) == len(render("local")) + 1
+    assert len(objs) == len(render("local")) + 2
 
 
 def test_kueue_objects_fit_both_served_versions() -> None:
@@ -181,6 +182,8 @@ def test_kueue_objects_fit_both_served_versions() -> None:
         ("ResourceFlavor", lambda s: s.update(nodeLabel={}), "nodeLabel"),
         ("PodMonitoring", lambda s: s["endpoints"][0].pop("port"), "port"),
         ("PodMonitor", lambda s: s.update(podMetricEndpoints=[]), "podMetricEndpoints"),
+        ("Rules", lambda s: s["groups"][0]["rules"][0].update(expresion="up"), "expresion"),
+        ("PrometheusRule", lambda s: s["groups"][0].update(rule=[]), "rule"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
