@@ -14,11 +14,11 @@ import pytest
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 
-from batchml import exitcodes
+from batchml import __version__, exitcodes
 from batchml.cli.main import app
 from batchml.errors import ConfigError
 from batchml.observe.metrics import MetricsServer, PrometheusObserver, QueueDepthCollector
-from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy
+from batchml.queue.base import ItemSpec, LineageHead, LineageStep, QueueOptions, RetryPolicy
 from batchml.queue.sqlite import SqliteQueue
 from batchml.settings import Settings, WorkerSettings
 from batchml.worker import Worker
@@ -214,3 +214,26 @@ def test_worker_command_serves_metrics_while_it_works(queue: SqliteQueue, tmp_pa
         proc.kill()
     assert proc.returncode == exitcodes.OK, err
     assert f"serving Prometheus metrics on http://127.0.0.2:{port}/metrics" in err
+
+
+def test_lineage_version_build_info_and_process_memory_are_exported_without_created(
+    queue: SqliteQueue,
+) -> None:
+    """The dashboard's lineage, version and memory panels read these (deploy/monitoring/)."""
+    queue.push([item("noop", "t1")])
+    exporter = PrometheusObserver(queue, depth_ttl=0.0, run="r")
+    with MetricsServer(exporter.registry, 0, "127.0.0.1") as server:
+        assert scrape(server.port)[("batchml_lineage_version", (("run", "r"),))] == 0
+        lease = queue.lease("w", 30)
+        assert lease is not None
+        step = LineageStep(0, LineageHead(run="r", version=1, dataset="d1"))
+        queue.complete(lease.item.id, lease.token, lineage=step)
+        exporter.on_outcome(lease.item.id, "done", 0.1)  # as the worker does: read afresh
+        m = scrape(server.port)
+    assert m[("batchml_lineage_version", (("run", "r"),))] == 1
+    assert m[("batchml_build_info", (("version", __version__),))] == 1
+    assert m[("process_resident_memory_bytes", ())] > 0
+    assert not [name for name, _ in m if name.endswith("_created")]
+    # without a run (or a queue) there is no lineage to report
+    bare = PrometheusObserver(queue, depth_ttl=0.0)
+    assert bare.registry.get_sample_value("batchml_lineage_version", {"run": "r"}) is None

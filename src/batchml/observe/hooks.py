@@ -20,6 +20,6 @@ def worker_observers(
     if metrics_port is None:
         yield observers
         return
-    exporter = PrometheusObserver(queue)
+    exporter = PrometheusObserver(queue, run=run)
     with MetricsServer(exporter.registry, metrics_port, metrics_host):
         yield [*observers, exporter]

@@ -18,7 +18,15 @@ so two workers in one process, as in the tests, do not mix their counts). Export
 ``batchml_worker_info{worker,host}``       gauge     always 1; labels identify the worker
 ``batchml_queue_items{state}``             gauge     queue depth per state, read at scrape time
 ``batchml_queue_up``                       gauge     1 if the queue answered the last scrape
+``batchml_lineage_version{run}``           gauge     the run's model lineage head (0: untrained),
+                                                     read with the depth; only if given a run
+``batchml_build_info{version}``            gauge     always 1; batchml's version
+``process_*``                              various   the worker process: resident memory, CPU
+                                                     seconds, open files (Linux /proc)
 =========================================  ========  ============================================
+
+No ``*_created`` series: they double the series count for a timestamp no dashboard here uses
+(prometheus_client's switch for that is process-wide; batchml serves no other registry).
 
 The queue depth is the queue's, not the worker's: every worker exports the same numbers (use
 ``max by (state)`` in queries). It is read with one ``counts()`` call at scrape time, at most
@@ -35,11 +43,20 @@ import time
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from batchml import __version__
 from batchml.errors import BatchmlError, ConfigError
 from batchml.observer import WorkerObserver
 from batchml.queue.base import Lease, State, WorkQueue
@@ -52,15 +69,20 @@ LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 #: where ``/metrics`` listens unless told otherwise: this machine only
 DEFAULT_ADDRESS = "127.0.0.1"
 
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
 
 class QueueDepthCollector(Collector):
-    """``batchml_queue_items{state}`` and ``batchml_queue_up``, asked of the queue at scrape."""
+    """``batchml_queue_items{state}``, ``batchml_queue_up`` and, given a run,
+    ``batchml_lineage_version{run}``, asked of the queue at scrape."""
 
-    def __init__(self, queue: WorkQueue, depth_ttl: float = 5.0) -> None:
+    def __init__(self, queue: WorkQueue, depth_ttl: float = 5.0, run: str | None = None) -> None:
         self.queue = queue
         self.depth_ttl = depth_ttl
+        self.run = run
         self._lock = threading.Lock()
         self._cached: dict[State, int] | None = None
+        self._version: int | None = None
         self._read_at = -float("inf")
 
     def invalidate(self) -> None:
@@ -73,14 +95,17 @@ class QueueDepthCollector(Collector):
             if time.monotonic() - self._read_at >= self.depth_ttl:
                 try:
                     self._cached = self.queue.counts()
+                    if self.run is not None:
+                        self._version = self.queue.lineage_head(self.run).version
                 except BatchmlError as exc:
                     log.warning("metrics: cannot read the queue depth: %s", exc)
-                    self._cached = None
+                    self._cached = self._version = None
                 self._read_at = time.monotonic()
             return self._cached
 
     def collect(self) -> Iterator[Metric]:
         counts = self._counts()
+        version = self._version
         up = GaugeMetricFamily("batchml_queue_up", "1 if the queue answered the last depth read.")
         up.add_metric([], 1.0 if counts is not None else 0.0)
         yield up
@@ -92,14 +117,25 @@ class QueueDepthCollector(Collector):
         for state in State:
             depth.add_metric([state.value], float(counts[state]))
         yield depth
+        if self.run is not None and version is not None:
+            lineage = GaugeMetricFamily(
+                "batchml_lineage_version", "The run's model lineage head.", labels=["run"]
+            )
+            lineage.add_metric([self.run], float(version))
+            yield lineage
 
 
 class PrometheusObserver(WorkerObserver):
     """Counts what a worker does into its own registry; hooks are cheap and never raise."""
 
-    def __init__(self, queue: WorkQueue | None = None, depth_ttl: float = 5.0) -> None:
+    def __init__(
+        self, queue: WorkQueue | None = None, depth_ttl: float = 5.0, run: str | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        build = Gauge("batchml_build_info", "Always 1; batchml's version.", ["version"], registry=r)
+        build.labels(version=__version__).set(1)
         self.leases = Counter("batchml_leases", "Items leased by this worker.", registry=r)
         self.items = Counter(
             "batchml_items", "Attempts ended, by outcome.", ["outcome"], registry=r
@@ -124,7 +160,7 @@ class PrometheusObserver(WorkerObserver):
         for outcome in OUTCOMES:  # every series exists from the start, at zero
             self.items.labels(outcome=outcome)
             self.duration.labels(outcome=outcome)
-        self.depth = QueueDepthCollector(queue, depth_ttl) if queue is not None else None
+        self.depth = QueueDepthCollector(queue, depth_ttl, run) if queue is not None else None
         if self.depth is not None:
             r.register(self.depth)
 
