@@ -102,10 +102,12 @@ class Host:
         """``batchml worker`` (the repo's python, ``-m batchml``) inside this host."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 self.argv(worker_command(settings, extra)), stdout=out, stderr=subprocess.STDOUT,
                 env=batchml_env(),
             )  # fmt: skip
+        self.net.procs.append(proc)
+        return proc
 
     def close(self) -> None:
         if self.proxy is not None:
@@ -122,6 +124,7 @@ class Net:
         self.hosts: list[Host] = []
         self.extra: list[str] = []  # more namespaces to remove (a storage host, say)
         self.redis: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []  # every worker started in a host
         self.control: TcpProxy | None = None
         add_netns(self.hub)
         ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
@@ -160,6 +163,10 @@ class Net:
                 time.sleep(0.05)
 
     def close(self) -> None:
+        for proc in self.procs:  # a failed test leaves none running
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
         for host in self.hosts:
             host.close()
         if self.control is not None:

@@ -110,6 +110,10 @@ class TcpProxy:
         async with server:
             await self._stopped.wait()
         self._drop_all()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def _stop(self) -> None:
         self._stopped.set()
