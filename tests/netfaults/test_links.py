@@ -43,8 +43,9 @@ def test_worker_black_holed_past_its_lease_publishes_nothing(net: Net, tmp_path:
     queue = open_queue(f"{control}?name=q")
     root, attempts = tmp_path / "root", tmp_path / "attempts"
     ids = checks.push_items(queue, attempts, 1, seconds=3, check=False)
+    a_url = a_host.redis_url if has_nft() else a_host.proxied_url()  # without nft: the proxy
     a = a_host.spawn_worker(
-        checks.settings(root, f"{a_host.redis_url}?name=q"), tmp_path / "a.log", _fast(2, 60)
+        checks.settings(root, f"{a_url}?name=q"), tmp_path / "a.log", _fast(2, 60)
     )
     checks.wait_for(lambda: any(attempts.iterdir()), 60, "worker A to start the item")
     how = a_host.blackhole()
