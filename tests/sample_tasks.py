@@ -152,3 +152,27 @@ def running_mean(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
         "unit": "widgets",  # not a number: never a metric
         "converged": False,  # a bool: never a metric
     }
+
+
+# -- network faults (tests/netfaults/) ----------------------------------------------------------
+
+
+@task
+def logged_attempt(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Record this attempt as a file of its own in the local folder ``attempts`` (outside the
+    storage root, written at once, so fenced attempts are counted too), then stage an output
+    naming the attempt and write to it every 0.1 s for ``seconds`` (storage I/O all along),
+    checking the lease between writes when ``check`` (default true)."""
+    name = f"{ctx.item.id}.t{ctx.token}.{ctx.worker_id}"
+    Path(payload["attempts"], name).write_text(f"{os.getpid()}\n")
+    out = ctx.output(f"runs/{ctx.run}/out/{ctx.item.id}.txt")
+    end = time.monotonic() + float(payload.get("seconds", 1.0))
+    with open(out, "w") as stream:
+        stream.write(f"{ctx.item.id} {ctx.token} {ctx.worker_id}\n")
+        while time.monotonic() < end:
+            if payload.get("check", True):
+                ctx.check()
+            stream.write(".\n")
+            stream.flush()
+            time.sleep(0.1)
+    return {"attempt": name}

@@ -134,7 +134,8 @@ def path_from_url(url: str) -> Path:
 
 
 def _on_network_fs(path: Path) -> str | None:
-    """The file-system type if ``path`` is on NFS/CIFS (where SQLite locking is unsafe)."""
+    """The file-system type if ``path`` is on a network file system (NFS, CIFS, sshfs, 9p,
+    Ceph, GlusterFS, Lustre, virtiofs...), where SQLite locking is unsafe."""
     try:
         mounts = Path("/proc/mounts").read_text().splitlines()
     except OSError:
@@ -147,7 +148,12 @@ def _on_network_fs(path: Path) -> str | None:
             continue
         if real == fields[1] or real.startswith(fields[1].rstrip("/") + "/"):
             best, best_type = fields[1], fields[2]
-    return best_type if best_type.startswith(("nfs", "cifs", "smb", "fuse.gcsfuse")) else None
+    return best_type if best_type.startswith(_NETWORK_FS) else None
+
+
+#: mount types (``/proc/mounts``) of network and cluster file systems
+_NETWORK_FS = ("nfs", "cifs", "smb", "fuse.gcsfuse", "fuse.sshfs", "9p", "ceph", "fuse.ceph",
+               "glusterfs", "fuse.glusterfs", "lustre", "virtiofs")  # fmt: skip
 
 
 def _first_generation(generation: str) -> str:
