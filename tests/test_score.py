@@ -11,8 +11,8 @@ import pytest
 
 from batchml import exitcodes
 from batchml.fraud import datasets, lineage, pipeline, plan
-from batchml.fraud.pipeline import FeatureSpec
 from batchml.fraud.model_base import fraud_scores
+from batchml.fraud.pipeline import FeatureSpec
 from batchml.fraud.schema import to_frame
 from batchml.fraud.tasks import prediction_path
 from tests.cli import run_cli
