@@ -3,7 +3,9 @@ user's own estimator can train a lineage when it checkpoints as arrays."""
 
 from __future__ import annotations
 
+import importlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,12 @@ from batchml.fraud.model import LightGBMModel, SGDLogistic, make_model
 from batchml.fraud.model_base import CLASSES, fraud_scores
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.fraud.tasks import check_train
+from batchml.queue import open_queue
 from batchml.queue.base import LineageHead
 from batchml.settings import Settings
+from batchml.storage import Storage
+from tests.cli import run_batchml
+from tests.fraud_data import SMALL, small_root
 from tests.fraud_env import make_env, train
 from tests.test_model import N_FEATURES, batches
 
@@ -136,47 +142,6 @@ def test_checkpoints_written_before_the_conventions_still_load_and_score_alike(k
     model.partial_fit(probe, np.array([0, 1, 0, 0, 1]))  # and it continues, classes known
 
 
-class ArrayNB(ClassifierMixin, BaseEstimator):
-    """A user's estimator: Gaussian naive Bayes by running sums, state as arrays."""
-
-    def __init__(self, var_smoothing: float = 1e-9) -> None:
-        self.var_smoothing = var_smoothing
-
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> ArrayNB:
-        X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
-        if not hasattr(self, "classes_"):
-            self.classes_ = np.unique(classes)
-            self.n_ = np.zeros(2)
-            self.sum_ = np.zeros((2, X.shape[1]))
-            self.sq_ = np.zeros((2, X.shape[1]))
-        for k, label in enumerate(self.classes_):
-            rows = X[y == label]
-            self.n_[k] += len(rows)
-            self.sum_[k] += rows.sum(axis=0)
-            self.sq_[k] += (rows**2).sum(axis=0)
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        if not hasattr(self, "classes_"):
-            raise NotFittedError("ArrayNB is not fitted")
-        n = np.maximum(self.n_, 1.0)[:, None]
-        mean, var = self.sum_ / n, self.sq_ / n - (self.sum_ / n) ** 2 + self.var_smoothing + 1e-3
-        X = np.asarray(X, dtype=np.float64)
-        log = -0.5 * (((X[:, None, :] - mean) ** 2) / var + np.log(var)).sum(axis=2)
-        log += np.log(np.maximum(self.n_, 1.0) / self.n_.sum())
-        log -= log.max(axis=1, keepdims=True)
-        p = np.exp(log)
-        return np.asarray(p / p.sum(axis=1, keepdims=True))
-
-    def get_state(self) -> dict[str, np.ndarray]:
-        return {"classes": self.classes_, "n": self.n_, "sum": self.sum_, "sq": self.sq_}
-
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.classes_, self.n_, self.sum_, self.sq_ = (
-            state["classes"], state["n"], state["sum"], state["sq"],
-        )  # fmt: skip
-
-
 class NoState(ClassifierMixin, BaseEstimator):
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> NoState:
         return self
@@ -187,24 +152,26 @@ class NoState(ClassifierMixin, BaseEstimator):
 
 @pytest.fixture
 def user_kind() -> Any:
-    kinds.model_kind("array-nb")(ArrayNB)
-    yield "array-nb"
+    """The kind tests.sample_models registers, for this test only (other tests never see it)."""
+    module = importlib.import_module("tests.sample_models")
+    kinds.model_kind("array-nb")(module.ArrayNB)  # again, if an earlier test unregistered it
+    yield module
     kinds.unregister("array-nb")
 
 
 def test_a_user_estimator_trains_a_lineage_checkpointed_as_arrays(
-    user_kind: str, tmp_path: Path
+    user_kind: Any, tmp_path: Path
 ) -> None:
     """Given a registered user estimator with get_state/set_state, when workers train a
     lineage with it, then every version is a checkpoint of arrays, restored for the next."""
     env = make_env(tmp_path / "user")
     days = env.train_days[:4]
-    config = lineage.ModelConfig(kind=user_kind, params=(("var_smoothing", 1e-6),))
+    config = lineage.ModelConfig(kind="array-nb", params=(("var_smoothing", 1e-6),))
     assert train(env, model=config, days=days) == [exitcodes.OK]
     chain = env.queue.lineage("default")
     assert [h.version for h in chain] == [1, 2, 3, 4]
     model, meta = lineage.load_version(env.storage, chain[-1], FeatureSpec().inputs)
-    assert isinstance(model, ArrayNB) and meta["kind"] == user_kind
+    assert isinstance(model, user_kind.ArrayNB) and meta["kind"] == "array-nb"
     assert model.var_smoothing == 1e-6 and model.n_.sum() > 0  # the four days' rows
 
 
@@ -212,7 +179,7 @@ def test_an_estimator_that_cannot_checkpoint_cannot_be_registered() -> None:
     with pytest.raises(TypeError, match="get_state, set_state"):
         kinds.model_kind("no-state")(NoState)
     with pytest.raises(ValueError, match="already registered"):
-        kinds.model_kind("sgd")(ArrayNB)
+        kinds.model_kind("sgd")(SGDLogistic)
     with pytest.raises(ConfigError, match="unknown model kind 'no-state'"):
         make_model("no-state")
 
@@ -220,7 +187,7 @@ def test_an_estimator_that_cannot_checkpoint_cannot_be_registered() -> None:
 def test_a_train_item_naming_an_unregistered_kind_is_refused(tmp_path: Path) -> None:
     storage = Settings(root=tmp_path).storage()
     payload = {"run": "r", "dataset": "2018-04-01", "path": "datasets/training/x.parquet",
-               "model": {"kind": "array-nb"}}  # fmt: skip
+               "model": {"kind": "never-registered"}}  # fmt: skip
     with pytest.raises(PayloadError, match="must name a kind of lgbm, sgd"):
         check_train(payload, storage)
 
@@ -232,3 +199,27 @@ def test_an_unfitted_model_never_scores_zeros_silently(tmp_path: Path) -> None:
     assert meta == {}
     with pytest.raises(NotFittedError):
         fraud_scores(model, np.zeros((2, N_FEATURES)))
+
+
+@pytest.mark.timeout(240)
+def test_a_user_kind_trains_through_worker_processes_named_by_tasks(tmp_path: Path) -> None:
+    """Given days on a root, `queue push --model array-nb` is refused unless the module that
+    registers the kind is named (--tasks); with it, a worker process trains the lineage."""
+    root = tmp_path / "root"
+    days = small_root(tmp_path / "cache", root, replace(SMALL, n_days=3))
+    cli = ("--root", str(root))
+    refused = run_batchml(*cli, "queue", "push", "--model", "array-nb")
+    assert refused.code == exitcodes.CONFIG and "unknown model kind 'array-nb'" in refused.err
+    named = (*cli, "--tasks", "tests.sample_models")
+    pushed = run_batchml(*named, "queue", "push", "--model", "array-nb")
+    assert pushed.code == exitcodes.OK, pushed.err
+    worked = run_batchml(*named, "worker", "--poll", "0.05", timeout=180)
+    assert worked.code == exitcodes.OK, worked.err
+    queue = open_queue(f"sqlite:///{root}/queue.db")
+    heads = queue.lineage("default")
+    queue.close()
+    assert [h.dataset for h in heads] == days
+    ckpt = heads[-1].checkpoint
+    assert ckpt is not None
+    state, meta = checkpoint.load_file(Storage(root).resolve(ckpt.final), ckpt.sha256)
+    assert meta["kind"] == "array-nb" and sorted(state) == ["classes", "n", "sq", "sum"]
