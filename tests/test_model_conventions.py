@@ -18,7 +18,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from batchml import exitcodes
 from batchml.errors import ConfigError, PayloadError
-from batchml.fraud import checkpoint, kinds, lineage
+from batchml.fraud import checkpoint, kinds, lineage, protocol, test_sets
 from batchml.fraud.model import LightGBMModel, SGDLogistic, make_model
 from batchml.fraud.model_base import CLASSES, fraud_scores
 from batchml.fraud.pipeline import FeatureSpec
@@ -223,3 +223,20 @@ def test_a_user_kind_trains_through_worker_processes_named_by_tasks(tmp_path: Pa
     assert ckpt is not None
     state, meta = checkpoint.load_file(Storage(root).resolve(ckpt.final), ckpt.sha256)
     assert meta["kind"] == "array-nb" and sorted(state) == ["classes", "n", "sq", "sum"]
+
+
+def test_a_boosted_model_without_trees_scores_the_same_through_the_test_set_memo() -> None:
+    """Given an lgbm model that has seen legitimate rows only (no tree yet), the train task's
+    test scores (test_sets.scores) are its predict_proba's: 0, not the 0.5 of a zero sum."""
+    model = make_model("lgbm")
+    X, y = batches(1)[0]
+    model.partial_fit(X, np.zeros_like(y), classes=CLASSES)
+    day = np.full(len(y), np.datetime64("2018-01-01"))
+    card = np.arange(len(y))
+    test = protocol.TestSet(X=X, y=y, day=day, card=card, days=("2018-01-01",), excluded=0)
+    test_sets.clear()
+    scores = test_sets.scores(test, model, None, "v1")
+    assert np.array_equal(scores, fraud_scores(model, X)) and not scores.any()
+    model.partial_fit(*batches(1, seed=4)[0])  # trees now: the memo continues from the sum
+    continued = test_sets.scores(test, model, "v1", "v2")
+    assert np.allclose(continued, fraud_scores(model, X), rtol=0, atol=1e-12)

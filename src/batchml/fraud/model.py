@@ -1,8 +1,10 @@
 """Incremental fraud models: the registry of model kinds, and the SGD logistic floor.
 
-Every kind implements :class:`~batchml.fraud.model_base.IncrementalModel`: warm-started one
-dataset after another, state as plain arrays. ``sgd`` (below) is the linear floor; ``lgbm``
-(:mod:`batchml.fraud.model_gbdt`) is the default, chosen by ``bench/model_selection.py``.
+Every built-in kind implements :class:`~batchml.fraud.model_base.IncrementalModel` (a
+scikit-learn classifier): warm-started one dataset after another, state as plain arrays.
+``sgd`` (below) is the linear floor; ``lgbm`` (:mod:`batchml.fraud.model_gbdt`) is the default,
+chosen by ``bench/model_selection.py``. :func:`make_model` also builds the user kinds
+registered with :func:`batchml.fraud.kinds.model_kind`.
 """
 
 from __future__ import annotations
