@@ -42,7 +42,7 @@ from sklearn.preprocessing import StandardScaler
 from batchml.fraud import checkpoint
 from batchml.fraud.features import compute_features
 from batchml.fraud.model import MODEL_KINDS, make_model
-from batchml.fraud.model_base import IncrementalModel
+from batchml.fraud.model_base import CLASSES, IncrementalModel, fraud_scores
 from batchml.fraud.pipeline import KEY_COLUMNS, LABEL, FeatureSpec
 from batchml.fraud.protocol import Protocol, build_test_set, known_fraud_days, shift
 from batchml.fraud.simulate import SimulationConfig, simulate
@@ -65,7 +65,7 @@ TARGET = {"roc_auc": 0.88, "average_precision": 0.70, "cp100": 0.31}
 
 #: SGD: every combination.
 SGD_GRID = [
-    {**MODEL_KINDS["sgd"].default_params(), "alpha": a, "fraud_weight": w, "epochs": e}
+    {**MODEL_KINDS["sgd"]().get_params(), "alpha": a, "fraud_weight": w, "epochs": e}
     for a in (1e-4, 1e-3, 1e-2)
     for w in (1.0, 3.0, 10.0)
     for e in (1, 3)
@@ -142,7 +142,7 @@ def train(model: IncrementalModel, data: Data, first: str | None, last: str) -> 
     started = time.perf_counter()
     for day in days:
         rows = data.day_rows[day]
-        model.partial_fit(data.X[rows], data.y[rows])
+        model.partial_fit(data.X[rows], data.y[rows], classes=CLASSES)
     return (time.perf_counter() - started) / max(len(days), 1)
 
 
@@ -156,14 +156,14 @@ def assess(
     known = data.table.iloc[data.rows(data.days(first, last))]
     frauds = known.loc[known[LABEL] == 1, ["TX_DATETIME", "CUSTOMER_ID"]]
     test = build_test_set(table, frauds, SPEC, protocol.delay)
-    return test.metrics(model.predict_proba(test.X), protocol.top_k)
+    return test.metrics(fraud_scores(model, test.X), protocol.top_k)
 
 
 def _round_trip(model: IncrementalModel) -> tuple[IncrementalModel, int]:
     """The model restored from checkpoint bytes (as a lineage stores it), and their size."""
     data = checkpoint.dumps(model.get_state(), {"format": checkpoint.FORMAT})
     state, _ = checkpoint.loads(data, "bench")
-    restored = make_model(model.kind, model.params)
+    restored = make_model(model.kind, model.get_params())
     restored.set_state(state)
     return restored, len(data)
 
@@ -200,7 +200,7 @@ def _validate(candidate: tuple[str, dict[str, Any]]) -> Outcome:
 
 
 def _changed(kind: str, params: dict[str, Any]) -> str:
-    defaults = MODEL_KINDS[kind].default_params()
+    defaults = MODEL_KINDS[kind]().get_params()
     diff = {k: v for k, v in params.items() if defaults.get(k) != v}
     return ", ".join(f"{k}={v}" for k, v in sorted(diff.items())) or "(defaults)"
 
@@ -237,7 +237,7 @@ def _best(outcomes: list[Outcome], kind: str) -> Outcome:
 
 def search(pool: Any, quick: bool) -> list[Outcome]:
     """Validate each kind's defaults, the SGD grid and the LightGBM coordinate search."""
-    todo = [(kind, cls.default_params()) for kind, cls in sorted(MODEL_KINDS.items())]
+    todo = [(kind, cls().get_params()) for kind, cls in sorted(MODEL_KINDS.items())]
     if not quick:
         todo += [("sgd", p) for p in SGD_GRID]
         todo += [("lgbm", p) for p in [LGBM_START, *neighbours(LGBM_START), *LGBM_EXTRA]]
@@ -260,7 +260,8 @@ class _Batch:
         self.fit, self.predict = fit, predict
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.predict(X))
+        fraud = np.asarray(self.predict(X))
+        return np.column_stack([1.0 - fraud, fraud])
 
 
 def _logistic(X: np.ndarray, y: np.ndarray) -> _Batch:
@@ -321,7 +322,7 @@ def main() -> None:
     for kind in sorted({o.kind for o in outcomes}):
         best = _best(outcomes, kind)
         test_selected(data, best)
-        if best.params != MODEL_KINDS[kind].default_params():
+        if best.params != MODEL_KINDS[kind]().get_params():
             print(f"  note: the {kind} defaults are not the selected parameters")
     print("\nreferences on this data, fitted once (not incremental), same test week:")
     references(data)

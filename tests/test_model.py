@@ -8,12 +8,13 @@ import zipfile
 import lightgbm as lgb
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from batchml.errors import ConfigError, StorageError
 from batchml.fraud import checkpoint, protocol, test_sets
 from batchml.fraud.metrics import roc_auc
 from batchml.fraud.model import DEFAULT_KIND, MODEL_KINDS, make_model
-from batchml.fraud.model_base import IncrementalModel
+from batchml.fraud.model_base import CLASSES, IncrementalModel, fraud_scores
 from batchml.fraud.model_gbdt import append_trees
 from batchml.fraud.replay import ReplayBuffer
 
@@ -37,14 +38,14 @@ def zero_scores(X: np.ndarray) -> np.ndarray:
 
 def fit(model: IncrementalModel, data: list[tuple[np.ndarray, np.ndarray]]) -> IncrementalModel:
     for X, y in data:
-        model.partial_fit(X, y)
+        model.partial_fit(X, y, classes=CLASSES)
     return model
 
 
 def round_trip(model: IncrementalModel) -> tuple[IncrementalModel, bytes]:
     data = checkpoint.dumps(model.get_state(), {"format": checkpoint.FORMAT, "kind": model.kind})
     state, meta = checkpoint.loads(data, "memory")
-    restored = make_model(str(meta["kind"]), model.params)
+    restored = make_model(str(meta["kind"]), model.get_params())
     restored.set_state(state)
     return restored, data
 
@@ -77,33 +78,41 @@ def test_the_same_batches_give_the_same_bytes(kind: str) -> None:
 def test_every_kind_learns_the_signal(kind: str) -> None:
     model = fit(make_model(kind), batches(6))
     X, y = batches(1, rows=4000, seed=99)[0]
-    auc = roc_auc(y, model.predict_proba(X))
+    auc = roc_auc(y, fraud_scores(model, X))
     assert auc is not None and auc > 0.9
-    scores = model.predict_proba(X)
-    assert scores.shape == (4000,) and np.all((scores >= 0) & (scores <= 1))
+    proba = model.predict_proba(X)
+    assert proba.shape == (4000, 2) and np.all((proba >= 0) & (proba <= 1))
+    assert np.allclose(proba.sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
-def test_an_untrained_model_scores_zero_and_has_no_state(kind: str) -> None:
+def test_an_untrained_model_refuses_to_score_or_checkpoint(kind: str) -> None:
+    """Given a model that has learnt nothing, scoring or saving it raises NotFittedError
+    instead of giving zeros (which read as "no fraud anywhere")."""
     model = make_model(kind)
-    assert not model.is_fitted and model.get_state() == {}
-    assert np.array_equal(model.predict_proba(np.ones((3, N_FEATURES))), np.zeros(3))
+    rows = np.ones((3, N_FEATURES))
+    for call in (model.predict_proba, model.predict, model.decision_function):
+        with pytest.raises(NotFittedError):
+            call(rows)
+    with pytest.raises(NotFittedError):
+        model.get_state()
 
 
 def test_lgbm_grows_no_tree_before_the_first_fraud_then_learns() -> None:
     model = make_model("lgbm")
     X, y = batches(1)[0]
-    model.partial_fit(X, np.zeros_like(y))
-    assert not model.is_fitted  # one class only: nothing to separate yet
+    model.partial_fit(X, np.zeros_like(y), classes=CLASSES)
+    assert model.parts() == 0  # one class only: nothing to separate yet
+    assert np.array_equal(fraud_scores(model, X), np.zeros(len(X)))  # all it saw: no fraud
     model.partial_fit(X, y)
-    assert model.is_fitted
+    assert model.parts() == 1
     assert model.get_state()["replay_batches_seen"] == 2
 
 
 def test_lgbm_refuses_a_batch_with_another_feature_count() -> None:
     model = fit(make_model("lgbm"), batches(1))
     with pytest.raises(ValueError, match="features"):
-        model.partial_fit(np.zeros((10, N_FEATURES + 1)), np.zeros(10))
+        model.partial_fit(np.zeros((10, N_FEATURES + 1)), np.zeros(10, dtype=int))
 
 
 def test_checkpoint_state_is_plain_arrays_and_the_booster_is_text() -> None:
@@ -180,14 +189,14 @@ def test_scores_kept_between_versions_equal_a_cold_start() -> None:
     test_sets.clear()
     parent: str | None = None
     for Xb, yb in batches(6):
-        model.partial_fit(Xb, yb)
+        model.partial_fit(Xb, yb, classes=CLASSES)
         digest = checkpoint.params_digest(model.get_state())
         warm = test_sets.scores(test, model, parent, digest)
         parent = digest
     test_sets.clear()
     cold = test_sets.scores(test, model, None, "cold")
     assert np.array_equal(warm, cold)
-    assert np.allclose(cold, model.predict_proba(X), rtol=0, atol=1e-12)
+    assert np.allclose(cold, fraud_scores(model, X), rtol=0, atol=1e-12)
 
 
 def test_appended_trees_equal_what_init_model_training_grows() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from batchml import exitcodes
 from batchml.fraud import datasets, lineage, pipeline, plan
+from batchml.fraud.model_base import fraud_scores
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.fraud.schema import to_frame
 from batchml.fraud.tasks import prediction_path
@@ -53,7 +54,7 @@ def test_scoring_writes_one_row_per_transaction_with_the_pinned_versions_scores(
         assert (out["MODEL_VERSION"] == TRAINED).all()
         table = pipeline.load_dataset_features(env.storage, datasets.day_path(day), FeatureSpec())
         X, _ = pipeline.xy(table, FeatureSpec())
-        assert np.array_equal(out["SCORE"].to_numpy(), model.predict_proba(X))
+        assert np.array_equal(out["SCORE"].to_numpy(), fraud_scores(model, X))
     record = json.loads((env.root / f"runs/default/records/score%3Adefault%3Av10%3A{days[0]}.json")
                         .read_text())  # fmt: skip
     result = record["result"]

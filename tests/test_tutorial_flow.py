@@ -12,6 +12,7 @@ import pytest
 from batchml.fraud import checkpoint, pipeline
 from batchml.fraud import lineage as lineage_mod
 from batchml.fraud.metrics import roc_auc
+from batchml.fraud.model_base import fraud_scores
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.queue import open_queue
 from batchml.storage import Storage
@@ -64,7 +65,7 @@ def test_tutorial_datasets_end_to_end(capsys, tmp_path: Path) -> None:  # type: 
     assert "TX_FRAUD" not in meta["inputs"] and "CUSTOMER_ID" not in meta["inputs"]
     table = pipeline.load_dataset_features(storage, "datasets/testing/test_dataset.parquet", spec)
     X, y = pipeline.xy(table, spec)
-    ours = roc_auc(y, model.predict_proba(X))
+    ours = roc_auc(y, fraud_scores(model, X))
     tutorial = roc_auc(y, np.zeros(len(y)))
     assert tutorial == 0.5
     assert ours is not None and ours > 0.6

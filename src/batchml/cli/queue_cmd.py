@@ -48,7 +48,8 @@ def push(
         str | None,
         typer.Option(
             envvar="BATCHML_MODEL",
-            help=f"Model kind: {', '.join(KIND_NAMES)} (docs/fraud.md). Default: the run's own "
+            help=f"Model kind: {', '.join(KIND_NAMES)}, or one a --tasks module registers "
+            "(docs/fraud.md). Default: the run's own "
             f"(fixed by its first push), {DEFAULT_KIND} for a new run.",
         ),
     ] = None,
@@ -64,6 +65,7 @@ def push(
     from batchml.fraud import plan  # imported here: the other commands start without pandas
 
     s = settings(ctx)
+    TaskRegistry.load(s.tasks)  # imports the --tasks modules: they may register model kinds
     with queue(ctx) as q:
         days, outcomes = plan.push_training(
             q, s.storage(), run=s.run, pattern=pattern, start=start, end=end, test=test,

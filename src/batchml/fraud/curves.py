@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from batchml.fraud import lineage, metrics
+from batchml.fraud.model_base import fraud_scores
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.fraud.protocol import load_test_set, version_protocol
 from batchml.queue.base import LineageHead
@@ -50,7 +51,7 @@ def version_curves(
     model, _ = lineage.load_head(storage, head, config, spec.inputs)
     test = load_test_set(storage, tests, spec, version_protocol(spec))  # as the train task's
     y = test.y
-    scores = model.predict_proba(test.X)
+    scores = fraud_scores(model, test.X)
     result: dict[str, Any] = {
         "version": head.version,
         "dataset": head.dataset,

@@ -11,6 +11,7 @@ from typing import Any
 
 from batchml.errors import ConfigError, DatasetError
 from batchml.fraud import datasets, lineage
+from batchml.fraud.model_base import fraud_scores
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.fraud.protocol import Protocol, load_test_set, shift
 from batchml.queue.base import LineageHead, WorkQueue
@@ -78,7 +79,7 @@ def evaluate(
         config = model
         estimator, _ = lineage.load_head(storage, head, config, spec.inputs)
     test = load_test_set(storage, [datasets.day_path(d) for d in test_days], spec, protocol)
-    result = test.metrics(estimator.predict_proba(test.X), protocol.top_k)
+    result = test.metrics(fraud_scores(estimator, test.X), protocol.top_k)
     return {
         "run": run,
         "version": head.version,

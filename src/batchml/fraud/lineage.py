@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from batchml.errors import ConfigError
+from batchml.errors import ConfigError, StorageError
 from batchml.fraud import checkpoint
 from batchml.fraud.kinds import DEFAULT_KIND
-from batchml.fraud.model import make_model
-from batchml.fraud.model_base import IncrementalModel
+from batchml.fraud.model import make_model, model_kind_of, model_params
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage
 
@@ -33,7 +32,7 @@ class ModelConfig:
 
         Items carry resolved configs, so a later change of a kind's defaults cannot change
         the model of a run already queued."""
-        params = make_model(self.kind, dict(self.params)).params
+        params = model_params(make_model(self.kind, dict(self.params)))
         return ModelConfig(kind=self.kind, params=tuple(sorted(params.items())))
 
     @classmethod
@@ -61,12 +60,13 @@ def _read(storage: Storage, head: LineageHead) -> tuple[dict[str, Any], dict[str
 def _restore(
     head: LineageHead, config: ModelConfig, inputs: tuple[str, ...],
     state: dict[str, Any], meta: dict[str, Any],
-) -> IncrementalModel:  # fmt: skip
+) -> Any:  # fmt: skip
     model = make_model(config.kind, dict(config.params))
-    if meta.get("kind") != config.kind or meta.get("params") != model.params:
+    params = model_params(model)
+    if meta.get("kind") != config.kind or meta.get("params") != params:
         raise ConfigError(
             f"lineage {head.run!r} v{head.version} was trained as {meta.get('kind')} "
-            f"{meta.get('params')}, but this item asks for {config.kind} {model.params}; "
+            f"{meta.get('params')}, but this item asks for {config.kind} {params}; "
             "start a new run (--run NAME) to change the model"
         )
     if tuple(meta.get("inputs", ())) != inputs:
@@ -74,14 +74,23 @@ def _restore(
             f"lineage {head.run!r} v{head.version} was trained on other input features; "
             "start a new run (--run NAME) to change the features"
         )
-    model.set_state(state)
+    try:
+        model.set_state(state)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise StorageError(
+            f"lineage {head.run!r} v{head.version}: its checkpoint holds no {config.kind} "
+            f"state ({exc}); restore the file, or reset the lineage (batchml lineage reset)"
+        ) from None
     return model
 
 
 def load_head(
     storage: Storage, head: LineageHead, config: ModelConfig, inputs: tuple[str, ...]
-) -> tuple[IncrementalModel, dict[str, Any]]:
-    """The model at ``head`` (a fresh one at version 0), checked against config and inputs."""
+) -> tuple[Any, dict[str, Any]]:
+    """The model at ``head``, checked against config and inputs.
+
+    At version 0 (no checkpoint) it is a fresh, unfitted model: it must learn a batch before
+    it can score (its ``predict_proba`` raises NotFittedError)."""
     if head.checkpoint is None:
         return make_model(config.kind, dict(config.params)), {}
     state, meta = _read(storage, head)
@@ -90,7 +99,7 @@ def load_head(
 
 def load_version(
     storage: Storage, head: LineageHead, inputs: tuple[str, ...]
-) -> tuple[IncrementalModel, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """The model of a trained version, of the kind and parameters its checkpoint records.
 
     For readers (scoring, evaluation) that use a version as it is rather than continue it."""
@@ -99,15 +108,13 @@ def load_version(
     return _restore(head, config, inputs, state, meta), meta
 
 
-def save_bytes(
-    model: IncrementalModel, inputs: tuple[str, ...], lineage: dict[str, Any]
-) -> tuple[bytes, str]:
+def save_bytes(model: Any, inputs: tuple[str, ...], lineage: dict[str, Any]) -> tuple[bytes, str]:
     """Checkpoint bytes and the params digest of a model."""
     state = model.get_state()
     meta = {
         "format": checkpoint.FORMAT,
-        "kind": model.kind,
-        "params": model.params,
+        "kind": model_kind_of(model),
+        "params": model_params(model),
         "inputs": list(inputs),
         "versions": checkpoint.library_versions(),
         "lineage": lineage,

@@ -1,12 +1,15 @@
 """Incremental fraud models: the registry of model kinds, and the SGD logistic floor.
 
-Every kind implements :class:`~batchml.fraud.model_base.IncrementalModel`: warm-started one
-dataset after another, state as plain arrays. ``sgd`` (below) is the linear floor; ``lgbm``
-(:mod:`batchml.fraud.model_gbdt`) is the default, chosen by ``bench/model_selection.py``.
+Every built-in kind implements :class:`~batchml.fraud.model_base.IncrementalModel` (a
+scikit-learn classifier): warm-started one dataset after another, state as plain arrays.
+``sgd`` (below) is the linear floor; ``lgbm`` (:mod:`batchml.fraud.model_gbdt`) is the default,
+chosen by ``bench/model_selection.py``. :func:`make_model` also builds the user kinds
+registered with :func:`batchml.fraud.kinds.model_kind`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -14,7 +17,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import StandardScaler
 
 from batchml.errors import ConfigError
-from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
+from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES, known_kinds, user_kinds
 from batchml.fraud.model_base import CLASSES, IncrementalModel
 from batchml.fraud.model_gbdt import LightGBMModel
 
@@ -30,43 +33,44 @@ class SGDLogistic(IncrementalModel):
 
     kind = "sgd"
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
+    def __init__(
+        self, alpha: float = 1e-4, fraud_weight: float = 1.0, seed: int = 0, epochs: int = 3
+    ) -> None:
+        self.alpha = alpha
+        self.fraud_weight = fraud_weight
+        self.seed = seed
+        self.epochs = epochs
+
+    def check_params(self) -> None:
+        float(self.fraud_weight), int(self.seed)  # TypeError/ValueError if not numbers
+        if not float(self.alpha) >= 0.0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if int(self.epochs) < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+
+    def _start(self) -> None:
         self.scaler_ = StandardScaler()
         self.clf_ = SGDClassifier(
             loss="log_loss",
-            alpha=float(self.params["alpha"]),
-            class_weight={0: 1.0, 1: float(self.params["fraud_weight"])},
+            alpha=float(self.alpha),
+            class_weight={0: 1.0, 1: float(self.fraud_weight)},
             learning_rate="optimal",
-            random_state=int(self.params["seed"]),
+            random_state=int(self.seed),
         )
-        self.epochs = int(self.params["epochs"])
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"alpha": 1e-4, "fraud_weight": 1.0, "seed": 0, "epochs": 3}
-
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self.clf_, "coef_")
-
-    def partial_fit(self, X: np.ndarray, y: np.ndarray) -> SGDLogistic:
-        X = np.asarray(X, dtype=np.float64)
+    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
         self.scaler_.partial_fit(X)
         scaled = self.scaler_.transform(X)
-        for _ in range(self.epochs):
-            self.clf_.partial_fit(scaled, np.asarray(y), classes=CLASSES)
-        return self
+        for _ in range(int(self.epochs)):
+            self.clf_.partial_fit(scaled, y, classes=CLASSES)
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        if not self.is_fitted:
-            return np.zeros(len(X))
-        scaled = self.scaler_.transform(np.asarray(X, dtype=np.float64))
-        return np.asarray(self.clf_.predict_proba(scaled)[:, 1])
+    def _proba(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.clf_.predict_proba(self.scaler_.transform(X)))
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        if not self.is_fitted:
-            return {}
+    def _log_odds(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.clf_.decision_function(self.scaler_.transform(X)))
+
+    def _get_state(self) -> dict[str, np.ndarray]:
         s, c = self.scaler_, self.clf_
         return {
             "scaler_mean": s.mean_,
@@ -78,9 +82,8 @@ class SGDLogistic(IncrementalModel):
             "t": np.asarray([c.t_], dtype=np.float64),
         }
 
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        if not state:
-            return
+    def _set_state(self, state: dict[str, np.ndarray]) -> int:
+        self._start()
         s, c = self.scaler_, self.clf_
         s.mean_, s.var_, s.scale_ = state["scaler_mean"], state["scaler_var"], state["scaler_scale"]
         n = state["scaler_n"]
@@ -91,6 +94,7 @@ class SGDLogistic(IncrementalModel):
         c.t_ = float(state["t"][0])
         c.classes_ = CLASSES
         c.n_features_in_ = int(state["coef"].shape[1])
+        return int(state["coef"].shape[1])
 
 
 MODEL_KINDS: dict[str, type[IncrementalModel]] = {
@@ -100,12 +104,53 @@ MODEL_KINDS: dict[str, type[IncrementalModel]] = {
 assert DEFAULT_KIND in MODEL_KINDS and set(MODEL_KINDS) == set(KIND_NAMES)
 
 
-def make_model(kind: str, params: dict[str, Any] | None = None) -> IncrementalModel:
-    """A fresh model of ``kind`` with ``params`` over its defaults; ConfigError if unknown."""
-    try:
-        cls = MODEL_KINDS[kind]
-    except KeyError:
+def model_class(kind: str) -> type[Any]:
+    """The estimator class of a built-in or registered (:func:`~batchml.fraud.kinds.model_kind`)
+    kind; ConfigError if there is none."""
+    cls = MODEL_KINDS.get(kind) or user_kinds().get(kind)
+    if cls is None:
         raise ConfigError(
-            f"unknown model kind {kind!r}; choose one of {', '.join(sorted(MODEL_KINDS))}"
+            f"unknown model kind {kind!r}; choose one of {', '.join(known_kinds())}"
         ) from None
-    return cls(**(params or {}))
+    return cls
+
+
+def make_model(kind: str, params: dict[str, Any] | None = None) -> Any:
+    """A fresh, unfitted model of ``kind`` with ``params`` over its defaults.
+
+    ConfigError for an unknown kind or parameter name, or parameters that are not JSON (a
+    checkpoint records them); ValueError or TypeError for a value the kind refuses."""
+    cls = model_class(kind)
+    params = dict(params or {})
+    known = set(cls._get_param_names())
+    unknown = set(params) - known
+    if unknown:
+        raise ConfigError(f"model {kind!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
+    model = cls(**params)
+    check = getattr(model, "check_params", None)
+    if callable(check):
+        check()
+    try:
+        json.dumps(model.get_params(deep=False), allow_nan=False)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"model {kind!r}: parameters {model.get_params(deep=False)!r} are not plain JSON "
+            "values; a checkpoint records them"
+        ) from None
+    return model
+
+
+def model_params(model: Any) -> dict[str, Any]:
+    """A model's parameters as its checkpoint records them."""
+    return dict(model.get_params(deep=False))
+
+
+def model_kind_of(model: Any) -> str:
+    """The registered kind name of a model."""
+    kind = getattr(type(model), "kind", None)
+    if isinstance(kind, str) and MODEL_KINDS.get(kind) is type(model):
+        return kind
+    for name, cls in user_kinds().items():
+        if cls is type(model):
+            return name
+    raise ConfigError(f"{type(model).__name__} is no registered model kind")

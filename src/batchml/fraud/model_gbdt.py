@@ -58,58 +58,78 @@ def append_trees(model: str, grown: str) -> str:
 
 
 class LightGBMModel(AdditiveModel):
-    """Boosted trees grown a few at a time on a replay of recent batches."""
+    """Boosted trees grown a few at a time on a replay of recent batches.
+
+    Rows may hold NaN (LightGBM sends missing values down a learnt side of each split). Until
+    the memory holds both classes no tree is grown, and the model predicts the weighted share
+    of frauds in its memory (0 when it has seen legitimate rows only)."""
 
     kind = "lgbm"
+    allow_nan = True
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        p = self.params
-        self.replay_ = ReplayBuffer(
-            window=int(p["window"]),
-            legit_keep=float(p["legit_keep"]),
-            fraud_weight=float(p["fraud_weight"]),
-            seed=int(p["seed"]),
+    def __init__(
+        self,
+        trees_per_batch: int = 2,
+        learning_rate: float = 0.1,
+        num_leaves: int = 15,
+        min_sum_hessian_in_leaf: float = 1.0,
+        lambda_l2: float = 10.0,
+        window: int = 30,
+        legit_keep: float = 0.1,
+        fraud_weight: float = 1.0,
+        seed: int = 0,
+        num_threads: int = 1,
+    ) -> None:
+        self.trees_per_batch = trees_per_batch
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_sum_hessian_in_leaf = min_sum_hessian_in_leaf
+        self.lambda_l2 = lambda_l2
+        self.window = window
+        self.legit_keep = legit_keep
+        self.fraud_weight = fraud_weight
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def check_params(self) -> None:
+        self._lgb_params()  # TypeError/ValueError if a value is not a number
+        if int(self.trees_per_batch) < 1:
+            raise ValueError(f"trees_per_batch must be at least 1, got {self.trees_per_batch}")
+        self._new_replay()  # window and legit_keep ranges
+
+    def _new_replay(self) -> ReplayBuffer:
+        return ReplayBuffer(
+            window=int(self.window),
+            legit_keep=float(self.legit_keep),
+            fraud_weight=float(self.fraud_weight),
+            seed=int(self.seed),
         )
-        self.model_text_ = ""
-        self.tree_bounds_ = np.zeros(1, dtype=np.int64)  # trees before part 0, 1, …, and after
-        self._booster: lgb.Booster | None = None
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {
-            "trees_per_batch": 2,
-            "learning_rate": 0.1,
-            "num_leaves": 15,
-            "min_sum_hessian_in_leaf": 1.0,
-            "lambda_l2": 10.0,
-            "window": 30,
-            "legit_keep": 0.1,
-            "fraud_weight": 1.0,
-            "seed": 0,
-            "num_threads": 1,
-        }
 
     def _lgb_params(self) -> dict[str, Any]:
-        p = self.params
         return {
             "objective": "binary",
-            "learning_rate": float(p["learning_rate"]),
-            "num_leaves": int(p["num_leaves"]),
-            "min_sum_hessian_in_leaf": float(p["min_sum_hessian_in_leaf"]),
-            "lambda_l2": float(p["lambda_l2"]),
-            "seed": int(p["seed"]),
-            "num_threads": int(p["num_threads"]),
+            "learning_rate": float(self.learning_rate),
+            "num_leaves": int(self.num_leaves),
+            "min_sum_hessian_in_leaf": float(self.min_sum_hessian_in_leaf),
+            "lambda_l2": float(self.lambda_l2),
+            "seed": int(self.seed),
+            "num_threads": int(self.num_threads),
             "deterministic": True,
             "force_col_wise": True,
             "verbosity": -1,
         }
 
+    def _start(self) -> None:
+        self.replay_ = self._new_replay()
+        self.model_text_ = ""
+        self.tree_bounds_ = np.zeros(1, dtype=np.int64)  # trees before part 0, 1, …, and after
+        self._booster: lgb.Booster | None = None
+
     @property
-    def is_fitted(self) -> bool:
+    def _has_trees(self) -> bool:
         return bool(self.model_text_)
 
-    def partial_fit(self, X: np.ndarray, y: np.ndarray) -> LightGBMModel:
+    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
         """Sample the batch into the replay memory, then grow ``trees_per_batch`` trees on it.
 
         While the memory holds a single class (no fraud seen yet) no tree is grown: a tree
@@ -118,32 +138,37 @@ class LightGBMModel(AdditiveModel):
         replay = self.replay_
         replay.add(X, y, self._raw_scores)
         if not replay.has_both_classes():
-            return self
+            return
+        trees = self._has_trees
         data = lgb.Dataset(
             replay.X, label=replay.y, weight=replay.weights(), params={"verbosity": -1},
-            init_score=replay.margin if self.is_fitted else None,
+            init_score=replay.margin if trees else None,
         )  # fmt: skip
         grown = lgb.train(
             self._lgb_params(),
             data,
-            num_boost_round=int(self.params["trees_per_batch"]),
+            num_boost_round=int(self.trees_per_batch),
             keep_training_booster=False,
         )
         fresh = np.asarray(grown.predict(replay.X, raw_score=True), dtype=np.float64)
-        replay.margin = replay.margin + fresh if self.is_fitted else fresh
+        replay.margin = replay.margin + fresh if trees else fresh
         self.model_text_ = append_trees(self.model_text_, grown.model_to_string())
-        self._booster = None
+        self._booster = lgb.Booster(model_str=self.model_text_)  # now: predicting changes nothing
         self.tree_bounds_ = np.append(self.tree_bounds_, self.tree_bounds_[-1] + grown.num_trees())
-        return self
 
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:
-        """The booster's raw score (log-odds) of each row; 0 before the first tree."""
-        if not self.is_fitted:
+        """The booster's raw score (log-odds) of each row; 0 before the first tree (the
+        memory's margins start from the first trees' scores, not from this)."""
+        if not self._has_trees:
             return np.zeros(len(X))
-        scores = self._predictor().predict(
-            X, raw_score=True, num_threads=int(self.params["num_threads"])
-        )
+        scores = self._predictor().predict(X, raw_score=True, num_threads=int(self.num_threads))
         return np.asarray(scores, dtype=np.float64)
+
+    def _prior(self) -> float:
+        """The weighted share of frauds in the memory (0.5 when it is empty)."""
+        w = self.replay_.weights()
+        total = float(w.sum())
+        return float(w[self.replay_.y == 1].sum()) / total if total > 0 else 0.5
 
     def parts(self) -> int:
         """Batches that added trees: the booster's trees in per-batch groups."""
@@ -153,33 +178,42 @@ class LightGBMModel(AdditiveModel):
         first, stop = int(self.tree_bounds_[part]), int(self.tree_bounds_[part + 1])
         scores = self._predictor().predict(
             np.asarray(X, dtype=np.float64), start_iteration=first, num_iteration=stop - first,
-            raw_score=True, num_threads=int(self.params["num_threads"]),
+            raw_score=True, num_threads=int(self.num_threads),
         )  # fmt: skip
         return np.asarray(scores, dtype=np.float64)
 
     def _predictor(self) -> lgb.Booster:
-        if self._booster is None:
-            self._booster = lgb.Booster(model_str=self.model_text_)
-        return self._booster
+        booster = getattr(self, "_booster", None)
+        if booster is None:  # only a copy made without it (e.g. by copy.copy)
+            booster = self._booster = lgb.Booster(model_str=self.model_text_)
+        return booster
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        if not self.is_fitted:
-            return np.zeros(len(X))
-        scores = self._predictor().predict(
-            np.asarray(X, dtype=np.float64), num_threads=int(self.params["num_threads"])
-        )
+    def _fraud(self, X: np.ndarray) -> np.ndarray:
+        if not self._has_trees:
+            return np.full(len(X), self._prior())
+        scores = self._predictor().predict(X, num_threads=int(self.num_threads))
         return np.asarray(scores, dtype=np.float64)
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        if not self.replay_.batches_seen:
-            return {}
+    def _proba(self, X: np.ndarray) -> np.ndarray:
+        p = self._fraud(X)
+        return np.column_stack([1.0 - p, p])
+
+    def _log_odds(self, X: np.ndarray) -> np.ndarray:
+        if self._has_trees:
+            return self._raw_scores(X)
+        with np.errstate(divide="ignore"):
+            prior = self._prior()
+            return np.full(len(X), np.log(prior) - np.log1p(-prior))
+
+    def _get_state(self) -> dict[str, np.ndarray]:
         booster = np.frombuffer(self.model_text_.encode(), dtype=np.uint8)
         return {"booster": booster, "tree_bounds": self.tree_bounds_, **self.replay_.get_state()}
 
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        if not state:
-            return
+    def _set_state(self, state: dict[str, np.ndarray]) -> int:
+        self._start()
         self.model_text_ = np.asarray(state["booster"], dtype=np.uint8).tobytes().decode()
         self.tree_bounds_ = np.ascontiguousarray(state["tree_bounds"], dtype=np.int64)
-        self._booster = None
         self.replay_.set_state(state)
+        if self.model_text_:
+            self._booster = lgb.Booster(model_str=self.model_text_)
+        return int(self.replay_.X.shape[1])

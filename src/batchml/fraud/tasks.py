@@ -29,7 +29,7 @@ import pandas as pd
 
 from batchml.errors import ConfigError, DatasetError, PayloadError
 from batchml.fraud import datasets, pipeline
-from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
+from batchml.fraud.kinds import DEFAULT_KIND, known_kinds
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage
@@ -102,9 +102,9 @@ def check_train(payload: dict[str, Any], storage: Storage) -> None:
     storage.resolve(storage.run_path(run, "checkpoints", f"v0001-{day}.npz"), what="dataset")
     model = payload.get("model") or {}
     kind = model.get("kind", DEFAULT_KIND) if isinstance(model, dict) else None
-    if kind not in KIND_NAMES:
+    if kind not in known_kinds():
         raise PayloadError(
-            f"fraud.train payload: 'model' must name a kind of {', '.join(KIND_NAMES)}, "
+            f"fraud.train payload: 'model' must name a kind of {', '.join(known_kinds())}, "
             f"not {model!r}"
         )
 
@@ -152,6 +152,7 @@ def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     the item names test datasets, on them with the evaluation protocol (``test``), and where
     the time went (``seconds``: io, features, train, evaluate)."""
     from batchml.fraud import lineage, metrics, test_sets
+    from batchml.fraud.model_base import CLASSES, fraud_scores
     from batchml.fraud.protocol import version_protocol
 
     spec = FeatureSpec.from_json(payload.get("features"))
@@ -164,12 +165,12 @@ def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     table = pipeline.load_dataset_features(ctx.storage, _path(payload), spec)
     clock.lap("features")
     X, y = pipeline.xy(table, spec)
-    model.partial_fit(X, y)
+    model.partial_fit(X, y, classes=CLASSES)  # version 0 is unfitted: classes are needed
     clock.lap("train")
     ctx.check()
     version = head.version + 1
     result: dict[str, Any] = {"dataset": day, "version": version}
-    result["train"] = metrics.summary(y, model.predict_proba(X))
+    result["train"] = metrics.summary(y, fraud_scores(model, X))
     clock.lap("evaluate")
     final = lineage.checkpoint_path(ctx.storage, ctx.run, version, day)
     data, digest = lineage.save_bytes(
@@ -232,6 +233,7 @@ def score_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     published file has exactly one owning item: scoring a day with v3 and later with v10 makes
     two files, never one file claimed by two commits."""
     from batchml.fraud import lineage, metrics
+    from batchml.fraud.model_base import fraud_scores
 
     spec = FeatureSpec.from_json(payload.get("features"))
     name = str(payload["dataset"])
@@ -242,7 +244,7 @@ def score_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     table = pipeline.load_dataset_features(ctx.storage, _path(payload), spec)
     clock.lap("features")
     X, y = pipeline.xy(table, spec)
-    scores = model.predict_proba(X)
+    scores = fraud_scores(model, X)
     clock.lap("score")
     ctx.check()
     out = pd.DataFrame(

@@ -21,11 +21,12 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from batchml.fraud import datasets
-from batchml.fraud.model_base import AdditiveModel, IncrementalModel
+from batchml.fraud.model_base import AdditiveModel, fraud_scores
 from batchml.fraud.pipeline import FeatureSpec
 from batchml.fraud.protocol import Protocol, TestSet, load_test_set
 from batchml.storage import Storage
@@ -76,15 +77,13 @@ class _Raw:
 _raw: OrderedDict[int, _Raw] = OrderedDict()
 
 
-def scores(
-    test: TestSet, model: IncrementalModel, parent_digest: str | None, digest: str
-) -> np.ndarray:
+def scores(test: TestSet, model: Any, parent_digest: str | None, digest: str) -> np.ndarray:
     """Fraud scores of ``model`` (params digest ``digest``) on ``test``.
 
     An additive model continues from the raw scores of its parent version when this process
     computed them; otherwise it sums all its parts. Either way the same floats come out."""
     if not isinstance(model, AdditiveModel):
-        return model.predict_proba(test.X)
+        return fraud_scores(model, test.X)
     kept = _raw.get(id(test))
     if kept is not None and kept.test is test and kept.digest == parent_digest:
         raw, done = kept.raw.copy(), kept.parts
@@ -96,6 +95,8 @@ def scores(
     _raw.move_to_end(id(test))
     while len(_raw) > MAX_ENTRIES:
         _raw.popitem(last=False)
+    if model.parts() == 0:  # no tree yet: the model's constant score
+        return fraud_scores(model, test.X)
     return model.probability(raw)
 
 
