@@ -339,7 +339,11 @@ class Worker:
         payload = item.payload
         run = str(payload.get("run", self.settings.run))
         self.runs_seen.add(run)
-        log.info("Processing dataset: %s", payload.get("dataset", item.id))
+        task, dataset = payload.get("task"), payload.get("dataset")
+        if dataset is not None:  # the tutorial's line, then what runs it
+            log.info("Processing dataset: %s (%s, item %s)", dataset, task, item.id)
+        else:
+            log.info("Processing item: %s (%s)", item.id, task)
         ctx = TaskContext(
             item=item,
             token=lease.token,

@@ -30,7 +30,7 @@ def evaluate_cmd(
     ctx: typer.Context,
     version: Annotated[int | None, typer.Option(help="Lineage version (default: head).")] = None,
     test_start: Annotated[str | None, typer.Option(help="First test day (YYYY-MM-DD).")] = None,
-    test_days: Annotated[int, typer.Option(min=1)] = 7,
+    test_days: Annotated[int, typer.Option(min=1, help="Days in the test period.")] = 7,
     delay: Annotated[int, typer.Option(min=0, help="Days before a label is known.")] = 7,
     top_k: Annotated[int, typer.Option(min=1, help="Cards checked per day.")] = 100,
     known_days: Annotated[
@@ -41,7 +41,9 @@ def evaluate_cmd(
             "compromised and leave the test set (the handbook's training week); 0: every day.",
         ),
     ] = 7,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object.")
+    ] = False,
 ) -> None:
     """ROC AUC, average precision, card precision@k and accuracy on the test period.
 

@@ -12,9 +12,10 @@ from rich.live import Live
 
 from batchml import exitcodes
 from batchml.cli.common import console, err_console, queue, settings
+from batchml.cli.data import day_option
 from batchml.dataloss import status_data_loss
 from batchml.errors import ConfigError, PermanentError
-from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
+from batchml.fraud.kinds import DEFAULT_KIND, ModelKind
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
 from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
@@ -32,8 +33,20 @@ def _summarise(outcomes: list[PushOutcome]) -> str:
 def push(
     ctx: typer.Context,
     pattern: Annotated[str, typer.Option("--glob", help="Only days matching this glob.")] = "*",
-    start: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD), inclusive.")] = None,
-    end: Annotated[str | None, typer.Option(help="Last day (YYYY-MM-DD), inclusive.")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="First day (YYYY-MM-DD), inclusive.",
+            callback=lambda value: day_option(value, "--start"),
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            help="Last day (YYYY-MM-DD), inclusive.",
+            callback=lambda value: day_option(value, "--end"),
+        ),
+    ] = None,
     test: Annotated[
         list[str] | None,
         typer.Option(
@@ -45,11 +58,11 @@ def push(
         str | None, typer.Option(help="Stored days to evaluate on, as FIRST:LAST.")
     ] = None,
     model: Annotated[
-        str | None,
+        ModelKind | None,
         typer.Option(
             envvar="BATCHML_MODEL",
-            help=f"Model kind: {', '.join(KIND_NAMES)} (docs/fraud.md). Default: the run's own "
-            f"(fixed by its first push), {DEFAULT_KIND} for a new run.",
+            help=f"Model kind (docs/fraud.md). Default: the run's own (fixed by its first "
+            f"push), {DEFAULT_KIND} for a new run.",
         ),
     ] = None,
     force: Annotated[
@@ -67,7 +80,7 @@ def push(
     with queue(ctx) as q:
         days, outcomes = plan.push_training(
             q, s.storage(), run=s.run, pattern=pattern, start=start, end=end, test=test,
-            test_days=test_days, model_kind=model, force=force,
+            test_days=test_days, model_kind=model.value if model else None, force=force,
         )  # fmt: skip
     console.print(
         f"run {s.run!r}: {len(days)} day(s) {days[0]} … {days[-1]}; {_summarise(outcomes)}"
@@ -86,10 +99,17 @@ def add(
         str | None, typer.Option("--id", help="Item id (default: from payload).")
     ] = None,
     depends_on: Annotated[list[str] | None, typer.Option(help="Ids done first.")] = None,
-    priority: Annotated[int, typer.Option()] = 0,
-    force: Annotated[bool, typer.Option()] = False,
+    priority: Annotated[
+        int, typer.Option(help="Higher runs first among the ready items (fraud.train: 10).")
+    ] = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Reset an item with this id that exists (not leased): new payload, fresh attempts."
+        ),
+    ] = False,
 ) -> None:
-    """Queue one item for a registered task, e.g. your own ``mypkg.tasks:handle``.
+    """Queue one item for a registered task, e.g. your own mypkg.tasks:handle.
 
     The task must be on the allow-list (a built-in, an entry point, or a @batchml.task of a
     --tasks module) and its payload must pass the task's validator, as a worker would check."""

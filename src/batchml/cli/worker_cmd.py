@@ -41,7 +41,13 @@ def worker(
     max_items: Annotated[
         int | None, typer.Option(envvar="BATCHML_MAX_ITEMS", help="Stop after N items.")
     ] = None,
-    worker_id: Annotated[str | None, typer.Option(envvar="BATCHML_WORKER_ID")] = None,
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BATCHML_WORKER_ID",
+            help="Name in queue status and logs (default: host-pid-random; unique per worker).",
+        ),
+    ] = None,
     queue_retry: Annotated[
         float,
         typer.Option(
