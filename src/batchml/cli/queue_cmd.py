@@ -132,9 +132,18 @@ def add(
     console.print(f"{spec.item_id}: {outcome.value}")
 
 
-def status_data(q: WorkQueue, run: str, stale_after: float = 90.0) -> dict[str, Any]:
+def status_data(
+    q: WorkQueue, run: str, stale_after: float = 90.0, *, per_run: bool = False
+) -> dict[str, Any]:
     """The snapshot ``queue status`` shows (see :mod:`batchml.observe.status`)."""
-    return observe_status.gather(q, run, observe_status.StatusOptions(stale_after=stale_after))
+    options = observe_status.StatusOptions(stale_after=stale_after)
+    return observe_status.gather(q, run, options, per_run=per_run)
+
+
+def _run_given(ctx: typer.Context) -> bool:
+    """Whether --run or BATCHML_RUN named the run (then status counts its items too)."""
+    source = ctx.find_root().get_parameter_source("run")
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 @app.command("status")
@@ -151,11 +160,15 @@ def status(
         float, typer.Option(help="Seconds without a report before a worker counts as gone.")
     ] = 90.0,
 ) -> None:
-    """Counts per state, workers, lineage head, throughput, leased and dead items."""
+    """Counts per state, workers, lineage head, throughput, leased and dead items.
+
+    With --run (or BATCHML_RUN), the run's own items are counted too. The --json schema is
+    docs/status.md."""
     s = settings(ctx)
+    per_run = _run_given(ctx)
     with queue(ctx, create=False) as q:
         if as_json or not watch:
-            data = status_data(q, s.run, stale_after)
+            data = status_data(q, s.run, stale_after, per_run=per_run)
             if as_json:
                 console.print_json(json.dumps(data))
             else:
@@ -168,7 +181,8 @@ def status(
             live = Live(console=console, auto_refresh=False)
             with live, contextlib.suppress(KeyboardInterrupt):
                 while True:
-                    live.update(status_console.render(status_data(q, s.run, stale_after)))
+                    data = status_data(q, s.run, stale_after, per_run=per_run)
+                    live.update(status_console.render(data))
                     live.refresh()
                     time.sleep(interval)
 
