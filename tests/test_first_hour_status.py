@@ -51,6 +51,10 @@ def test_94_items_in_15_seconds_are_376_per_minute(queue: SqliteQueue, clock: Fa
     assert t["done_per_minute"] == pytest.approx(376.0, abs=0.5)
     line = console.throughput_line(data).plain
     assert "94 done in 15s (376/min)" in line, line
+    clock.advance(120)  # the batch is over: the rate stays that of the time it took
+    assert status.gather(queue, "default")["throughput"]["done_per_minute"] == pytest.approx(
+        376.0, abs=0.5
+    )
 
 
 def test_worker_rows_are_read_from_the_leases_not_a_stale_report(

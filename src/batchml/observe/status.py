@@ -84,26 +84,31 @@ def worker_rows(
 OUTCOMES = ("done", "failed", "dead", "released", "expired")
 
 
-def throughput(history: list[AttemptRecord], now: float, window_minutes: int) -> dict[str, Any]:
+def throughput(
+    history: list[AttemptRecord], now: float, window_minutes: int, *, busy: bool = True
+) -> dict[str, Any]:
     """Ended attempts per minute over the last ``window_minutes``, oldest minute first.
 
     Each minute is a dict of outcome counts (every one of :data:`OUTCOMES`, zeros included).
     The rate is committed items per minute over the time actually observed: from the start of
-    the first attempt that ended in the window (or the window's start, if earlier) to now; so
-    94 items done in the last 15 s are 376/min, not 9.4. ``observed_seconds`` is that span
-    (0 when nothing ended in the window, and the rate is then 0).
+    the first attempt that ended in the window (or the window's start, if earlier) to now, or,
+    when the queue is not ``busy`` (drained), to the last attempt's end; so 94 items done in
+    15 s are 376/min, not 9.4, and stay so once the batch is over. ``observed_seconds`` is
+    that span (0 when nothing ended in the window, and the rate is then 0).
     """
     start = now - 60.0 * window_minutes
     minutes: list[Counter[str]] = [Counter() for _ in range(window_minutes)]
     first: float | None = None
+    last = start
     for attempt in history:
         if start <= attempt.ended_at <= now:
             slot = min(int((attempt.ended_at - start) // 60), window_minutes - 1)
             minutes[slot][attempt.outcome] += 1
             began = max(min(attempt.started_at, attempt.ended_at), start)
             first = began if first is None else min(first, began)
+            last = max(last, attempt.ended_at)
     done = sum(m["done"] for m in minutes)
-    observed = max(now - first, 1.0) if first is not None else 0.0
+    observed = max((now if busy else last) - first, 1.0) if first is not None else 0.0
     return {
         "window_minutes": window_minutes,
         "done": done,
@@ -148,6 +153,7 @@ def gather(
     now = q.clock()
     history = q.history(options.history_limit)
     counts = q.counts()
+    drained = counts[State.WAITING] + counts[State.READY] + counts[State.LEASED] == 0
     leased = q.items([State.LEASED])
     dead = q.items([State.DEAD], limit=options.dead_limit)
     blocked = q.items([State.BLOCKED], limit=options.dead_limit) if counts[State.BLOCKED] else []
@@ -157,11 +163,11 @@ def gather(
         "now": now,
         "counts": {state.value: counts[state] for state in State},
         "total": sum(counts.values()),
-        "drained": counts[State.WAITING] + counts[State.READY] + counts[State.LEASED] == 0,
+        "drained": drained,
         "run_counts": run_counts(q, run) if per_run else None,
         "lineage_head": _head_json(q, run),
         "workers": worker_rows(q.workers(), leased, now, options.stale_after, history),
-        "throughput": throughput(history, now, options.window_minutes),
+        "throughput": throughput(history, now, options.window_minutes, busy=not drained),
         "leased": [
             {"id": i.id, "worker": i.worker, "attempt": i.attempts, "deadline": i.deadline}
             for i in leased
