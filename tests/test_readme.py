@@ -16,6 +16,7 @@ An HTML comment on the line before a fence steers this test:
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
@@ -62,7 +63,7 @@ def blocks(text: str) -> list[Block]:
         directive = m.group(1) if (m := DIRECTIVE.search(previous)) else ""
         found.append(Block(start + 1, fence.group(1), "\n".join(body) + "\n", directive))
         i += 1
-    for before, block in zip(found, found[1:], strict=False):
+    for before, block in itertools.pairwise(found):
         if block.directive == "output":
             assert before.lang == "bash", f"README line {block.line}: output of a non-bash block"
             before.expected = block.text.splitlines()
@@ -131,7 +132,7 @@ def test_readme_block_runs_as_written(block: Block, tmp_path: Path) -> None:
     where = f"README line {block.line}"
     assert done.returncode == 0, f"{where} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     missing = missing_lines(block.expected, done.stdout)
-    assert missing == [], f"{where}: lines the README shows but not printed: {missing}\n{done.stdout}"
+    assert missing == [], f"{where}: shown in the README, not printed: {missing}\n{done.stdout}"
 
 
 def test_the_matcher_fails_on_a_wrong_claim() -> None:
