@@ -64,12 +64,12 @@ def worker_rows(
             "alive": _alive(info, now, holders, stale_after),
             "seen_ago": round(max(now - info.last_seen, 0.0), 3),
         }
-        item = holding.get(info.id)
-        if item is not None:
+        held = holding.get(info.id)
+        if held is not None:
             # the report names the lease once its first heartbeat went out; before that the
             # lease is younger than one renewal, and its last update is when it began
-            since = info.item_since if info.item_id == item.id else item.updated_at
-            row.update(state="working", item_id=item.id, item_since=since)
+            since = info.item_since if info.item_id == held.id else held.updated_at
+            row.update(state="working", item_id=held.id, item_since=since)
         elif info.state == "working":
             row.update(state="idle", item_id=None, item_since=None)
         since_report = [
