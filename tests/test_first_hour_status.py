@@ -148,3 +148,17 @@ def test_status_json_has_no_staging_path_after_training(
     assert data["lineage_head"]["version"] == 2
     assert data["lineage_head"]["checkpoint"]["final"].startswith("runs/default/checkpoints/")
     assert ".staging" not in out
+
+
+def test_a_worker_reports_only_committed_items_as_processed(tmp_path: Path) -> None:
+    """Given a worker that committed one item and released another, then its own report
+    says 1 processed, not 2."""
+    from batchml.settings import Settings
+    from batchml.worker import Outcome, Worker
+
+    settings = Settings(root=tmp_path / "root")
+    q = SqliteQueue(tmp_path / "queue.db")
+    worker = Worker(q, settings.storage(), settings, "w")
+    worker.outcomes += [Outcome("a", "done", 0.1), Outcome("b", "released", 0.1)]
+    worker._report("idle")
+    assert [w.processed for w in q.workers()] == [1]
