@@ -209,7 +209,8 @@ def test_a_user_kind_trains_through_worker_processes_named_by_tasks(tmp_path: Pa
     days = small_root(tmp_path / "cache", root, replace(SMALL, n_days=3))
     cli = ("--root", str(root))
     refused = run_batchml(*cli, "queue", "push", "--model", "array-nb")
-    assert refused.code == exitcodes.CONFIG and "unknown model kind 'array-nb'" in refused.err
+    # a usage error (exit 2), as for any value of --model that is not a kind (issue 14)
+    assert refused.code == exitcodes.USAGE and "'array-nb' is not a model kind" in refused.err
     named = (*cli, "--tasks", "tests.sample_models")
     pushed = run_batchml(*named, "queue", "push", "--model", "array-nb")
     assert pushed.code == exitcodes.OK, pushed.err

@@ -64,7 +64,8 @@ def test_snapshot_counts_workers_throughput_and_dead(queue: SqliteQueue, clock: 
     assert len(minutes) == 5
     assert sum(m.get("done", 0) for m in minutes) == 2
     assert sum(m.get("dead", 0) for m in minutes) == 1
-    assert data["throughput"]["done_per_minute"] == 0.4
+    # 2 done over the 4 minutes observed (first lease to now), not over the 5-minute window
+    assert data["throughput"]["done_per_minute"] == 0.5
     assert data["dead"] == [
         {"id": "c", "attempts": 1, "error": "ValueError: bad day", "updated_at": clock.now - 120}
     ]

@@ -243,7 +243,7 @@ class Worker:
         self._last_report = time.monotonic()
         self._info = replace(
             self._info, state=state, item_id=item_id, item_since=since,
-            processed=len(self.outcomes),
+            processed=sum(o.status == "done" for o in self.outcomes),  # not released ones
         )  # fmt: skip
         try:
             self.queue.report_worker(self._info)
@@ -339,7 +339,11 @@ class Worker:
         payload = item.payload
         run = str(payload.get("run", self.settings.run))
         self.runs_seen.add(run)
-        log.info("Processing dataset: %s", payload.get("dataset", item.id))
+        task, dataset = payload.get("task"), payload.get("dataset")
+        if dataset is not None:  # the tutorial's line, then what runs it
+            log.info("Processing dataset: %s (%s, item %s)", dataset, task, item.id)
+        else:
+            log.info("Processing item: %s (%s)", item.id, task)
         ctx = TaskContext(
             item=item,
             token=lease.token,

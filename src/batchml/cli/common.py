@@ -11,8 +11,9 @@ from batchml.errors import ConfigError
 from batchml.queue import WorkQueue, open_queue
 from batchml.settings import Settings
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# highlight=False: Rich would colour the digits of a date (2018-04-01) one by one
+console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 @dataclass

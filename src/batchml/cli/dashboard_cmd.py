@@ -17,7 +17,12 @@ def dashboard(
         str,
         typer.Option(envvar="BATCHML_DASHBOARD_HOST", help="Address to listen on."),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="BATCHML_DASHBOARD_PORT", min=0, max=65535)] = 8265,
+    port: Annotated[
+        int,
+        typer.Option(
+            envvar="BATCHML_DASHBOARD_PORT", min=0, max=65535, help="TCP port to serve on."
+        ),
+    ] = 8265,
     token: Annotated[
         str | None,
         typer.Option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +18,29 @@ if TYPE_CHECKING:
     from batchml.fraud.simulate import SimulationConfig
 
 app = typer.Typer(help="Datasets on the storage root.", no_args_is_help=True)
+
+
+class DatasetKind(StrEnum):
+    """The choices of ``data import --kind``."""
+
+    TRAINING = "training"
+    TESTING = "testing"
+
+
+def day_option(value: str | None, option: str) -> str | None:
+    """A YYYY-MM-DD option's value, checked: a usage error (exit 2) names the option."""
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a day: write it as YYYY-MM-DD (e.g. 2018-04-01)", param_hint=option
+        ) from None
+
+
 log = logging.getLogger("batchml.data")
 
 
@@ -79,10 +103,27 @@ def generate(
     days: Annotated[
         int, typer.Option(envvar="BATCHML_DAYS", min=1, help="Days to simulate.")
     ] = 183,
-    customers: Annotated[int, typer.Option(envvar="BATCHML_CUSTOMERS", min=1)] = 5000,
-    terminals: Annotated[int, typer.Option(envvar="BATCHML_TERMINALS", min=1)] = 10000,
-    seed: Annotated[int, typer.Option(envvar="BATCHML_SEED")] = 0,
-    start_date: Annotated[str, typer.Option(envvar="BATCHML_START_DATE")] = "2018-04-01",
+    customers: Annotated[
+        int, typer.Option(envvar="BATCHML_CUSTOMERS", min=1, help="Simulated card holders.")
+    ] = 5000,
+    terminals: Annotated[
+        int,
+        typer.Option(envvar="BATCHML_TERMINALS", min=1, help="Simulated payment terminals."),
+    ] = 10000,
+    seed: Annotated[
+        int,
+        typer.Option(
+            envvar="BATCHML_SEED", help="Random seed of the simulation (same seed, same days)."
+        ),
+    ] = 0,
+    start_date: Annotated[
+        str,
+        typer.Option(
+            envvar="BATCHML_START_DATE",
+            callback=lambda value: day_option(value, "--start-date"),
+            help="First simulated day (YYYY-MM-DD).",
+        ),
+    ] = "2018-04-01",
     force: Annotated[bool, typer.Option(help="Replace stored days that hold other data.")] = False,
 ) -> None:
     """Simulate card transactions (Le Borgne et al.) and store one Parquet file per day."""
@@ -119,8 +160,8 @@ def import_(
         ),
     ] = False,
     kind: Annotated[
-        str | None,
-        typer.Option(help="training or testing (default: testing for test* names, else training)."),
+        DatasetKind | None,
+        typer.Option(help="Where the files go (default: testing for test* names, else training)."),
     ] = None,
     force: Annotated[
         bool, typer.Option(help="Replace stored datasets with other content.")
@@ -129,8 +170,6 @@ def import_(
     """Validate datasets and store them as Parquet under <root>/datasets/."""
     from batchml.fraud import datasets  # lazily: the CLI starts without pandas
 
-    if kind not in (None, datasets.TRAINING, datasets.TESTING):
-        raise typer.BadParameter("--kind must be training or testing")
     storage = settings(ctx).storage()
     files = [f for p in paths for f in _readable_files(p)]
     done: list[datasets.Imported] = []
@@ -140,7 +179,7 @@ def import_(
             done += datasets.import_files(
                 storage,
                 [path],
-                kind=kind,
+                kind=kind.value if kind else None,
                 trust_pickle=trust_pickle,
                 force=force,
                 on_file=lambda r: console.print(

@@ -14,7 +14,7 @@ from batchml import exitcodes
 from batchml.cli.common import console, root_given, settings
 from batchml.cli.data import generate_days
 from batchml.errors import ConfigError
-from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
+from batchml.fraud.kinds import ModelKind
 from batchml.local import spawn_workers, wait
 from batchml.progress import activity, progress_bars
 from batchml.queue import open_queue
@@ -92,20 +92,24 @@ def _demo_settings(ctx: typer.Context) -> Settings:
 
 def demo(
     ctx: typer.Context,
-    workers: Annotated[int, typer.Option(min=1, envvar="BATCHML_WORKERS")] = 2,
+    workers: Annotated[
+        int, typer.Option(min=1, envvar="BATCHML_WORKERS", help="Local worker processes to run.")
+    ] = 2,
     days: Annotated[
         int, typer.Option(min=16, help="Days simulated (last 14: delay + test).")
     ] = 110,
-    customers: Annotated[int, typer.Option(min=10)] = 3000,
-    terminals: Annotated[int, typer.Option(min=10)] = 6000,
-    seed: Annotated[int, typer.Option()] = 0,
+    customers: Annotated[int, typer.Option(min=10, help="Simulated card holders.")] = 3000,
+    terminals: Annotated[int, typer.Option(min=10, help="Simulated payment terminals.")] = 6000,
+    seed: Annotated[
+        int, typer.Option(help="Random seed of the simulation (same seed, same days).")
+    ] = 0,
     fresh: Annotated[
         bool, typer.Option(help="Delete what an earlier demo made in its folder first.")
     ] = False,
     model: Annotated[
-        str,
-        typer.Option(envvar="BATCHML_MODEL", help=f"Model kind: {', '.join(KIND_NAMES)}."),
-    ] = DEFAULT_KIND,
+        ModelKind,
+        typer.Option(envvar="BATCHML_MODEL", help="Model kind (docs/fraud.md)."),
+    ] = ModelKind.LGBM,
 ) -> None:
     """Simulate days, queue them, train with N worker processes, evaluate, and summarise.
 
@@ -127,7 +131,7 @@ def demo(
     train_days, test_week = all_days[:-14], all_days[-7:]
     with open_queue(s.resolved_queue_url, s.queue_options()) as q:
         specs = plan.training_items(
-            q, train_days, run=s.run, test_days=test_week, model=ModelConfig(kind=model)
+            q, train_days, run=s.run, test_days=test_week, model=ModelConfig(kind=model.value)
         )
         q.push(specs)
         procs = spawn_workers(s, workers, s.root / "logs", ["--lease-ttl", "30"])

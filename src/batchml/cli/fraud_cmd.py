@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from batchml.cli.common import console, existing_root, queue
+from batchml.cli.data import day_option
 from batchml.errors import ConfigError
 from batchml.progress import activity
 
@@ -29,8 +30,14 @@ def _fmt(value: object) -> str:
 def evaluate_cmd(
     ctx: typer.Context,
     version: Annotated[int | None, typer.Option(help="Lineage version (default: head).")] = None,
-    test_start: Annotated[str | None, typer.Option(help="First test day (YYYY-MM-DD).")] = None,
-    test_days: Annotated[int, typer.Option(min=1)] = 7,
+    test_start: Annotated[
+        str | None,
+        typer.Option(
+            help="First test day (YYYY-MM-DD).",
+            callback=lambda value: day_option(value, "--test-start"),
+        ),
+    ] = None,
+    test_days: Annotated[int, typer.Option(min=1, help="Days in the test period.")] = 7,
     delay: Annotated[int, typer.Option(min=0, help="Days before a label is known.")] = 7,
     top_k: Annotated[int, typer.Option(min=1, help="Cards checked per day.")] = 100,
     known_days: Annotated[
@@ -41,7 +48,17 @@ def evaluate_cmd(
             "compromised and leave the test set (the handbook's training week); 0: every day.",
         ),
     ] = 7,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    test: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--test",
+            help="Evaluate on this stored dataset file instead of the test period, e.g. "
+            "datasets/testing/test_dataset.parquet (repeatable); it must hold no trained day.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object.")
+    ] = False,
 ) -> None:
     """ROC AUC, average precision, card precision@k and accuracy on the test period.
 
@@ -54,14 +71,20 @@ def evaluate_cmd(
         test_start=test_start, test_days=test_days, delay=delay, top_k=top_k, known_days=known_days
     )
     with queue(ctx, create=False) as q, activity(f"evaluating run {s.run!r}"):
-        result = evaluate(s.storage(), q, s.run, version=version, protocol=protocol)
+        result = evaluate(s.storage(), q, s.run, version=version, protocol=protocol, test=test)
     if as_json:
         console.print_json(json.dumps(result))
         return
     m = result["metrics"]
+    on = ", ".join(result["test_files"])
+    on = (
+        f"{on} ({result['test_days'][0]} … {result['test_days'][-1]})"
+        if on
+        else (f"{result['test_days'][0]} … {result['test_days'][-1]}")
+    )
     console.print(
         f"run {s.run!r} v{result['version']} (trained through {result['trained_through']}), "
-        f"tested on {result['test_days'][0]} … {result['test_days'][-1]}"
+        f"tested on {on}"
     )
     for key in ("roc_auc", "average_precision", "card_precision_at_k", "accuracy"):
         console.print(f"  {key:22} {_fmt(m[key])}")

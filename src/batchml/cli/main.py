@@ -11,17 +11,20 @@ from typing import Annotated
 import typer
 
 from batchml import __version__, exitcodes, logs
-from batchml.cli import common, data, queue_cmd, report_cmd, worker_cmd
+from batchml.cli import common, data, helptext, queue_cmd, report_cmd, worker_cmd
 from batchml.errors import BatchmlError, ConfigError, DataLoss, QueueCorrupt, QueueUnavailable
 from batchml.settings import DEFAULT_ROOT, DEFAULT_RUN, Settings
 from batchml.tasks.registry import parse_modules
 
+helptext.install()
 app = typer.Typer(
     name="batchml",
     help="Fault-tolerant batch ML: a work queue, workers that may die at any moment, "
     "and results exactly as if nothing went wrong.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # plain Click help: metavars TEXT / INTEGER / PATH (never <bool> or <list[Path]>), no markup
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data.app, name="data")

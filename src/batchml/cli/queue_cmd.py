@@ -12,9 +12,10 @@ from rich.live import Live
 
 from batchml import exitcodes
 from batchml.cli.common import console, err_console, queue, settings
+from batchml.cli.data import day_option
 from batchml.dataloss import status_data_loss
 from batchml.errors import ConfigError, PermanentError
-from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
+from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES, known_kinds
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
 from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
@@ -28,12 +29,38 @@ def _summarise(outcomes: list[PushOutcome]) -> str:
     return ", ".join(f"{n} {o.value}" for o, n in counts.items() if n) or "nothing to push"
 
 
+def _known_model(ctx: typer.Context, value: str | None) -> str | None:
+    """``--model``: a built-in kind or one the --tasks modules register (a usage error else)."""
+    if value is None:
+        return None
+    TaskRegistry.load(settings(ctx).tasks)  # the --tasks modules may register model kinds
+    kinds = known_kinds()
+    if value not in kinds:
+        raise typer.BadParameter(
+            f"{value!r} is not a model kind: choose from {', '.join(kinds)}, or register one with "
+            "@model_kind in a module named by --tasks"
+        )
+    return value
+
+
 @app.command("push")
 def push(
     ctx: typer.Context,
     pattern: Annotated[str, typer.Option("--glob", help="Only days matching this glob.")] = "*",
-    start: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD), inclusive.")] = None,
-    end: Annotated[str | None, typer.Option(help="Last day (YYYY-MM-DD), inclusive.")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="First day (YYYY-MM-DD), inclusive.",
+            callback=lambda value: day_option(value, "--start"),
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            help="Last day (YYYY-MM-DD), inclusive.",
+            callback=lambda value: day_option(value, "--end"),
+        ),
+    ] = None,
     test: Annotated[
         list[str] | None,
         typer.Option(
@@ -48,6 +75,8 @@ def push(
         str | None,
         typer.Option(
             envvar="BATCHML_MODEL",
+            metavar="|".join(KIND_NAMES),
+            callback=_known_model,
             help=f"Model kind: {', '.join(KIND_NAMES)}, or one a --tasks module registers "
             "(docs/fraud.md). Default: the run's own "
             f"(fixed by its first push), {DEFAULT_KIND} for a new run.",
@@ -88,10 +117,17 @@ def add(
         str | None, typer.Option("--id", help="Item id (default: from payload).")
     ] = None,
     depends_on: Annotated[list[str] | None, typer.Option(help="Ids done first.")] = None,
-    priority: Annotated[int, typer.Option()] = 0,
-    force: Annotated[bool, typer.Option()] = False,
+    priority: Annotated[
+        int, typer.Option(help="Higher runs first among the ready items (fraud.train: 10).")
+    ] = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Reset an item with this id that exists (not leased): new payload, fresh attempts."
+        ),
+    ] = False,
 ) -> None:
-    """Queue one item for a registered task, e.g. your own ``mypkg.tasks:handle``.
+    """Queue one item for a registered task, e.g. your own mypkg.tasks:handle.
 
     The task must be on the allow-list (a built-in, an entry point, or a @batchml.task of a
     --tasks module) and its payload must pass the task's validator, as a worker would check."""
@@ -114,9 +150,18 @@ def add(
     console.print(f"{spec.item_id}: {outcome.value}")
 
 
-def status_data(q: WorkQueue, run: str, stale_after: float = 90.0) -> dict[str, Any]:
+def status_data(
+    q: WorkQueue, run: str, stale_after: float = 90.0, *, per_run: bool = False
+) -> dict[str, Any]:
     """The snapshot ``queue status`` shows (see :mod:`batchml.observe.status`)."""
-    return observe_status.gather(q, run, observe_status.StatusOptions(stale_after=stale_after))
+    options = observe_status.StatusOptions(stale_after=stale_after)
+    return observe_status.gather(q, run, options, per_run=per_run)
+
+
+def _run_given(ctx: typer.Context) -> bool:
+    """Whether --run or BATCHML_RUN named the run (then status counts its items too)."""
+    source = ctx.find_root().get_parameter_source("run")
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 @app.command("status")
@@ -133,11 +178,15 @@ def status(
         float, typer.Option(help="Seconds without a report before a worker counts as gone.")
     ] = 90.0,
 ) -> None:
-    """Counts per state, workers, lineage head, throughput, leased and dead items."""
+    """Counts per state, workers, lineage head, throughput, leased and dead items.
+
+    With --run (or BATCHML_RUN), the run's own items are counted too. The --json schema is
+    docs/status.md."""
     s = settings(ctx)
+    per_run = _run_given(ctx)
     with queue(ctx, create=False) as q:
         if as_json or not watch:
-            data = status_data(q, s.run, stale_after)
+            data = status_data(q, s.run, stale_after, per_run=per_run)
             if as_json:
                 console.print_json(json.dumps(data))
             else:
@@ -150,7 +199,8 @@ def status(
             live = Live(console=console, auto_refresh=False)
             with live, contextlib.suppress(KeyboardInterrupt):
                 while True:
-                    live.update(status_console.render(status_data(q, s.run, stale_after)))
+                    data = status_data(q, s.run, stale_after, per_run=per_run)
+                    live.update(status_console.render(data))
                     live.refresh()
                     time.sleep(interval)
 

@@ -41,7 +41,13 @@ def worker(
     max_items: Annotated[
         int | None, typer.Option(envvar="BATCHML_MAX_ITEMS", help="Stop after N items.")
     ] = None,
-    worker_id: Annotated[str | None, typer.Option(envvar="BATCHML_WORKER_ID")] = None,
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BATCHML_WORKER_ID",
+            help="Name in queue status and logs (default: host-pid-random; unique per worker).",
+        ),
+    ] = None,
     queue_retry: Annotated[
         float,
         typer.Option(
@@ -60,6 +66,15 @@ def worker(
         typer.Option(
             envvar="BATCHML_METRICS_PORT",
             help="Serve Prometheus /metrics on this port (0: any free port, logged).",
+        ),
+    ] = None,
+    progress_every: Annotated[
+        float | None,
+        typer.Option(
+            envvar="BATCHML_PROGRESS_EVERY",
+            min=0,
+            help="Seconds between progress updates (items left in the queue, rate, ETA): a "
+            "live line on a terminal (default 1), else a log line (default 30; 0: every item).",
         ),
     ] = None,
     metrics_address: Annotated[
@@ -87,7 +102,7 @@ def worker(
         raise typer.Exit(exitcodes.OK)
     existing_root(ctx)
     with queue(ctx, create=False) as q:
-        with worker_observers(q, s.run, metrics_port, metrics_address) as observers:
+        with worker_observers(q, s.run, metrics_port, metrics_address, progress_every) as observers:
             w = Worker(q, s.storage(), s, worker_id, observers)
             code = w.run()
         if code in (exitcodes.OK, exitcodes.DEAD_ITEMS):  # drained: the report is final

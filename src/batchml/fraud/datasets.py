@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -26,6 +27,7 @@ from batchml.storage import Storage
 TRAINING = "training"
 TESTING = "testing"
 PICKLE_SUFFIXES = (".pkl", ".pickle")
+log = logging.getLogger("batchml.data")
 READABLE_SUFFIXES = (".parquet", ".csv", *PICKLE_SUFFIXES)
 
 
@@ -147,20 +149,61 @@ def import_files(
     for path in _expand(paths):
         df = normalize(read_file(path, trust_pickle=trust_pickle), str(path))
         file_kind = kind or guess_kind(path)
+        warn_amounts(df, str(path))
         if file_kind == TESTING:
             results = [
                 _store(storage, f"datasets/{TESTING}/{path.stem}.parquet", df, force, str(path))
             ]
         else:
+            parts = list(split_days(df))
+            check_named_day(path, [day for day, _ in parts])
             results = [
                 _store(storage, f"datasets/{TRAINING}/{day}.parquet", part, force, str(path))
-                for day, part in split_days(df)
+                for day, part in parts
             ]
         for result in results:
             done.append(result)
             if on_file:
                 on_file(result)
     return done
+
+
+#: a TX_AMOUNT above this is reported as absurd (the simulator's amounts stay far below)
+ABSURD_AMOUNT = 1_000_000.0
+
+
+def warn_amounts(df: pd.DataFrame, source: str) -> tuple[int, int]:
+    """Log one warning with the counts of negative and absurd (> ABSURD_AMOUNT) amounts;
+    they are imported as they are (a refund may be negative). Returns the two counts."""
+    amounts = df["TX_AMOUNT"]
+    negative, absurd = int((amounts < 0).sum()), int((amounts > ABSURD_AMOUNT).sum())
+    if negative or absurd:
+        log.warning(
+            "%s: %d of %d transaction(s) have a negative TX_AMOUNT and %d one above %s; "
+            "imported as they are: check the export if they are not refunds",
+            source, negative, len(df), absurd, f"{ABSURD_AMOUNT:,.0f}",
+        )  # fmt: skip
+    return negative, absurd
+
+
+def check_named_day(path: Path, days: list[str]) -> None:
+    """Refuse a training file named for a day (``2018-05-01.pkl``) that holds none of that
+    day's rows: it would be stored under other days without a word."""
+    try:
+        named = date.fromisoformat(path.stem).isoformat()
+    except ValueError:
+        return  # not named for a day: its rows say which days it holds
+    if days and named not in days:
+        held = days[0] if len(days) == 1 else f"{days[0]} … {days[-1]} ({len(days)} days)"
+        raise DatasetError(
+            f"{path}: named for {named} but its transactions are of {held}; rename the file "
+            "after its day, or fix its TX_DATETIME column"
+        )
+    if len(days) > 1:
+        log.warning(
+            "%s: named for %s but also holds transactions of %d other day(s); each day is "
+            "stored in its own file", path, named, len(days) - 1,
+        )  # fmt: skip
 
 
 def split_days(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:

@@ -19,10 +19,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any, TypeVar
 
+
+class ModelKind(StrEnum):
+    """The choices of ``--model``."""
+
+    LGBM = "lgbm"
+    SGD = "sgd"
+
+
 DEFAULT_KIND = "lgbm"
-KIND_NAMES = ("lgbm", "sgd")
+KIND_NAMES = tuple(kind.value for kind in ModelKind)
 
 _NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _PROTOCOL = ("partial_fit", "predict_proba", "get_params", "get_state", "set_state")

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from batchml.errors import ConfigError
+from batchml.errors import ConfigError, DatasetError
 from batchml.fraud import datasets
 from batchml.fraud.lineage import ModelConfig
 from batchml.fraud.model import make_model
@@ -227,6 +227,37 @@ def scoring_items(
     ]
 
 
+def _pushed_days(storage: Storage, pattern: str, start: str | None, end: str | None) -> list[str]:
+    """The stored days ``queue push`` would queue; ConfigError naming what is wrong if none:
+    a bad day, a range that ends before it starts, or a filter no stored day matches."""
+    for option, value in (("--start", start), ("--end", end)):
+        if value is not None:
+            try:
+                datasets.parse_day(value)
+            except DatasetError:
+                raise ConfigError(
+                    f"{option} {value!r} is not a day: write it as YYYY-MM-DD"
+                ) from None
+    if start is not None and end is not None and start > end:
+        raise ConfigError(f"--start {start} is after --end {end}: nothing to push")
+    stored = datasets.training_days(storage)
+    if not stored:
+        raise ConfigError(
+            f"no training days under {storage.dataset_dir('training')}; "
+            "run `batchml data generate` or `batchml data import` first"
+        )
+    days = datasets.training_days(storage, pattern, start, end)
+    if not days:
+        asked = [f"--glob {pattern}"] if pattern != "*" else []
+        asked += [f"--start {start}"] if start else []
+        asked += [f"--end {end}"] if end else []
+        raise ConfigError(
+            f"no stored training day matches {' '.join(asked)}: the {len(stored)} stored "
+            f"day(s) are {stored[0]} … {stored[-1]}"
+        )
+    return days
+
+
 def push_training(
     queue: WorkQueue,
     storage: Storage,
@@ -246,7 +277,7 @@ def push_training(
     version; ``test`` names dataset files for the same purpose (default: every file in
     datasets/testing/). ``model_kind`` None means the run's own (the default kind for a new
     run); see :func:`training_items` for what is refused."""
-    days = datasets.training_days(storage, pattern, start, end)
+    days = _pushed_days(storage, pattern, start, end)
     held_out: list[str] = []
     if test_days:
         first, _, last = test_days.partition(":")
@@ -254,11 +285,11 @@ def push_training(
         if not held_out:
             raise ConfigError(f"--test-days {test_days}: no stored day in that range")
         days = [d for d in days if d < held_out[0]]
-    if not days:
-        raise ConfigError(
-            f"no training days under {storage.dataset_dir('training')} match; "
-            "run `batchml data generate` or `batchml data import` first"
-        )
+        if not days:
+            raise ConfigError(
+                f"--test-days {test_days} starts at {held_out[0]}: no stored day of the asked "
+                "range is before it to train on; hold out later days"
+            )
     if test is None:
         folder = storage.dataset_dir(datasets.TESTING)
         names = sorted(p.name for p in folder.glob("*.parquet")) if folder.is_dir() else []

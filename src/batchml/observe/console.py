@@ -34,6 +34,14 @@ def counts_table(data: dict[str, Any]) -> Table:
     for state in State:
         table.add_column(state.value, justify="right", style=_STATE_STYLE.get(state.value))
     table.add_column("total", justify="right", style="bold")
+    if data.get("run_counts") is not None:
+        table.add_column("", style="dim")
+        table.add_row(*(str(data["counts"][s.value]) for s in State), str(data["total"]), "queue")
+        run = data["run_counts"]
+        table.add_row(
+            *(str(run[s.value]) for s in State), str(sum(run.values())), f"run {data['run']!r}"
+        )
+        return table
     table.add_row(*(str(data["counts"][s.value]) for s in State), str(data["total"]))
     return table
 
@@ -55,7 +63,10 @@ def workers_table(data: dict[str, Any], gone_shown: int = 10) -> Table:
         title += f" ({len(gone) - gone_shown} not shown)"
     table = Table(title=title, title_justify="left")
     for name in ("worker", "host", "state", "item", "for", "done", "seen"):
-        table.add_column(name, justify="right" if name in ("for", "done", "seen") else "left")
+        if name in ("for", "done", "seen"):
+            table.add_column(name, justify="right", no_wrap=True)
+        else:  # ids are folded onto more lines when narrow, never cut with an ellipsis
+            table.add_column(name, overflow="fold")
     now = data["now"]
     for w in alive + gone[:gone_shown]:
         since = now - w["item_since"] if w.get("item_since") else None
@@ -92,10 +103,16 @@ def throughput_line(data: dict[str, Any]) -> Text:
     t = data["throughput"]
     failed = sum(int(m.get("failed", 0)) + int(m.get("dead", 0)) for m in t["minutes"])
     lost = sum(int(m.get("expired", 0)) for m in t["minutes"])
+    span = ago(t["observed_seconds"]) if t["observed_seconds"] else "-"
     return Text(
-        f"throughput, last {t['window_minutes']} min: {t['done_per_minute']:.1f} done/min "
-        f"[{sparkline(t['minutes'])}]  failed {failed}, leases expired {lost}"
+        f"throughput, last {t['window_minutes']} min: {t['done']} done in {span} "
+        f"({_rate(t['done_per_minute'])}/min) [{sparkline(t['minutes'])}]  failed {failed}, "
+        f"leases expired {lost}"
     )
+
+
+def _rate(per_minute: float) -> str:
+    return f"{per_minute:.1f}" if per_minute < 100 else f"{per_minute:.0f}"
 
 
 def render(data: dict[str, Any]) -> RenderableType:

@@ -8,15 +8,22 @@ from contextlib import contextmanager
 from batchml.logs import LogContext
 from batchml.observe.metrics import DEFAULT_ADDRESS, MetricsServer, PrometheusObserver
 from batchml.observer import WorkerObserver
+from batchml.progress import WorkerProgress
 from batchml.queue.base import WorkQueue
 
 
 @contextmanager
 def worker_observers(
-    queue: WorkQueue, run: str, metrics_port: int | None = None, metrics_host: str = DEFAULT_ADDRESS
+    queue: WorkQueue,
+    run: str,
+    metrics_port: int | None = None,
+    metrics_host: str = DEFAULT_ADDRESS,
+    progress_every: float | None = None,
 ) -> Iterator[list[WorkerObserver]]:
-    """Observers for one worker; with a port, ``/metrics`` is served until the block ends."""
-    observers: list[WorkerObserver] = [LogContext(run)]
+    """Observers for one worker; with a port, ``/metrics`` is served until the block ends.
+    The progress line (:class:`batchml.progress.WorkerProgress`) updates every
+    ``progress_every`` seconds (None: its default, 1 s on a terminal, 30 s otherwise)."""
+    observers: list[WorkerObserver] = [LogContext(run), WorkerProgress(queue, every=progress_every)]
     if metrics_port is None:
         yield observers
         return
