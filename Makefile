@@ -15,7 +15,7 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck unit
 
-# In CI (CI=true, as .ci/run sets it) `make test` also checks the dependency floors: about 3
+# In CI (CI=true, as .ci/run sets it) `make test` also checks the dependency floors: about 2
 # minutes (a second venv, then the queue tests), too slow for every local run.
 ifeq ($(CI),true)
 test: test-floors
