@@ -51,7 +51,7 @@ unit: $(STAMP)
 FLOORS       = .venv-floors
 FLOORS_STAMP = $(FLOORS)/.installed-$(shell cat pyproject.toml .ci/constraints-floor.txt | cksum | cut -d' ' -f1)
 FLOOR_TESTS  = tests/test_queue_sqlite.py tests/test_queue_redis.py tests/test_faults_redis.py \
-               tests/test_cli.py tests/test_safe_pickle.py
+               tests/test_cli.py tests/test_inspect.py tests/test_safe_pickle.py
 
 test-floors: $(FLOORS_STAMP) system-deps
 	$(FLOORS)/bin/pytest -p no:cacheprovider $(FLOOR_TESTS) -k "not chaos"

@@ -134,3 +134,19 @@ def test_no_type_stub_package_the_libraries_replace() -> None:
     dev = [canonicalize_name(Requirement(r).name) for r in PROJECT["optional-dependencies"]["dev"]]
     assert "types-redis" not in dev
     assert SpecifierSet(">=5").contains(metadata.version("redis"))
+
+
+def test_ci_runs_the_floor_tests_and_a_local_make_test_does_not() -> None:
+    """`make test` with CI=true (what .ci/run sets) ends with the floors venv's pytest."""
+
+    def dry_run(ci: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "test", f"CI={ci}"], capture_output=True, text=True, timeout=60,
+            check=False, cwd=REPO,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert ".venv-floors/bin/pytest" in dry_run("true")
+    assert ".venv-floors" not in dry_run("false")
+    assert 'export CI="${CI:-true}"' in (REPO / ".ci" / "run").read_text()
