@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit venv system-deps bench clean
+.PHONY: demo test lint typecheck unit venv system-deps bench clean test-floors version
 
 # The demo works in ./batchml-demo/ whatever BATCHML_ROOT says, and refuses any folder it did not
 # make (a demo folder carries a .batchml-demo file): --fresh never deletes data of yours.
@@ -14,6 +14,12 @@ demo: $(STAMP)
 	$(BIN)/batchml --root batchml-demo demo --fresh
 
 test: $(STAMP) system-deps lint typecheck unit
+
+# In CI (CI=true, as .ci/run sets it) `make test` also checks the dependency floors: about 2
+# minutes (a second venv, then the queue tests), too slow for every local run.
+ifeq ($(CI),true)
+test: test-floors
+endif
 
 venv: $(STAMP)
 
@@ -39,11 +45,34 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
+# The floors of pyproject.toml are true: the project installed with exactly the lowest release
+# of each runtime dependency (.ci/constraints-floor.txt; the rest newest) passes the queue,
+# Redis, CLI and safe-unpickling tests. Its own venv, re-used while both files are unchanged.
+FLOORS       = .venv-floors
+FLOORS_STAMP = $(FLOORS)/.installed-$(shell cat pyproject.toml .ci/constraints-floor.txt | cksum | cut -d' ' -f1)
+FLOOR_TESTS  = tests/test_queue_sqlite.py tests/test_queue_redis.py tests/test_faults_redis.py \
+               tests/test_cli.py tests/test_inspect.py tests/test_safe_pickle.py
+
+test-floors: $(FLOORS_STAMP) system-deps
+	$(FLOORS)/bin/pytest -p no:cacheprovider $(FLOOR_TESTS) -k "not chaos"
+
+$(FLOORS_STAMP): pyproject.toml .ci/constraints-floor.txt
+	test -x $(FLOORS)/bin/python || $(PYTHON) -m venv $(FLOORS)
+	$(FLOORS)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOORS)/bin/python -m pip install --quiet -e '.[dev]' -c .ci/constraints-floor.txt
+	rm -f $(FLOORS)/.installed-*
+	touch $@
+
+# The version, as pyproject.toml reads it (batchml.__version__): the image tag, e.g.
+#   docker build -f deploy/Dockerfile -t batchml:$$(make -s version) .
+version:
+	@sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/batchml/__init__.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/queue_throughput.py
 	$(BIN)/python bench/features.py
 
 # ./batchml-data/ holds what you generated and imported: never removed here.
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(FLOORS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	if [ -f batchml-demo/.batchml-demo ]; then rm -rf batchml-demo; fi

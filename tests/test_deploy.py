@@ -127,7 +127,7 @@ def test_images_are_pinned_and_batchml_is_the_package_version(overlay: str) -> N
             assert tag != "latest", image
             if w.labels.get("app.kubernetes.io/name") == "batchml":
                 assert name.split("/")[-1] == "batchml", image
-                assert tag == PYPROJECT["project"]["version"], image
+                assert tag == metadata.version("batchml"), image
 
 
 @pytest.mark.parametrize("overlay", ALL)
@@ -617,4 +617,4 @@ def test_readme_step_5_sets_the_image_and_the_filestore_instance(tmp_path: Path)
     assert pv["volumeHandle"] == f"modeInstance/{values['ZONE']}/{values['FILESTORE']}/{share}"
     assert pv["volumeAttributes"] == {"ip": values["FILESTORE_IP"], "volume": share}
     images = {c["image"] for w in batchml_workloads(objs) for c in w.containers()}
-    assert images == {f"{values['IMAGE']}:{PYPROJECT['project']['version']}"}
+    assert images == {f"{values['IMAGE']}:{metadata.version('batchml')}"}

@@ -73,3 +73,54 @@ def test_text_stays_the_default(capsys: pytest.CaptureFixture[str]) -> None:
     logging.getLogger("batchml.test").warning("plain %s", "line")
     err = capsys.readouterr().err
     assert "WARNING batchml.test: plain line" in err and not err.startswith("{")
+
+
+def test_json_lines_carry_what_cloud_logging_reads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Given a worker logging JSON, then every line parses and has Cloud Logging's
+    ``severity`` (beside ``level``) and ``message``; the lines about an item carry the worker
+    id, run and item as ``logging.googleapis.com/labels`` (strings), and a line about no item
+    only the labels it knows."""
+    q = SqliteQueue(tmp_path / "queue.db")
+    (tmp_path / "root").mkdir()
+    q.push(
+        [
+            ItemSpec(payload={"task": "tests.sample_tasks:write_output", "name": "n1", "run": "r"}),
+            ItemSpec(payload={"task": "tests.sample_tasks:always_fail", "run": "r"}, id="bad"),
+        ]
+    )
+    result = run_cli(
+        capsys, "--root", str(tmp_path / "root"), "--queue", q.url, "--log-format", "json",
+        "--max-attempts", "1", "--tasks", "tests.sample_tasks", "worker", "--worker-id", "w-gke",
+        "--poll", "0.05",
+    )  # fmt: skip
+    lines = [json.loads(line) for line in result.err.splitlines() if line.strip()]
+    assert lines, result.err
+    for line in lines:
+        assert line["severity"] == line["level"] and line["message"]
+    assert {line["severity"] for line in lines} > {"INFO"}  # the failure is not an INFO
+    about_bad = [line for line in lines if line.get("item") == "bad"]
+    assert about_bad, "no line names the failing item"
+    for line in about_bad:
+        assert line[logs.LABELS_KEY] == {"worker": "w-gke", "run": "r", "item": "bad"}
+    later = [line for line in lines[1:] if "item" not in line]
+    assert later and all(line[logs.LABELS_KEY] == {"worker": "w-gke"} for line in later)
+
+
+def test_severity_names_every_python_level(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cloud Logging's names: CRITICAL stays CRITICAL, custom levels round up, and a line
+    without worker fields has no labels."""
+    monkeypatch.setattr(logs, "_process_context", {})  # no worker ran in this process
+    logs.configure("DEBUG", "json")
+    log = logging.getLogger("batchml.test")
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        log.log(level, "at %d", level)
+    log.log(logging.INFO + 5, "custom")
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert [x["severity"] for x in lines] == [
+        "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "WARNING",
+    ]  # fmt: skip
+    assert all(logs.LABELS_KEY not in x for x in lines)

@@ -3,10 +3,18 @@
 ``--log-format text`` (the default) writes ``time level logger: message`` on stderr.
 ``--log-format json`` writes one object per line for log pipelines (Kubernetes, Loki, ELK)::
 
-    {"time": "2026-01-02T03:04:05.678Z", "level": "INFO", "logger": "batchml.worker",
-     "message": "committed train:default:2018-04-02 in 0.41s", "worker": "pod-a-1-3f9c2e",
-     "item": "train:default:2018-04-02", "run": "default", "task": "fraud.train",
-     "dataset": "2018-04-02"}
+    {"time": "2026-01-02T03:04:05.678Z", "severity": "INFO", "level": "INFO",
+     "logger": "batchml.worker", "message": "committed train:default:2018-04-02 in 0.41s",
+     "worker": "pod-a-1-3f9c2e", "item": "train:default:2018-04-02", "run": "default",
+     "task": "fraud.train", "dataset": "2018-04-02",
+     "logging.googleapis.com/labels": {"worker": "pod-a-1-3f9c2e", "run": "default",
+                                       "item": "train:default:2018-04-02"}}
+
+On GKE, Cloud Logging reads such a line from the container's stderr as a structured entry:
+``severity`` (DEBUG, INFO, WARNING, ERROR or CRITICAL) is the entry's severity (Cloud Logging
+does not read ``level``, kept for other pipelines), ``message`` its text, and
+``logging.googleapis.com/labels`` its labels (the worker id, run and item the line is about,
+those known; strings), to filter on.
 
 The worker fields come from :class:`LogContext`, a worker observer that records what the
 worker holds (a context variable on the worker's thread, plus process-wide defaults such as the
@@ -86,13 +94,31 @@ class LogContext(WorkerObserver):
         _item_context.set(None)
 
 
+#: the fields that become Cloud Logging labels, when a line has them
+LABELS = ("worker", "run", "item")
+LABELS_KEY = "logging.googleapis.com/labels"
+
+
+def severity(levelno: int) -> str:
+    """Cloud Logging's severity for a Python level (a custom level: the next standard one up)."""
+    for limit, name in (
+        (logging.DEBUG, "DEBUG"), (logging.INFO, "INFO"), (logging.WARNING, "WARNING"),
+        (logging.ERROR, "ERROR"),
+    ):  # fmt: skip
+        if levelno <= limit:
+            return name
+    return "CRITICAL"
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, context."""
+    """One JSON object per record: time (UTC, ISO 8601), severity and level, logger, message,
+    context, and the labels Cloud Logging indexes."""
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created, tz=UTC)
         data: dict[str, Any] = {
             "time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+            "severity": severity(record.levelno),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -103,6 +129,9 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
+        labels = {k: str(data[k]) for k in LABELS if data.get(k) is not None}
+        if labels:
+            data[LABELS_KEY] = labels
         return json.dumps(data, default=str, ensure_ascii=False)
 
 

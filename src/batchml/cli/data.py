@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from batchml.cli.common import console, existing_root, settings
+from batchml.cli.inspect_cmd import emit_json
 from batchml.errors import ConfigError, DatasetError
 from batchml.progress import progress_bars
 from batchml.storage import Storage
@@ -191,13 +192,22 @@ def import_(
 
 
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
-    """List stored training days and testing files."""
+def list_(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List stored training days and testing files.
+
+    --json prints {"training": [YYYY-MM-DD, ...], "testing": [FILE.parquet, ...]}, sorted."""
     from batchml.fraud import datasets  # lazily: the CLI starts without pandas
 
     storage = existing_root(ctx).storage()
     days = datasets.training_days(storage)
-    console.print(f"training: {len(days)} day(s)" + (f", {days[0]} … {days[-1]}" if days else ""))
     testing = storage.dataset_dir(datasets.TESTING)
-    for path in sorted(testing.glob("*.parquet")) if testing.is_dir() else []:
-        console.print(f"testing:  {path.name}")
+    names = [p.name for p in sorted(testing.glob("*.parquet"))] if testing.is_dir() else []
+    if as_json:
+        emit_json({"training": days, "testing": names})
+        return
+    console.print(f"training: {len(days)} day(s)" + (f", {days[0]} … {days[-1]}" if days else ""))
+    for name in names:
+        console.print(f"testing:  {name}")

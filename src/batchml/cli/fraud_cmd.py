@@ -10,6 +10,7 @@ import typer
 
 from batchml.cli.common import console, existing_root, queue
 from batchml.cli.data import day_option
+from batchml.cli.inspect_cmd import emit_json
 from batchml.errors import ConfigError
 from batchml.progress import activity
 
@@ -119,11 +120,15 @@ def score_cmd(
         int | None, typer.Option(help="Pinned version (default: the head now).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Score again datasets already scored.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Queue batch scoring of datasets with a pinned lineage version; run workers to do it.
 
     Each dataset becomes an independent item (any worker, any order) that writes
-    runs/<run>/predictions/v<NNNN>/<name>.parquet: TRANSACTION_ID, SCORE, MODEL_VERSION."""
+    runs/<run>/predictions/v<NNNN>/<name>.parquet: TRANSACTION_ID, SCORE, MODEL_VERSION.
+
+    --json prints {"run": RUN, "version": V, "trained_through": DAY, "queued": N,
+    "items": [{"id": ID, "outcome": "added" | "exists" | "reset"}, ...]}."""
     from batchml.fraud import plan
     from batchml.fraud.evaluate import pick_version
     from batchml.fraud.pipeline import FeatureSpec
@@ -135,6 +140,14 @@ def score_cmd(
         specs = plan.scoring_items(targets, run=s.run, version=head.version, spec=FeatureSpec())
         outcomes = q.push(specs, force=force)
     added = sum(o.value != "exists" for o in outcomes)
+    if as_json:
+        pushed = zip(specs, outcomes, strict=True)
+        listed = [{"id": spec.item_id, "outcome": o.value} for spec, o in pushed]
+        emit_json(
+            {"run": s.run, "version": head.version, "trained_through": head.dataset,
+             "queued": added, "items": listed}
+        )  # fmt: skip
+        return
     console.print(
         f"queued {added} of {len(specs)} scoring item(s) with v{head.version} "
         f"(trained through {head.dataset}); run `batchml worker`"

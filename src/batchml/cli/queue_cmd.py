@@ -11,8 +11,10 @@ import typer
 from rich.live import Live
 
 from batchml import exitcodes
+from batchml.cli import inspect_cmd
 from batchml.cli.common import console, err_console, queue, settings
 from batchml.cli.data import day_option
+from batchml.cli.inspect_cmd import emit_json
 from batchml.dataloss import status_data_loss
 from batchml.errors import ConfigError, PermanentError
 from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES, known_kinds
@@ -86,11 +88,15 @@ def push(
         bool,
         typer.Option(help="Re-train the run from the first pushed day on (every later day too)."),
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Queue the imported training days of the run, in date order (features, then training).
 
     Days are appended after the run's last day only; an earlier day is refused (use another
-    --run, or --force), as is a model other than the run's."""
+    --run, or --force), as is a model other than the run's.
+
+    --json prints {"run": RUN, "days": [YYYY-MM-DD, ...], "outcomes": {"added": N,
+    "exists": N, "reset": N}} (the outcomes count the items pushed, two per day)."""
     from batchml.fraud import plan  # imported here: the other commands start without pandas
 
     s = settings(ctx)
@@ -100,6 +106,10 @@ def push(
             q, s.storage(), run=s.run, pattern=pattern, start=start, end=end, test=test,
             test_days=test_days, model_kind=model, force=force,
         )  # fmt: skip
+    if as_json:
+        counts = {o.value: outcomes.count(o) for o in PushOutcome}
+        emit_json({"run": s.run, "days": days, "outcomes": counts})
+        return
     console.print(
         f"run {s.run!r}: {len(days)} day(s) {days[0]} … {days[-1]}; {_summarise(outcomes)}"
     )
@@ -126,11 +136,14 @@ def add(
             help="Reset an item with this id that exists (not leased): new payload, fresh attempts."
         ),
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Queue one item for a registered task, e.g. your own mypkg.tasks:handle.
 
     The task must be on the allow-list (a built-in, an entry point, or a @batchml.task of a
-    --tasks module) and its payload must pass the task's validator, as a worker would check."""
+    --tasks module) and its payload must pass the task's validator, as a worker would check.
+
+    --json prints {"id": ID, "outcome": "added" | "exists" | "reset"}."""
     try:
         body: Any = json.loads(payload)
     except ValueError as exc:
@@ -147,6 +160,9 @@ def add(
     spec = ItemSpec(payload=body, id=item_id, depends_on=tuple(depends_on or ()), priority=priority)
     with queue(ctx) as q:
         outcome = q.push([spec], force=force)[0]
+    if as_json:
+        emit_json({"id": spec.item_id, "outcome": outcome.value})
+        return
     console.print(f"{spec.item_id}: {outcome.value}")
 
 
@@ -209,12 +225,19 @@ def status(
 def requeue_dead(
     ctx: typer.Context,
     ids: Annotated[list[str] | None, typer.Argument(help="Only these ids.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Give dead items a fresh set of attempts; the items they blocked wait for them again."""
+    """Give dead items a fresh set of attempts; the items they blocked wait for them again.
+
+    --json prints {"requeued": N, "unblocked": M}: dead items requeued, and blocked items
+    behind them that wait again."""
     with queue(ctx, create=False) as q:
         blocked = q.counts()[State.BLOCKED]
         n = q.requeue_dead(ids or None)
         unblocked = blocked - q.counts()[State.BLOCKED]
+    if as_json:
+        emit_json({"requeued": n, "unblocked": max(unblocked, 0)})
+        return
     behind = f"; {unblocked} item(s) blocked behind them wait again" if unblocked > 0 else ""
     console.print(f"requeued {n} dead item(s){behind}")
 
@@ -229,3 +252,7 @@ def purge(
     with queue(ctx, create=False) as q:
         q.purge()
     console.print("queue purged")
+
+
+app.command("items")(inspect_cmd.items)
+app.command("show")(inspect_cmd.show)

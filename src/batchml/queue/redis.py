@@ -140,7 +140,7 @@ class RedisQueue(WorkQueue):
     """A WorkQueue in Redis, every state change one Lua script."""
 
     def __init__(
-        self, client: redis.Redis[str], address: RedisAddress, options: QueueOptions | None = None
+        self, client: redis.Redis, address: RedisAddress, options: QueueOptions | None = None
     ) -> None:
         super().__init__(options)
         self.address = address

@@ -21,6 +21,7 @@ than the round trip itself.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import threading
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ _TRANSIENT = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
-    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # newer than the stubs
+    redis.exceptions.OutOfMemoryError,
 )
 #: what a Redis ACL user needs (besides its queue's keys): every command batchml sends or its
 #: scripts call, TIME included (scripts read the server's clock)
@@ -115,7 +116,7 @@ def _redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def connect(address: RedisAddress, options: ConnectOptions) -> redis.Redis[str]:
+def connect(address: RedisAddress, options: ConnectOptions) -> redis.Redis:
     """A client for the address. It connects lazily, and never retries on its own: a retried
     script could run twice, so retrying is the caller's decision (the worker's backoff)."""
     ca_file = None
@@ -137,6 +138,7 @@ def connect(address: RedisAddress, options: ConnectOptions) -> redis.Redis[str]:
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         client_name="batchml",
+        protocol=3,  # RESP3 whichever redis-py is installed (its default from 8.0 on)
         ssl=address.tls,
         ssl_cert_reqs="required",
         ssl_ca_certs=ca_file,
@@ -258,9 +260,9 @@ class ScriptCaller:
     reply may be half read) and the next call opens it again; redis-py errors are left to the
     caller to translate."""
 
-    def __init__(self, client: redis.Redis[str]) -> None:
-        self._client: Any = client  # the stubs leave SCRIPT LOAD untyped, and lag the pool's API
-        self._pool: Any = client.connection_pool
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._pool: Any = client.connection_pool  # its API differs between redis-py releases
         self._lock = threading.Lock()
         self._conn: Any = None
         self._pid = os.getpid()
@@ -284,7 +286,7 @@ class ScriptCaller:
 
     def _connection(self) -> Any:
         if self._conn is None or self._pid != os.getpid():  # a forked child opens its own
-            self._conn, self._pid = self._pool.get_connection(), os.getpid()
+            self._conn, self._pid = _take_connection(self._pool), os.getpid()
         elif self._stale(self._conn):  # closed by the server (a restart, an idle timeout)
             self._conn.disconnect()  # and the next send opens it again
         return self._conn
@@ -292,7 +294,7 @@ class ScriptCaller:
     @staticmethod
     def _stale(conn: Any) -> bool:
         """Whether an open connection, idle between calls, has something to read: its end."""
-        if not conn.is_connected:
+        if not _is_open(conn):
             return False  # the next send opens it
         try:
             return bool(conn.can_read())
@@ -304,3 +306,19 @@ class ScriptCaller:
             if self._conn is not None and self._pid == os.getpid():
                 self._pool.release(self._conn)
             self._conn = None
+
+
+def _take_connection(pool: Any) -> Any:
+    """A connection from the pool. redis-py before 5.3 requires a command name (unused since);
+    from 5.3 on, passing one is deprecated."""
+    wanted = inspect.signature(pool.get_connection).parameters.get("command_name")
+    if wanted is not None and wanted.default is inspect.Parameter.empty:
+        return pool.get_connection("EVALSHA")
+    return pool.get_connection()
+
+
+def _is_open(conn: Any) -> bool:
+    """Whether the connection holds a socket (``is_connected`` is newer than redis-py 5.0)."""
+    if hasattr(type(conn), "is_connected"):
+        return bool(conn.is_connected)
+    return conn._sock is not None
