@@ -241,3 +241,44 @@ def rmdir_empty(root: Path, relpath: str, *, stop: int) -> None:
         except OSError:  # not empty, already gone, or a symlink: stop here
             return
         names = names[:-1]
+
+
+def unlink(root: Path, relpath: str) -> None:
+    """Remove the file (or symlink, never followed) ``relpath``; a missing one is fine."""
+    names = parts(relpath)
+    try:
+        with folder(root, names[:-1]) as parent:
+            os.unlink(names[-1], dir_fd=parent)
+    except FileNotFoundError:
+        return
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def copy_exclusive(root: Path, src: str, dst: str, chunk: int = 1 << 20) -> str:
+    """Copy the regular file ``src`` to a new file ``dst`` created with ``O_EXCL`` (never an
+    existing one: FileExistsError), flush it and its folder; the sha256 of the bytes copied.
+
+    No rename: the bytes are written once under their final name (write-once storage)."""
+    in_fd = open_file(root, src, os.O_RDONLY)
+    try:
+        if not stat.S_ISREG(os.fstat(in_fd).st_mode):
+            raise PathEscapeError(f"{src}: not a regular file under the storage root {root}")
+        out_fd = open_file(root, dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            digest = hashlib.sha256()
+            while block := os.read(in_fd, chunk):
+                digest.update(block)
+                write_all(out_fd, block)
+            os.fsync(out_fd)
+        finally:
+            os.close(out_fd)
+    finally:
+        os.close(in_fd)
+    fsync_dir(root, parts(dst)[:-1])
+    return digest.hexdigest()
