@@ -65,6 +65,29 @@ class TestWriteOnceMode(StorageContract):
         assert storage.publish(pub) == final  # what the lineage reader does before loading
         assert final.read_bytes() == DATA
 
+    def test_a_publisher_racing_one_that_finishes_meanwhile_never_loses_the_output(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """B finds A's half copy and deletes it; in between, A finished and removed the staged
+        copy. B still holds the verified bytes and writes the whole output again."""
+        pub = stage(storage, "a", 1, FINAL, DATA)
+        with monkeypatch.context() as patch:
+            self.interrupt_publish(patch)
+            with pytest.raises(OSError, match="interrupted"):
+                storage.publish(pub)  # A, half-way (the half copy and its marker are there)
+        real_unlink = beneath.unlink
+        final, staged = storage.root / FINAL, storage.root / pub.staged
+
+        def a_finishes_first(root: Path, relpath: str) -> None:
+            if relpath == FINAL and staged.exists():
+                final.write_bytes(DATA)  # A's copy completes ...
+                staged.unlink()  # ... and A removes the staged copy
+            real_unlink(root, relpath)
+
+        monkeypatch.setattr(beneath, "unlink", a_finishes_first)
+        storage.publish(pub)  # B
+        assert final.read_bytes() == DATA and not storage.is_pending(pub)
+
     def test_a_foreign_file_at_the_final_name_is_never_overwritten(self, storage: Storage) -> None:
         pub = stage(storage, "a", 1, FINAL, DATA)
         (storage.root / FINAL).parent.mkdir(parents=True)
@@ -96,7 +119,7 @@ class TestWriteOnceMode(StorageContract):
         marker = storage.root / marker_path(pub.staged, FINAL)
         marker.parent.mkdir(parents=True)
         marker.touch()
-        monkeypatch.setattr(beneath, "copy_exclusive", _never)
+        monkeypatch.setattr(beneath, "write_exclusive", _never)
         storage.publish(pub)
         assert not (storage.root / pub.staged).exists() and not marker.exists()
         assert storage.staged_attempts() == []

@@ -21,7 +21,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from batchml.errors import PathEscapeError, StorageError
@@ -260,25 +260,15 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def copy_exclusive(root: Path, src: str, dst: str, chunk: int = 1 << 20) -> str:
-    """Copy the regular file ``src`` to a new file ``dst`` created with ``O_EXCL`` (never an
-    existing one: FileExistsError), flush it and its folder; the sha256 of the bytes copied.
-
-    No rename: the bytes are written once under their final name (write-once storage)."""
-    in_fd = open_file(root, src, os.O_RDONLY)
+def write_exclusive(root: Path, dst: str, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to a new file ``dst`` created with ``O_EXCL`` (never an existing one:
+    FileExistsError), then flush it and its folder. No rename: the bytes are written once under
+    their final name (write-once storage); a failure mid-way leaves the part written."""
+    fd = open_file(root, dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
-        if not stat.S_ISREG(os.fstat(in_fd).st_mode):
-            raise PathEscapeError(f"{src}: not a regular file under the storage root {root}")
-        out_fd = open_file(root, dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            digest = hashlib.sha256()
-            while block := os.read(in_fd, chunk):
-                digest.update(block)
-                write_all(out_fd, block)
-            os.fsync(out_fd)
-        finally:
-            os.close(out_fd)
+        for block in chunks:
+            write_all(fd, block)
+        os.fsync(fd)
     finally:
-        os.close(in_fd)
+        os.close(fd)
     fsync_dir(root, parts(dst)[:-1])
-    return digest.hexdigest()

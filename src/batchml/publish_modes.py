@@ -7,9 +7,10 @@ target and renames it into place. Readers see the old file or the new one, never
 ``write-once`` (a Cloud Storage bucket mounted with Cloud Storage FUSE, where a rename is a copy
 and a delete, not atomic, and there are no hard links nor file locks): nothing is ever renamed.
 
-* Publishing an output (:func:`publish_write_once`) copies the staged bytes into the final name,
-  opened with ``O_CREAT | O_EXCL`` (it is created, never overwritten), hashing them on the way;
-  the copy is flushed and closed, and only then is the staged file deleted. Before the copy, a
+* Publishing an output (:func:`publish_write_once`) reads the staged bytes into a private
+  snapshot and checks them against the recorded sha256, then writes them into the final name,
+  opened with ``O_CREAT | O_EXCL`` (it is created, never overwritten); the copy is flushed and
+  closed, read back and checked, and only then is the staged file deleted. Before the copy, a
   small *publishing marker* is created in the attempt's staging folder
   (``.staging/<item>/t<token>/.publishing/<sha256 of the final name>``); it is deleted last.
 * Exactly once: the commit record in the queue lists (staged, final, sha256). A final file with
@@ -35,14 +36,19 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import stat
+import tempfile
 from pathlib import Path
+from typing import IO
 
 from batchml import beneath
-from batchml.errors import ConfigError, StorageError
+from batchml.errors import ConfigError, PathEscapeError, StorageError
 
 #: the folder, inside an attempt's staging folder, of the markers of its unfinished publishes
 MARKERS = ".publishing"
 _RACES = 3  # another publisher creating the same final name meanwhile: look again this often
+_CHUNK = 1 << 20
+_IN_MEMORY = 16 << 20  # a staged snapshot larger than this spills to a local temporary file
 
 
 class StorageMode(enum.StrEnum):
@@ -72,44 +78,67 @@ def marker_path(staged: str, final: str) -> str:
 def publish_write_once(root: Path, staged: str, final: str, sha256: str) -> None:
     """Publish one committed output without a rename (see the module docstring).
 
-    ``staged`` and ``final`` are clean root-relative paths (checked by the caller)."""
+    ``staged`` and ``final`` are clean root-relative paths (checked by the caller). The staged
+    bytes are read and checked against ``sha256`` into a private snapshot before anything is
+    deleted or created, so a publisher that deletes a half-written final always holds the
+    whole output to write again, even if another publisher removed the staged copy meanwhile."""
     marker = marker_path(staged, final)
     for _ in range(_RACES):
-        if beneath.lstat(root, final) is not None:
-            if beneath.sha256(root, final) == sha256:
-                _finish(root, staged, marker)
+        with tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY) as snapshot:
+            if beneath.lstat(root, final) is not None:
+                if beneath.sha256(root, final) == sha256:
+                    _finish(root, staged, final, marker, sha256, verified=True)
+                    return
+                if not _snapshot(root, staged, sha256, snapshot):
+                    raise StorageError(
+                        f"{final}: published file does not match its recorded sha256 "
+                        f"{sha256[:12]}…; it was changed after the commit"
+                    )
+                _clear_own_partial_copy(root, final, marker, sha256)
+            elif not _snapshot(root, staged, sha256, snapshot):
+                if beneath.lstat(root, final) is not None:
+                    continue  # published by another process meanwhile
+                raise StorageError(
+                    f"{final}: neither the staged file {staged} nor the final file exists; "
+                    "the committed output was deleted from the storage root"
+                )
+            _touch(root, marker)
+            snapshot.seek(0)
+            try:
+                beneath.write_exclusive(root, final, iter(lambda: snapshot.read(_CHUNK), b""))
+            except FileExistsError:
+                continue  # another publisher created it meanwhile: look at it again
+            if _finish(root, staged, final, marker, sha256):
                 return
-            _clear_own_partial_copy(root, staged, final, marker, sha256)
-        elif beneath.lstat(root, staged) is None:
-            raise StorageError(
-                f"{final}: neither the staged file {staged} nor the final file exists; "
-                "the committed output was deleted from the storage root"
-            )
-        _touch(root, marker)
-        try:
-            digest = beneath.copy_exclusive(root, staged, final)
-        except FileExistsError:
-            continue  # another publisher created it meanwhile: look at it again
-        except FileNotFoundError:
-            continue  # the staged file was removed by a publisher that finished meanwhile
-        if digest != sha256:
-            beneath.unlink(root, final)
-            raise StorageError(
-                f"{staged}: staged file does not match its recorded sha256 {sha256[:12]}…; "
-                "it was changed after the commit, so it is not published"
-            )
-        _finish(root, staged, marker)
-        return
-    raise StorageError(f"{final}: other processes kept publishing it meanwhile; try again")
+    raise StorageError(
+        f"{final}: other processes kept rewriting it while it was published; the staged copy "
+        "is kept and the next roll-forward publishes it"
+    )
 
 
-def _clear_own_partial_copy(root: Path, staged: str, final: str, marker: str, sha256: str) -> None:
-    """Delete ``final`` if it is this output's own interrupted copy; else raise."""
-    if beneath.lstat(root, staged) is None:
+def _snapshot(root: Path, staged: str, sha256: str, into: IO[bytes]) -> bool:
+    """Copy the staged file into ``into``, checking its digest; False if it is missing."""
+    digest = hashlib.sha256()
+    try:
+        fd = beneath.open_file(root, staged, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise PathEscapeError(f"{staged}: not a regular file under the storage root {root}")
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+            into.write(block)
+    if digest.hexdigest() != sha256:
         raise StorageError(
-            f"{final}: published file does not match its recorded sha256 {sha256[:12]}…; "
-            "it was changed after the commit"
+            f"{staged}: staged file does not match its recorded sha256 {sha256[:12]}…; "
+            "it was changed after the commit, so it is not published"
         )
+    return True
+
+
+def _clear_own_partial_copy(root: Path, final: str, marker: str, sha256: str) -> None:
+    """Delete ``final`` if it is this output's own interrupted copy (its marker exists)."""
     if beneath.lstat(root, marker) is None:
         raise StorageError(
             f"{final}: already exists with another sha256 than the committed output's "
@@ -128,12 +157,17 @@ def _touch(root: Path, relpath: str) -> None:
     beneath.fsync_dir(root, beneath.parts(relpath)[:-1])
 
 
-def _finish(root: Path, staged: str, marker: str) -> None:
-    """The final file is complete: delete the staged copy, then the marker."""
+def _finish(
+    root: Path, staged: str, final: str, marker: str, sha256: str, *, verified: bool = False
+) -> bool:
+    """If the final file (read back) is whole, delete the staged copy, then the marker."""
+    if not verified and beneath.sha256(root, final) != sha256:
+        return False  # replaced meanwhile by another publisher's unfinished copy: look again
     beneath.unlink(root, staged)
     beneath.rmdir_empty(root, staged.rpartition("/")[0], stop=1)
     beneath.unlink(root, marker)
     beneath.rmdir_empty(root, marker.rpartition("/")[0], stop=1)
+    return True
 
 
 def write_whole(root: Path, relpath: str, data: bytes) -> None:
