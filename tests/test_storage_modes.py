@@ -7,6 +7,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from batchml.publish_modes import StorageMode, marker_path
 from batchml.queue.base import ItemSpec, QueueOptions, State
 from batchml.queue.sqlite import SqliteQueue
 from batchml.report import write_reports
+from batchml.rollforward import roll_forward
 from batchml.settings import Settings
 from batchml.storage import Storage
 from tests.fraud_env import make_env, train
@@ -206,3 +210,38 @@ def test_the_cli_worker_reads_batchml_storage_mode(
     assert code == exitcodes.OK and tried == []
     assert (root / "runs/default/out/a.txt").read_text().startswith("a by ")
     assert queue.get("a").state == State.DONE
+
+
+KILLED_MID_COPY = """
+import os, signal, sys
+from batchml import beneath
+from batchml.storage import Publication, Storage
+
+def half_then_die(fd, data):
+    os.write(fd, data[: len(data) // 2])
+    os.fsync(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+beneath.write_all = half_then_die
+staged, final, sha = sys.argv[2:5]
+Storage(sys.argv[1], "write-once").publish(Publication(staged=staged, final=final, sha256=sha))
+"""
+
+
+def test_a_publisher_killed_mid_copy_is_rolled_forward(tmp_path: Path) -> None:
+    """A real process SIGKILLed half-way through writing the final: the next reader sees the
+    output as not yet published, and the roll-forward writes it whole."""
+    storage = Storage(tmp_path / "root", StorageMode.WRITE_ONCE)
+    pub = stage(storage, "a", 1, FINAL, DATA)
+    queue = SqliteQueue(tmp_path / "queue.db", QueueOptions())
+    queue.push([ItemSpec(payload={"task": "noop"}, id="a")])
+    lease = queue.lease("w", 30.0)
+    assert lease is not None
+    queue.complete("a", lease.token, {}, outputs=[pub])
+    args = [str(storage.root), pub.staged, pub.final, pub.sha256]
+    proc = subprocess.run([sys.executable, "-c", KILLED_MID_COPY, *args], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    final = storage.root / FINAL
+    assert 0 < final.stat().st_size < len(DATA) and storage.is_pending(pub)
+    assert roll_forward(storage, queue) == 1
+    assert final.read_bytes() == DATA and storage.staged_attempts() == []
