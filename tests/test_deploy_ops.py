@@ -397,12 +397,8 @@ def test_the_sidecar_model_is_checked_by_the_pod_security_rules() -> None:
     assert violations(injected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no batchml option reads BATCHML_STORAGE_MODE yet (the write-once storage mode a "
-    "bucket needs is not built): the gke-gcsfuse overlay is not safe to use until it is",
-)
 def test_gcsfuse_storage_mode_is_read_by_batchml() -> None:
+    """The overlay's BATCHML_STORAGE_MODE=write-once is read by ``batchml --storage-mode``."""
     VARIABLES("gke-gcsfuse")
 
 

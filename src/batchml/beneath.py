@@ -21,7 +21,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from batchml.errors import PathEscapeError, StorageError
@@ -241,3 +241,34 @@ def rmdir_empty(root: Path, relpath: str, *, stop: int) -> None:
         except OSError:  # not empty, already gone, or a symlink: stop here
             return
         names = names[:-1]
+
+
+def unlink(root: Path, relpath: str) -> None:
+    """Remove the file (or symlink, never followed) ``relpath``; a missing one is fine."""
+    names = parts(relpath)
+    try:
+        with folder(root, names[:-1]) as parent:
+            os.unlink(names[-1], dir_fd=parent)
+    except FileNotFoundError:
+        return
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_exclusive(root: Path, dst: str, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to a new file ``dst`` created with ``O_EXCL`` (never an existing one:
+    FileExistsError), then flush it and its folder. No rename: the bytes are written once under
+    their final name (write-once storage); a failure mid-way leaves the part written."""
+    fd = open_file(root, dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        for block in chunks:
+            write_all(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(root, parts(dst)[:-1])

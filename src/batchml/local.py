@@ -21,6 +21,7 @@ def worker_command(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
         "--queue", settings.resolved_queue_url,
         "--run", settings.run,
         "--max-attempts", str(settings.max_attempts),
+        "--storage-mode", settings.storage_mode.value,
         *(("--tasks", ",".join(settings.tasks)) if settings.tasks else ()),
         "worker", *extra,
     ]  # fmt: skip

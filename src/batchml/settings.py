@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from batchml.errors import ConfigError
+from batchml.publish_modes import StorageMode
 from batchml.queue import ConnectOptions
 from batchml.queue.base import QueueOptions, RetryPolicy
 from batchml.storage import Storage
@@ -72,6 +73,7 @@ class Settings:
     redis_password: str | None = field(default=None, repr=False)  # never shown nor logged
     redis_ca_file: Path | None = None
     tasks: tuple[str, ...] = ()  # modules whose @batchml.task functions workers may run
+    storage_mode: StorageMode = StorageMode.RENAME  # write-once on a Cloud Storage FUSE bucket
 
     def __post_init__(self) -> None:
         check_run_name(self.run)
@@ -86,7 +88,7 @@ class Settings:
         return f"sqlite:///{Path(os.path.abspath(self.root)) / 'queue.db'}"
 
     def storage(self) -> Storage:
-        return Storage(self.root)
+        return Storage(self.root, self.storage_mode)
 
     def queue_options(self) -> QueueOptions:
         return QueueOptions(retry=RetryPolicy(max_attempts=self.max_attempts))

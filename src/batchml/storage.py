@@ -25,12 +25,17 @@ renamed to its final name (:meth:`Storage.publish`), and the final folder flushe
 is idempotent and can be redone by anyone holding the publication record, so a worker killed
 between commit and rename loses nothing: the next reader rolls the publication forward. Staging
 folders of attempts that ended are removed by :func:`batchml.rollforward.roll_forward`.
+
+That is the ``rename`` storage mode. On a Cloud Storage FUSE bucket, where a rename is a copy and
+a delete, the ``write-once`` mode publishes and rewrites files without any rename
+(:mod:`batchml.publish_modes`, which also gives its exactly-once argument).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -40,8 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from batchml import beneath
+from batchml import beneath, publish_modes
 from batchml.errors import PathEscapeError, StorageError
+from batchml.publish_modes import StorageMode
 
 log = logging.getLogger("batchml.storage")
 _KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-@=+")
@@ -98,11 +104,15 @@ class Publication:
 
 
 class Storage:
-    """A folder (local or an NFS mount) that holds datasets, checkpoints, records and reports."""
+    """A folder (local, an NFS mount, or a Cloud Storage FUSE mount in ``write-once`` mode) that
+    holds datasets, checkpoints, records and reports."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], mode: str | StorageMode = StorageMode.RENAME
+    ) -> None:
         self.root = Path(root).expanduser().absolute()
         self._real_root = Path(os.path.realpath(self.root))
+        self.mode = publish_modes.parse_mode(mode)
 
     def __repr__(self) -> str:
         return f"Storage({str(self.root)!r})"
@@ -167,7 +177,13 @@ class Storage:
         """Write to a temporary file beside ``relpath`` and rename it into place on success.
 
         The file is opened beneath the root (no symlink followed), created with mode 0o666
-        less the umask, and flushed with its folder before this returns."""
+        less the umask, and flushed with its folder before this returns. In ``write-once``
+        mode the bytes are collected in memory and the file is replaced by delete + exclusive
+        create, without a rename (:func:`batchml.publish_modes.write_whole`)."""
+        if self.mode is StorageMode.WRITE_ONCE:
+            with self._open_whole(relpath, mode) as handle:
+                yield handle
+            return
         names = beneath.parts(self._rel(relpath))
         with beneath.folder(self.root, names[:-1], create=True) as parent:
             tmp = f".{names[-1]}.{secrets.token_hex(4)}.tmp"
@@ -185,6 +201,15 @@ class Storage:
                     os.unlink(tmp, dir_fd=parent)
                 raise
             os.fsync(parent)
+
+    @contextlib.contextmanager
+    def _open_whole(self, relpath: str, mode: str) -> Iterator[Any]:
+        rel = self._rel(relpath)
+        buffer: io.BytesIO | io.StringIO = io.BytesIO() if "b" in mode else io.StringIO()
+        yield buffer
+        value = buffer.getvalue()
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        publish_modes.write_whole(self.root, rel, data)
 
     def write_bytes(self, relpath: str, data: bytes) -> Path:
         with self.open_atomic(relpath, "wb") as handle:
@@ -234,9 +259,17 @@ class Storage:
         If the final file already exists with the recorded digest, nothing is done. A final file
         with another digest is replaced (it can only be left over from a forced re-run). The
         rename goes through folder descriptors (a symlink on either path is refused) and the
-        final folder is flushed after it."""
+        final folder is flushed after it.
+
+        In ``write-once`` mode nothing is renamed nor replaced: the staged bytes are copied
+        into the final name created exclusively, then the staged file is deleted
+        (:func:`batchml.publish_modes.publish_write_once`); a final file with another digest
+        is an error naming it, unless it is this output's own interrupted copy."""
         final = self._rel(pub.final, what="output path")
         staged = self._rel(pub.staged, what="staged path")
+        if self.mode is StorageMode.WRITE_ONCE:
+            publish_modes.publish_write_once(self.root, staged, final, pub.sha256)
+            return self.root / final
         if beneath.is_file(self.root, final) and beneath.lstat(self.root, staged) is None:
             if beneath.sha256(self.root, final) != pub.sha256:
                 raise StorageError(

@@ -13,6 +13,7 @@ import typer
 from batchml import __version__, exitcodes, logs
 from batchml.cli import common, data, helptext, queue_cmd, report_cmd, worker_cmd
 from batchml.errors import BatchmlError, ConfigError, DataLoss, QueueCorrupt, QueueUnavailable
+from batchml.publish_modes import StorageMode
 from batchml.settings import DEFAULT_ROOT, DEFAULT_RUN, Settings
 from batchml.tasks.registry import parse_modules
 
@@ -87,6 +88,14 @@ def main_options(
             "nothing else is.",
         ),
     ] = None,
+    storage_mode: Annotated[
+        StorageMode,
+        typer.Option(
+            envvar="BATCHML_STORAGE_MODE",
+            help="How outputs are published: rename (local disk, NFS), or write-once (a Cloud "
+            "Storage FUSE bucket: no renames, every output created once).",
+        ),
+    ] = StorageMode.RENAME,
     log_level: Annotated[
         logs.LogLevel,
         typer.Option(envvar="BATCHML_LOG_LEVEL", case_sensitive=False, help="Log level."),
@@ -103,6 +112,7 @@ def main_options(
     settings = Settings(
         root=root, queue_url=queue, run=run, max_attempts=max_attempts,
         redis_password=redis_password, redis_ca_file=redis_ca_file, tasks=parse_modules(tasks),
+        storage_mode=storage_mode,
     )  # fmt: skip
     ctx.obj = common.State(settings, root_given=_given(ctx, "root"))
 
