@@ -1,4 +1,4 @@
-"""The queue contract of DESIGN.md, as one suite every backend subclasses unchanged.
+"""The queue contract of docs/design.md, as one suite every backend subclasses unchanged.
 
 A backend's test module does::
 

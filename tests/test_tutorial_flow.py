@@ -1,4 +1,4 @@
-"""The tutorial's own four datasets through import → push → worker → report (DESIGN.md)."""
+"""The tutorial's own four datasets through import → push → worker → report (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The storage root: confined paths, atomic writes, and publish-after-commit.
 
-Layout (see DESIGN.md)::
+Layout (see docs/design.md)::
 
     <root>/datasets/training/<day>.parquet
     <root>/datasets/testing/<name>.parquet

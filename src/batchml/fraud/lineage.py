@@ -1,7 +1,7 @@
 """The model lineage v0 → v1 → … → vn on storage: checkpoint names, saving and resuming.
 
 The head itself (version, checkpoint, dataset) lives in the queue backend and moves by
-compare-and-set with the item's completion (DESIGN.md, "Model lineage"). This module turns a
+compare-and-set with the item's completion (docs/design.md, "Model lineage"). This module turns a
 head into a model: it rolls the head's checkpoint publication forward if its writer died
 between commit and rename, verifies the sha256, and restores the state arrays.
 """

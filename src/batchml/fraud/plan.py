@@ -1,4 +1,4 @@
-"""Turning datasets into queue items, with the order expressed in the queue (DESIGN.md).
+"""Turning datasets into queue items, with the order expressed in the queue (docs/design.md).
 
 Per training day, a ``fraud.features`` item (no dependencies: every worker computes features
 in parallel) and a ``fraud.train`` item that depends on its own features item and on the

@@ -1,7 +1,7 @@
 """Loading the tutorial's pickled DataFrames without letting a pickle run code.
 
 Pickles are accepted only at import time, from a local path the user names, with an explicit
-``--trust-pickle`` (DESIGN.md). Even then the file is read by an unpickler that is deliberately
+``--trust-pickle`` (docs/design.md). Even then the file is read by an unpickler that is deliberately
 much narrower than :mod:`pickle`:
 
 * Only the opcodes a protocol 2-5 DataFrame pickle uses are executed; any other one (``INST``,

@@ -1,4 +1,4 @@
-"""The backend-neutral work-queue contract (DESIGN.md, "Queue contract").
+"""The backend-neutral work-queue contract (docs/design.md, "Queue contract").
 
 An item has a stable id, a JSON payload, an attempt count, optional dependencies and a state:
 

@@ -9,7 +9,7 @@ The queue's generation (:meth:`~batchml.queue.base.WorkQueue.generation`) is a r
 generation on its first open. A purge deletes the row and the next push makes a new one.
 
 SQLite's locking is not safe on network file systems: the file must live on a local disk
-(DESIGN.md). A path on NFS is refused; use ``redis://`` to share a queue between machines.
+(docs/design.md). A path on NFS is refused; use ``redis://`` to share a queue between machines.
 """
 
 from __future__ import annotations
