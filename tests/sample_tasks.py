@@ -90,7 +90,7 @@ def undecorated(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-# -- storage integrity (tests/test_storage_integrity.py) -----------------------------------------
+# -- storage integrity (tests/storage/test_storage_integrity.py) ---------------------------------
 
 
 @task

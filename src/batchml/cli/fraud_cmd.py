@@ -10,7 +10,7 @@ import typer
 
 from batchml.cli.common import console, existing_root, queue
 from batchml.errors import ConfigError
-from batchml.progress import activity
+from batchml.observe.progress import activity
 
 if TYPE_CHECKING:
     from batchml.storage import Storage
@@ -47,7 +47,7 @@ def evaluate_cmd(
 
     The handbook's protocol: the test days start --delay days after the last trained day;
     cards with a fraud known by a test day leave that day's test set (docs/fraud.md)."""
-    from batchml.fraud.evaluate import Protocol, evaluate
+    from batchml.fraud.evaluation.evaluate import Protocol, evaluate
 
     s = existing_root(ctx)
     protocol = Protocol(
@@ -73,7 +73,7 @@ def evaluate_cmd(
 
 def _score_targets(storage: Storage, names: list[str]) -> list[tuple[str, str]]:
     """(name, root-relative path) of each day (YYYY-MM-DD) or testing dataset name."""
-    from batchml.fraud import datasets
+    from batchml.fraud.data import datasets
 
     targets = []
     for name in names:
@@ -102,8 +102,8 @@ def score_cmd(
     Each dataset becomes an independent item (any worker, any order) that writes
     runs/<run>/predictions/v<NNNN>/<name>.parquet: TRANSACTION_ID, SCORE, MODEL_VERSION."""
     from batchml.fraud import plan
-    from batchml.fraud.evaluate import pick_version
-    from batchml.fraud.pipeline import FeatureSpec
+    from batchml.fraud.evaluation.evaluate import pick_version
+    from batchml.fraud.features.pipeline import FeatureSpec
 
     s = existing_root(ctx)
     targets = _score_targets(s.storage(), days)
@@ -127,8 +127,9 @@ def features_cmd(
     """Write the engineered features of some days (with TRANSACTION_ID) to a Parquet file."""
     import pandas as pd
 
-    from batchml.fraud import datasets, pipeline
-    from batchml.fraud.pipeline import FeatureSpec
+    from batchml.fraud.data import datasets
+    from batchml.fraud.features import pipeline
+    from batchml.fraud.features.pipeline import FeatureSpec
 
     storage = existing_root(ctx).storage()
     spec = FeatureSpec()

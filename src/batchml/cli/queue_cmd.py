@@ -12,13 +12,13 @@ from rich.live import Live
 
 from batchml import exitcodes
 from batchml.cli.common import console, err_console, queue, settings
-from batchml.dataloss import status_data_loss
 from batchml.errors import ConfigError, PermanentError
-from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES
+from batchml.fraud.models.kinds import DEFAULT_KIND, KIND_NAMES
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
 from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
 from batchml.tasks import TaskRegistry
+from batchml.worker.dataloss import status_data_loss
 
 app = typer.Typer(help="The work queue.", no_args_is_help=True)
 

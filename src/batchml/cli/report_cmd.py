@@ -30,7 +30,7 @@ def final_curves(storage: Storage, records: list[dict[str, Any]]) -> dict[str, A
     trained = lineage_records(records)
     if not trained:
         return None
-    from batchml.fraud.curves import version_curves
+    from batchml.fraud.evaluation.curves import version_curves
 
     return version_curves(storage, trained[-1])
 

@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from batchml.errors import ConfigError
-from batchml.fraud import datasets
-from batchml.fraud.lineage import ModelConfig
-from batchml.fraud.model import make_model
-from batchml.fraud.pipeline import FeatureSpec
+from batchml.fraud.data import datasets
+from batchml.fraud.features.pipeline import FeatureSpec
+from batchml.fraud.models.lineage import ModelConfig
+from batchml.fraud.models.model import make_model
 from batchml.queue.base import Item, ItemSpec, PushOutcome, State, WorkQueue, canonical_json
 from batchml.storage import Storage
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from batchml.logs import LogContext
+from batchml.observe.logs import LogContext
 from batchml.observe.metrics import DEFAULT_ADDRESS, MetricsServer, PrometheusObserver
-from batchml.observer import WorkerObserver
 from batchml.queue.base import WorkQueue
+from batchml.worker.observer import WorkerObserver
 
 
 @contextmanager

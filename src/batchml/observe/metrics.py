@@ -41,8 +41,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from batchml.errors import BatchmlError, ConfigError
-from batchml.observer import WorkerObserver
 from batchml.queue.base import Lease, State, WorkQueue
+from batchml.worker.observer import WorkerObserver
 
 log = logging.getLogger("batchml.metrics")
 

@@ -16,7 +16,8 @@ dies, everything downstream of it that has not run becomes blocked in the same a
 ``requeue_dead`` puts the dead item back and its blocked dependents back to waiting, so a chain
 resumes in its order. ``drained()`` counts neither dead nor blocked items as pending work.
 
-Every backend is one module beside this one and passes ``tests/queue_contract.py`` unchanged.
+Every backend is one subpackage beside this module (``sqlite/``, ``redis/``) and passes
+``tests/support/queue_contract.py`` unchanged.
 Time comes from an injectable clock so lease expiry is tested without sleeping.
 """
 

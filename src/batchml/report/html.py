@@ -2,9 +2,9 @@
 
 Inputs are the report (:func:`batchml.report.build_report`), the run's records, the queue's
 attempt history for the run's items, and optionally the final model's curves (computed by the
-workload, e.g. :mod:`batchml.fraud.curves`). No script, no font or stylesheet from the network:
-the page opens offline. Nothing in it depends on when it was drawn, so the same inputs give the
-same bytes.
+workload, e.g. :mod:`batchml.fraud.evaluation.curves`). No script, font or stylesheet from
+the network: the page opens offline. Nothing in it depends on when it was drawn, so the same
+inputs give the same bytes.
 
 Sections (each a ``<section id=...>``): ``summary``, ``metrics`` (test and training metrics per
 lineage version, plotted and tabulated), ``data`` (transactions and frauds per day), ``curves``

@@ -12,8 +12,8 @@ from typing import Any
 
 from batchml.queue.base import WorkQueue
 from batchml.report.records import current_lineage_records, lineage_records, read_records
-from batchml.rollforward import roll_forward
 from batchml.storage import Storage
+from batchml.worker.publish import roll_forward
 
 
 def _fmt(value: Any) -> str:
