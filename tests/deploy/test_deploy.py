@@ -29,8 +29,8 @@ from redis.retry import Retry
 
 from batchml.cli.main import app
 from batchml.fraud.data.datasets import import_files
-from batchml.queue.redis.connect import parse_url
 from batchml.queue.redis.keys import QueueKeys
+from batchml.queue.redis.url import parse_url
 from batchml.storage import Storage
 from tests.fraud.test_datasets import TUTORIAL
 from tests.support.deploy_dockerfile import base_images, copy_sources, excluded, instructions

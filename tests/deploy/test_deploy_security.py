@@ -22,9 +22,9 @@ from redis.retry import Retry
 
 from batchml.queue import ConnectOptions
 from batchml.queue.base import ItemSpec, State
-from batchml.queue.redis.connect import ACL_COMMANDS, parse_url
 from batchml.queue.redis.keys import PREFIX, QueueKeys
 from batchml.queue.redis.queue import RedisQueue
+from batchml.queue.redis.url import ACL_COMMANDS, parse_url
 from tests.support.deploy_manifests import (
     CLUSTER_SCOPED,
     KEDA_PASSWORD,

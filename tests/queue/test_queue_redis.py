@@ -30,9 +30,10 @@ from batchml.queue.base import (
     WorkerInfo,
     WorkQueue,
 )
-from batchml.queue.redis.connect import ACL_COMMANDS, Script, parse_url, script_source
 from batchml.queue.redis.keys import PARTS, SCRIPT_KEYS, STATE_PARTS, QueueKeys
 from batchml.queue.redis.queue import RedisQueue
+from batchml.queue.redis.scripts import Script, script_source
+from batchml.queue.redis.url import ACL_COMMANDS, parse_url
 from tests.support.cli import run_cli
 from tests.support.queue_contract import QueueContract, spec
 from tests.support.redis_server import RedisServer, free_port, make_tls_files

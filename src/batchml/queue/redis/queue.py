@@ -1,7 +1,7 @@
 """The Redis queue: one queue shared by N workers on N machines.
 
 Select it with ``--queue redis://[user:password@]host:port/db[?name=QUEUE]`` (or ``rediss://``
-for TLS); see :mod:`batchml.queue.redis.connect` for the URL, passwords and errors.
+for TLS); see :mod:`~batchml.queue.redis.url` and :mod:`~batchml.queue.redis.errors`.
 
 Every state change is one round trip: one Lua script per operation (``queue/redis/lua/*.lua``, each
 headed by its KEYS and ARGV), loaded once and called with EVALSHA (a server that forgot it, after
@@ -59,15 +59,10 @@ from batchml.queue.base import (
     WorkQueue,
     canonical_json,
 )
-from batchml.queue.redis.connect import (
-    RedisAddress,
-    Script,
-    ScriptCaller,
-    connect,
-    parse_url,
-    translate,
-)
+from batchml.queue.redis.errors import translate
 from batchml.queue.redis.keys import SCRIPT_KEYS, QueueKeys, lineage_field
+from batchml.queue.redis.scripts import Script, ScriptCaller
+from batchml.queue.redis.url import RedisAddress, connect, parse_url
 from batchml.storage import Publication
 
 #: ended attempts kept in the history list; older ones are trimmed as new ones arrive
