@@ -9,7 +9,8 @@ import pytest
 from batchml.errors import ConfigError, QueueNotFound
 from batchml.queue import open_queue
 from batchml.queue.base import ItemSpec, QueueOptions, State, WorkQueue
-from batchml.queue.sqlite.queue import SqliteQueue, path_from_url
+from batchml.queue.sqlite.fs import path_from_url
+from batchml.queue.sqlite.queue import SqliteQueue
 from tests.support.queue_contract import QueueContract
 
 

@@ -42,6 +42,7 @@ from batchml.queue.base import (
     Lease,
     LineageHead,
     LineageStep,
+    Outcome,
     PushOutcome,
     QueueOptions,
     State,
@@ -50,69 +51,10 @@ from batchml.queue.base import (
     canonical_json,
 )
 from batchml.queue.sqlite import deps
+from batchml.queue.sqlite.fs import on_network_fs
 from batchml.queue.sqlite.reset import reset_lineage
+from batchml.queue.sqlite.schema import SCHEMA, SCHEMA_VERSION, first_generation
 from batchml.storage import Publication
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-    id            TEXT NOT NULL UNIQUE,
-    payload       TEXT NOT NULL,
-    state         TEXT NOT NULL,
-    priority      INTEGER NOT NULL DEFAULT 0,
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    max_attempts  INTEGER NOT NULL,
-    token         INTEGER NOT NULL DEFAULT 0,
-    worker        TEXT,
-    leased_at     REAL,
-    deadline      REAL,
-    available_at  REAL NOT NULL DEFAULT 0,
-    pending_deps  INTEGER NOT NULL DEFAULT 0,
-    depends_on    TEXT NOT NULL DEFAULT '[]',
-    last_error    TEXT,
-    result        TEXT,
-    outputs       TEXT NOT NULL DEFAULT '[]',
-    created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_ready ON items (priority DESC, seq) WHERE state = 'ready';
-CREATE INDEX IF NOT EXISTS items_deadline ON items (deadline) WHERE state = 'leased';
-CREATE INDEX IF NOT EXISTS items_state ON items (state);
-CREATE TABLE IF NOT EXISTS deps (
-    depends_on TEXT NOT NULL,
-    item_id    TEXT NOT NULL,
-    PRIMARY KEY (depends_on, item_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS deps_item ON deps (item_id);
-CREATE TABLE IF NOT EXISTS lineage (
-    run      TEXT NOT NULL,
-    version  INTEGER NOT NULL,
-    head     TEXT NOT NULL,
-    PRIMARY KEY (run, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS workers (
-    id        TEXT PRIMARY KEY,
-    info      TEXT NOT NULL,
-    last_seen REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS workers_seen ON workers (last_seen);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS attempts (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    item_id    TEXT NOT NULL,
-    token      INTEGER NOT NULL,
-    worker     TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at   REAL NOT NULL,
-    outcome    TEXT NOT NULL,
-    error      TEXT
-);
-"""
 
 _ITEM_COLUMNS = (
     "id, payload, state, priority, attempts, max_attempts, token, worker, deadline, "
@@ -121,44 +63,6 @@ _ITEM_COLUMNS = (
 
 #: attempts kept in the history table; older rows are trimmed as new ones arrive
 HISTORY_LIMIT = 10_000
-
-
-def path_from_url(url: str) -> Path:
-    """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` -> Path."""
-    if not url.startswith("sqlite:///"):
-        raise ConfigError(f"not a SQLite queue URL: {url!r} (expected sqlite:///path/to/queue.db)")
-    rest = url[len("sqlite:///") :]
-    if not rest:
-        raise ConfigError(f"SQLite queue URL {url!r} names no file")
-    return Path(rest.split("?", 1)[0])
-
-
-def _on_network_fs(path: Path) -> str | None:
-    """The file-system type if ``path`` is on NFS/CIFS (where SQLite locking is unsafe)."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    real = os.path.realpath(path)
-    best, best_type = "", ""
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3 or len(fields[1]) <= len(best):
-            continue
-        if real == fields[1] or real.startswith(fields[1].rstrip("/") + "/"):
-            best, best_type = fields[1], fields[2]
-    return best_type if best_type.startswith(("nfs", "cifs", "smb", "fuse.gcsfuse")) else None
-
-
-def _first_generation(generation: str) -> str:
-    """SQL that gives a queue file its generation when its ``meta`` table is new: a new file,
-    or one written before generations existed (it gets one on its first open). The ``created``
-    row stays, so a purged queue, whose generation was deleted, gets one only from a push."""
-    return (
-        "INSERT INTO meta (key, value) SELECT 'generation', "
-        f"'{generation}' WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'created'); "
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('created', 'yes');"
-    )
 
 
 #: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
@@ -206,7 +110,7 @@ class SqliteQueue(WorkQueue):
         self.path = Path(path).absolute()
         self.url = f"sqlite:///{self.path}"
         self.timeout = timeout
-        fs_type = _on_network_fs(self.path.parent if not self.path.exists() else self.path)
+        fs_type = on_network_fs(self.path.parent if not self.path.exists() else self.path)
         if fs_type:
             raise ConfigError(
                 f"{self.path} is on a network file system ({fs_type}); SQLite's locks are not "
@@ -228,7 +132,7 @@ class SqliteQueue(WorkQueue):
                     f"{self.path} was written by a newer batchml (schema {version}); upgrade"
                 )
             conn.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} {_first_generation(uuid.uuid4().hex)} "
+                f"BEGIN IMMEDIATE; {SCHEMA} {first_generation(uuid.uuid4().hex)} "
                 f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
         except sqlite3.Error as exc:
@@ -319,7 +223,7 @@ class SqliteQueue(WorkQueue):
 
     def _log(
         self, db: sqlite3.Connection, item_id: str, token: int, worker: str, started: float,
-        now: float, outcome: str, error: str | None = None,
+        now: float, outcome: Outcome, error: str | None = None,
     ) -> None:  # fmt: skip
         db.execute(
             "INSERT INTO attempts (item_id, token, worker, started_at, ended_at, outcome, error)"
@@ -359,7 +263,7 @@ class SqliteQueue(WorkQueue):
                     "available_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
                     (now, error, now, item_id),
                 )
-            self._log(db, item_id, token, worker, leased_at, now, "expired", error)
+            self._log(db, item_id, token, worker, leased_at, now, Outcome.EXPIRED, error)
 
     def _current(self, db: sqlite3.Connection, item_id: str, token: int) -> _Held:
         row = db.execute(
@@ -515,7 +419,7 @@ class SqliteQueue(WorkQueue):
             ),
         )
         self._end(db, item_id, now)
-        self._log(db, item_id, token, held.worker, held.leased_at, now, "done")
+        self._log(db, item_id, token, held.worker, held.leased_at, now, Outcome.DONE)
 
     def _advance(self, db: sqlite3.Connection, step: LineageStep, now: float) -> None:
         run = step.head.run
@@ -538,14 +442,14 @@ class SqliteQueue(WorkQueue):
             held = self._current(db, item_id, token)
             if permanent or held.attempts >= held.max_attempts:
                 deps.mark_dead(db, item_id, error, now)
-                self._log(db, item_id, token, held.worker, held.leased_at, now, "dead", error)
+                self._log(db, item_id, token, held.worker, held.leased_at, now, Outcome.DEAD, error)
                 return State.DEAD
             db.execute(
                 "UPDATE items SET state = 'ready', worker = NULL, deadline = NULL, "
                 "available_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
                 (now + self.retry.backoff(held.attempts), error, now, item_id),
             )
-            self._log(db, item_id, token, held.worker, held.leased_at, now, "failed", error)
+            self._log(db, item_id, token, held.worker, held.leased_at, now, Outcome.FAILED, error)
             return State.READY
 
     def release(self, item_id: str, token: int) -> None:
@@ -557,7 +461,7 @@ class SqliteQueue(WorkQueue):
                 "deadline = NULL, available_at = ?, updated_at = ? WHERE id = ?",
                 (now, now, item_id),
             )
-            self._log(db, item_id, token, held.worker, held.leased_at, now, "released")
+            self._log(db, item_id, token, held.worker, held.leased_at, now, Outcome.RELEASED)
 
     # -- inspection and administration -------------------------------------------------------
 
@@ -602,7 +506,10 @@ class SqliteQueue(WorkQueue):
             "ORDER BY seq DESC LIMIT ?",
             (limit,),
         )
-        return [AttemptRecord(*row) for row in reversed(rows)]
+        return [
+            AttemptRecord(item, token, worker, started, ended, Outcome(outcome), error)
+            for item, token, worker, started, ended, outcome, error in reversed(rows)
+        ]
 
     def report_worker(self, info: WorkerInfo) -> None:
         now = self.clock()
