@@ -40,7 +40,6 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.lost = lost
         self.log = log
-        self.beats = 0
         self.observer = observer or WorkerObserver()
         self.on_beat = on_beat
         self.vanished = False  # the queue no longer knows the item (it lost its data)
@@ -88,7 +87,6 @@ class Heartbeat(threading.Thread):
                 wait = min(self.interval, max(left / 4, 0.1))
                 planned = time.monotonic() + wait
                 continue
-            self.beats += 1
             self.observer.on_heartbeat(self.item_id, lag)
             self._after_beat()
             self._expires = time.monotonic() + self.ttl

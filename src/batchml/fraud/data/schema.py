@@ -14,9 +14,6 @@ import pyarrow as pa
 
 from batchml.errors import DatasetError
 
-ID_COLUMNS = ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID")
-LABEL_COLUMNS = ("TX_FRAUD", "TX_FRAUD_SCENARIO")
-
 #: column -> canonical dtype, in the tutorial's order
 COLUMNS: dict[str, str] = {
     "TRANSACTION_ID": "int64",
@@ -126,8 +123,3 @@ def normalize(df: pd.DataFrame, source: str) -> pd.DataFrame:
         dup = int(out.loc[out["TRANSACTION_ID"].duplicated(), "TRANSACTION_ID"].iloc[0])
         raise DatasetError(f"{source}: TRANSACTION_ID {dup} appears more than once")
     return out
-
-
-def day_of(df: pd.DataFrame) -> str:
-    """The calendar day (YYYY-MM-DD) of a one-day dataset's first transaction."""
-    return str(pd.Timestamp(df["TX_DATETIME"].min()).date())
