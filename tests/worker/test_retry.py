@@ -9,13 +9,13 @@ import time
 import pytest
 
 from batchml.errors import QueueUnavailable
-from batchml.worker.retry import Backoff
+from batchml.worker.retry import UnavailableRetry
 
 log = logging.getLogger("test")
 
 
 def test_delays_grow_exponentially_up_to_the_cap_with_jitter() -> None:
-    backoff = Backoff(base=0.1, cap=2.0)
+    backoff = UnavailableRetry(base=0.1, cap=2.0)
     assert [backoff.delay(n, rng=lambda: 0.0) for n in range(6)] == [
         0.05, 0.1, 0.2, 0.4, 0.8, 1.0,
     ]  # fmt: skip
@@ -32,7 +32,7 @@ def test_call_retries_until_the_queue_answers() -> None:
             raise answer
         return answer
 
-    assert Backoff(base=0.01).call(op, "lease", log) == "leased"
+    assert UnavailableRetry(base=0.01).call(op, "lease", log) == "leased"
 
 
 def test_call_gives_up_after_the_budget_with_the_last_error() -> None:
@@ -41,7 +41,7 @@ def test_call_gives_up_after_the_budget_with_the_last_error() -> None:
 
     started = time.monotonic()
     with pytest.raises(QueueUnavailable, match="still down"):
-        Backoff(base=0.01, cap=0.05, budget=0.3).call(op, "lease", log)
+        UnavailableRetry(base=0.01, cap=0.05, budget=0.3).call(op, "lease", log)
     assert 0.3 <= time.monotonic() - started < 1.0
 
 
@@ -54,7 +54,7 @@ def test_call_stops_waiting_when_interrupted() -> None:
 
     started = time.monotonic()
     with pytest.raises(QueueUnavailable):
-        Backoff(base=5.0, cap=5.0, budget=60).call(op, "lease", log, interrupt=stop)
+        UnavailableRetry(base=5.0, cap=5.0, budget=60).call(op, "lease", log, interrupt=stop)
     assert time.monotonic() - started < 1.0
 
 
@@ -66,5 +66,5 @@ def test_other_errors_are_not_retried() -> None:
         raise ValueError("a bug, not an outage")
 
     with pytest.raises(ValueError):
-        Backoff(base=0.01).call(op, "lease", log)
+        UnavailableRetry(base=0.01).call(op, "lease", log)
     assert calls == [1]

@@ -1,9 +1,9 @@
 """Retrying a queue operation while the queue is unreachable: capped exponential backoff, jitter.
 
 A Redis restart, a failover or a network blip makes queue calls raise QueueUnavailable for a
-while. The worker calls them through :meth:`Backoff.call`, which waits ``base``, ``2·base``, …
-up to ``cap`` seconds between tries, each delay jittered (so N workers do not reconnect in
-lockstep), and gives up after ``budget`` seconds by raising the last error.
+while. The worker calls them through :meth:`UnavailableRetry.call`, which waits ``base``,
+``2·base``, … up to ``cap`` seconds between tries, each delay jittered (so N workers do not
+reconnect in lockstep), and gives up after ``budget`` seconds by raising the last error.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Backoff:
+class UnavailableRetry:
     base: float = 0.1  # first delay (seconds)
     cap: float = 5.0  # longest delay
     budget: float = 120.0  # give up after failing for this long
