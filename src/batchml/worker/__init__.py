@@ -1,7 +1,6 @@
 """The worker runtime: lease → heartbeat → run the task → commit | fail, until the queue drains.
 
-``loop``       :class:`Worker`, the lease/run/settle loop and its exit code
-``signals``    SIGTERM / SIGINT: finish the item within the grace period, else release it
+``loop``       :class:`Worker`, the lease/run/settle loop, its signals and its exit code
 ``settle``     commit, fail or release an attempt whatever the network does
 ``heartbeat``  the thread that keeps a lease alive
 ``retry``      retrying a queue call while the queue is unreachable (capped backoff, jitter)
