@@ -18,7 +18,7 @@ from batchml import exitcodes
 from batchml.cli.main import app
 from batchml.errors import ConfigError
 from batchml.observe.metrics import MetricsServer, PrometheusObserver, QueueDepthCollector
-from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy
+from batchml.queue.base import ItemSpec, Outcome, QueueOptions, RetryPolicy
 from batchml.queue.sqlite.queue import SqliteQueue
 from batchml.settings import Settings, WorkerSettings
 from batchml.worker.loop import Worker
@@ -68,7 +68,7 @@ def test_worker_counts_are_served_and_parse(queue: SqliteQueue, tmp_path: Path) 
     assert m[("batchml_items_total", (("outcome", "done"),))] == 2
     assert m[("batchml_items_total", (("outcome", "failed"),))] == 1
     assert m[("batchml_items_total", (("outcome", "dead"),))] == 1
-    assert m[("batchml_items_total", (("outcome", "abandoned"),))] == 0
+    assert m[("batchml_items_total", (("outcome", "expired"),))] == 0
     assert m[("batchml_task_duration_seconds_count", (("outcome", "done"),))] == 2
     assert m[("batchml_task_duration_seconds_bucket", (("le", "+Inf"), ("outcome", "dead")))] == 1
     assert m[("batchml_queue_items", (("state", "done"),))] == 2
@@ -85,13 +85,13 @@ def test_lease_losses_and_heartbeat_lag_are_counted() -> None:
     exporter.on_heartbeat("x", 0.0)
     exporter.on_heartbeat("x", 3.0)
     exporter.on_lease_lost("x")
-    exporter.on_outcome("x", "abandoned", 12.0)
+    exporter.on_outcome("x", Outcome.EXPIRED, 12.0)
     reg = exporter.registry
     assert reg.get_sample_value("batchml_lease_losses_total") == 1
     assert reg.get_sample_value("batchml_heartbeat_lag_seconds_count") == 2
     assert reg.get_sample_value("batchml_heartbeat_lag_seconds_sum") == 3.0
     assert reg.get_sample_value("batchml_heartbeat_lag_seconds_bucket", {"le": "2.5"}) == 1
-    assert reg.get_sample_value("batchml_items_total", {"outcome": "abandoned"}) == 1
+    assert reg.get_sample_value("batchml_items_total", {"outcome": "expired"}) == 1
     assert reg.get_sample_value("batchml_queue_items", {"state": "done"}) is None  # no queue
 
 

@@ -490,7 +490,7 @@ def test_stop_during_lease_gives_the_item_back_untouched(flaky: tuple[Flaky, Set
     assert not os.path.exists(settings.root / "runs/default/out/a.txt")
 
 
-def test_item_purged_while_it_runs_is_abandoned_without_publishing(
+def test_item_purged_while_it_runs_expires_without_publishing(
     redis_url: str, tmp_path: Path
 ) -> None:
     """Given a running item, when the queue loses it (purged; or a Redis restarted without its
@@ -512,5 +512,5 @@ def test_item_purged_while_it_runs_is_abandoned_without_publishing(
     queue.purge()
     thread.join(30)
     assert outcome == [exitcodes.DATA_LOSS]
-    assert [o.status for o in worker.outcomes] == ["abandoned"]
+    assert [o.status for o in worker.outcomes] == ["expired"]
     assert not (settings.root / "runs/default/out/gone.txt").exists()

@@ -165,7 +165,7 @@ def test_lost_lease_abandons_without_publishing(env, tmp_path: Path) -> None:  #
     w.stop()
     thread.join(timeout=15)
     assert not thread.is_alive()
-    assert w.outcomes and w.outcomes[0].status == "abandoned"
+    assert w.outcomes and w.outcomes[0].status == "expired"
     assert not (storage.root / "runs/default/out/slow.txt").exists()
     assert not list((storage.root / ".staging").rglob("*.txt"))
     assert queue.get("slow").worker == "thief"

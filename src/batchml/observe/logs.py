@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from batchml.errors import ConfigError
-from batchml.queue.base import Lease
+from batchml.queue.base import Lease, Outcome
 from batchml.worker.observer import WorkerObserver
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -82,7 +82,7 @@ class LogContext(WorkerObserver):
         }
         _item_context.set({k: v for k, v in fields.items() if v is not None})
 
-    def on_outcome(self, item_id: str, status: str, seconds: float) -> None:
+    def on_outcome(self, item_id: str, status: Outcome, seconds: float) -> None:
         _item_context.set(None)
 
 

@@ -12,6 +12,7 @@ from batchml.queue.base import (
     Lease,
     LineageHead,
     LineageStep,
+    Outcome,
     PushOutcome,
     QueueOptions,
     RetryPolicy,
@@ -26,6 +27,7 @@ __all__ = [
     "Lease",
     "LineageHead",
     "LineageStep",
+    "Outcome",
     "PushOutcome",
     "QueueOptions",
     "RetryPolicy",
@@ -62,7 +64,8 @@ def open_queue(
     ``queue.db`` is under the root, which the commands that create create first)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
-        from batchml.queue.sqlite.queue import SqliteQueue, path_from_url
+        from batchml.queue.sqlite.fs import path_from_url
+        from batchml.queue.sqlite.queue import SqliteQueue
 
         path = path_from_url(url)
         if not create and not path.is_file():

@@ -46,6 +46,17 @@ class State(StrEnum):
     BLOCKED = "blocked"
 
 
+class Outcome(StrEnum):
+    """How one attempt ended: the one vocabulary of the queue's attempt history, the worker,
+    the metrics' ``outcome`` label, the report's and the dashboard's charts."""
+
+    DONE = "done"  # committed
+    FAILED = "failed"  # failed; retried after a backoff
+    DEAD = "dead"  # failed for the last time, or permanently
+    RELEASED = "released"  # given back on a graceful shutdown (not counted as an attempt)
+    EXPIRED = "expired"  # the lease was lost: it ran out, or the item was taken over or purged
+
+
 ENDED = (State.DONE, State.DEAD)
 #: the states that need no worker until someone acts (dead, and the items blocked behind them)
 STUCK = (State.DEAD, State.BLOCKED)
@@ -182,7 +193,7 @@ class AttemptRecord:
     worker: str
     started_at: float
     ended_at: float
-    outcome: str  # done | failed | dead | released | expired
+    outcome: Outcome
     error: str | None = None
 
 

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from batchml import exitcodes
 from batchml.errors import BatchmlError, DataLoss, LeaseLost, QueueNotFound, QueueUnavailable
-from batchml.queue.base import Lease, State, WorkerInfo, WorkQueue, canonical_json
+from batchml.queue.base import Lease, Outcome, State, WorkerInfo, WorkQueue, canonical_json
 from batchml.settings import Settings
 from batchml.storage import Storage, safe_name
 from batchml.tasks import TaskContext, TaskRegistry
@@ -48,7 +48,7 @@ from batchml.worker.dataloss import GenerationWatch
 from batchml.worker.heartbeat import Heartbeat
 from batchml.worker.observer import WorkerObserver
 from batchml.worker.publish import roll_forward
-from batchml.worker.retry import Backoff
+from batchml.worker.retry import UnavailableRetry
 from batchml.worker.settle import Settle
 
 log = logging.getLogger("batchml.worker")
@@ -96,9 +96,11 @@ def describe_error(exc: BaseException) -> str:
 
 
 @dataclass
-class Outcome:
+class Ended:
+    """One attempt this worker ran, and how it ended."""
+
     item_id: str
-    status: str  # done | failed | dead | abandoned | released
+    status: Outcome
     seconds: float
 
 
@@ -117,7 +119,7 @@ class Worker:
         self.config = settings.worker
         self.tasks = TaskRegistry.load(settings.tasks)  # the allow-list: a ConfigError if bad
         self.id = worker_id or new_worker_id()
-        self.outcomes: list[Outcome] = []
+        self.outcomes: list[Ended] = []
         self.runs_seen: set[str] = set()
         self.observer = _Fanout(observers)
         self._stopping = threading.Event()
@@ -130,7 +132,7 @@ class Worker:
         )
         self._last_report = 0.0
         self._wanted: tuple[str, str | None, float | None] = ("idle", None, None)
-        self._backoff = Backoff(budget=self.config.queue_retry)
+        self._backoff = UnavailableRetry(budget=self.config.queue_retry)
         self._settle = Settle(queue, storage, self._backoff, describe_error)
         self._watch = GenerationWatch(queue, storage, self._retry)
         self._settle.on_vanished = self._watch.vanished
@@ -361,7 +363,7 @@ class Worker:
         finally:
             beat.stop()
         seconds = time.time() - started
-        self.outcomes.append(Outcome(item.id, status, seconds))
+        self.outcomes.append(Ended(item.id, status, seconds))
         self.observer.on_outcome(item.id, status, seconds)
         if beat.vanished:  # the heartbeat found the item gone: the queue lost its data
             self._watch.vanished(item.id)
@@ -369,7 +371,7 @@ class Worker:
 
     def _attempt(
         self, ctx: TaskContext, started: float, lease_next: bool
-    ) -> tuple[str, Lease | None]:
+    ) -> tuple[Outcome, Lease | None]:
         item = ctx.item
         try:
             result = self._run_task(ctx)
@@ -384,7 +386,7 @@ class Worker:
         except LeaseLost as exc:
             self._settle.discard(ctx)
             log.warning("abandoned %s: %s", item.id, exc)
-            return "abandoned", None
+            return Outcome.EXPIRED, None
         except QueueUnavailable as exc:  # the task could not read the queue: not the item's fault
             self._settle.discard(ctx)
             log.warning("%s: the queue was unreachable during the task: %s", item.id, exc)

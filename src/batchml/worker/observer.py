@@ -7,7 +7,7 @@ raise.
 
 from __future__ import annotations
 
-from batchml.queue.base import Lease
+from batchml.queue.base import Lease, Outcome
 
 
 class WorkerObserver:
@@ -17,8 +17,8 @@ class WorkerObserver:
     def on_lease(self, lease: Lease) -> None:
         """An item was leased."""
 
-    def on_outcome(self, item_id: str, status: str, seconds: float) -> None:
-        """An attempt ended: done | failed | dead | abandoned | released."""
+    def on_outcome(self, item_id: str, status: Outcome, seconds: float) -> None:
+        """An attempt ended (``status``: done, failed, dead, released or expired)."""
 
     def on_heartbeat(self, item_id: str, lag: float) -> None:
         """A lease was renewed ``lag`` seconds later than planned (0 when on time)."""

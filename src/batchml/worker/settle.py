@@ -1,10 +1,11 @@
 """Settling an attempt with the queue: commit, fail or release it, whatever the network does.
 
-Each call is retried while the queue is unreachable (:class:`batchml.worker.retry.Backoff`), and
-each returns the attempt's status (done | failed | dead | abandoned | released). Outputs follow the
-exactly-once rule: published only after a commit that landed, discarded when it surely did not,
-and kept staged when that cannot be known (the queue stayed unreachable), so that whoever finds
-the item done rolls its publication forward.
+Each call is retried while the queue is unreachable
+(:class:`~batchml.worker.retry.UnavailableRetry`), and each returns the attempt's
+:class:`~batchml.queue.base.Outcome`. Outputs follow the exactly-once rule: published only
+after a commit that landed, discarded when it surely did not, and kept staged when that cannot
+be known (the queue stayed unreachable), so that whoever finds the item done rolls its
+publication forward.
 
 A commit may also lease the worker's next item in the same step
 (:meth:`~batchml.queue.base.WorkQueue.complete_and_lease`); the outputs are still published as
@@ -28,10 +29,10 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 from batchml.errors import DataLoss, LeaseLost, QueueUnavailable, UnknownItem, is_permanent
-from batchml.queue.base import Lease, State, WorkQueue
+from batchml.queue.base import Lease, Outcome, State, WorkQueue
 from batchml.storage import Publication, Storage
 from batchml.tasks import TaskContext
-from batchml.worker.retry import Backoff
+from batchml.worker.retry import UnavailableRetry
 
 log = logging.getLogger("batchml.worker")
 T = TypeVar("T")
@@ -51,7 +52,7 @@ class Settle:
         self,
         queue: WorkQueue,
         storage: Storage,
-        backoff: Backoff,
+        backoff: UnavailableRetry,
         describe: Callable[[BaseException], str],
     ) -> None:
         self.queue = queue
@@ -75,7 +76,7 @@ class Settle:
         outputs: list[Publication],
         started: float,
         lease_next: tuple[str, float] | None = None,
-    ) -> tuple[str, Lease | None]:
+    ) -> tuple[Outcome, Lease | None]:
         """Complete the item with this attempt's token, then publish its outputs.
 
         With ``lease_next`` (worker id, lease TTL) the same call leases the worker's next item.
@@ -86,7 +87,7 @@ class Settle:
         except LeaseLost as exc:
             self.discard(ctx)
             log.warning("abandoned %s: %s", item.id, exc)
-            return "abandoned", None
+            return Outcome.EXPIRED, None
         except UnknownItem:
             self.discard(ctx)
             self.on_vanished(item.id)
@@ -99,7 +100,7 @@ class Settle:
             return self.fail(ctx, exc), None
         self.storage.publish_all(outputs)
         log.info("committed %s in %.2fs", item.id, time.time() - started)
-        return "done", nxt
+        return Outcome.DONE, nxt
 
     def _complete(
         self,
@@ -137,7 +138,7 @@ class Settle:
             log.info("%s: the commit whose reply was lost did land", ctx.item.id)
             return None
 
-    def release(self, item_id: str, token: int, budget: float) -> str:
+    def release(self, item_id: str, token: int, budget: float) -> Outcome:
         """Give the item back at once (not an attempt); if the queue cannot be reached in
         ``budget`` seconds the lease is left to expire instead."""
         try:
@@ -148,14 +149,14 @@ class Settle:
             self.on_vanished(item_id)
         except LeaseLost as exc:
             log.warning("could not release %s: %s", item_id, exc)
-            return "abandoned"
+            return Outcome.EXPIRED
         except QueueUnavailable:
             log.warning("could not release %s; its lease will expire instead", item_id)
-            return "abandoned"
+            return Outcome.EXPIRED
         log.info("released %s for another worker", item_id)
-        return "released"
+        return Outcome.RELEASED
 
-    def fail(self, ctx: TaskContext, exc: BaseException) -> str:
+    def fail(self, ctx: TaskContext, exc: BaseException) -> Outcome:
         """Record the failed attempt: retried after a backoff, or dead after the last one;
         dead at once if the error is permanent (:class:`batchml.errors.PermanentError`)."""
         error = self.describe(exc)
@@ -169,16 +170,16 @@ class Settle:
             self.on_vanished(ctx.item.id)
         except LeaseLost:
             log.warning("failed %s after losing its lease: %s", ctx.item.id, error)
-            return "abandoned"
+            return Outcome.EXPIRED
         if state == State.DEAD and permanent:
             log.error("item %s is dead at once: permanent error: %s", ctx.item.id, error)
-            return "dead"
+            return Outcome.DEAD
         if state == State.DEAD:
             log.error(
                 "item %s is dead after %d attempts: %s", ctx.item.id, ctx.item.attempts, error
             )
-            return "dead"
+            return Outcome.DEAD
         log.warning(
             "attempt %d of %s failed, will retry: %s", ctx.item.attempts, ctx.item.id, error
         )
-        return "failed"
+        return Outcome.FAILED

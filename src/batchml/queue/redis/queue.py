@@ -52,6 +52,7 @@ from batchml.queue.base import (
     Lease,
     LineageHead,
     LineageStep,
+    Outcome,
     PushOutcome,
     QueueOptions,
     State,
@@ -391,7 +392,7 @@ class RedisQueue(WorkQueue):
                     worker=r["worker"],
                     started_at=float(r["started_at"]) / 1000,
                     ended_at=float(r["ended_at"]) / 1000,
-                    outcome=r["outcome"],
+                    outcome=Outcome(r["outcome"]),
                     error=r.get("error"),
                 )
             )
