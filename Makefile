@@ -50,8 +50,8 @@ unit: $(STAMP)
 # Redis, CLI and safe-unpickling tests. Its own venv, re-used while both files are unchanged.
 FLOORS       = .venv-floors
 FLOORS_STAMP = $(FLOORS)/.installed-$(shell cat pyproject.toml .ci/constraints-floor.txt | cksum | cut -d' ' -f1)
-FLOOR_TESTS  = tests/test_queue_sqlite.py tests/test_queue_redis.py tests/test_faults_redis.py \
-               tests/test_cli.py tests/test_inspect.py tests/test_safe_pickle.py
+FLOOR_TESTS  = tests/queue/test_queue_sqlite.py tests/queue/test_queue_redis.py tests/queue/test_faults_redis.py \
+               tests/cli/test_cli.py tests/cli/test_inspect.py tests/fraud/test_safe_pickle.py
 
 test-floors: $(FLOORS_STAMP) system-deps
 	$(FLOORS)/bin/pytest -p no:cacheprovider $(FLOOR_TESTS) -k "not chaos"

@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchml.fraud import datasets, plan
-from batchml.fraud.evaluate import evaluate
-from batchml.fraud.simulate import SimulationConfig, simulate, split_by_day
-from batchml.local import spawn_workers
-from batchml.queue.sqlite import SqliteQueue
+from batchml.fraud import plan
+from batchml.fraud.data import datasets
+from batchml.fraud.data.simulate import SimulationConfig, simulate, split_by_day
+from batchml.fraud.evaluation.evaluate import evaluate
+from batchml.queue.sqlite.queue import SqliteQueue
 from batchml.settings import Settings
+from batchml.worker.local import spawn_workers
 
 RUN = "bench"
 

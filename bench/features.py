@@ -1,4 +1,4 @@
-"""Benchmark: batchml.fraud.features.compute_features against the customary pandas code.
+"""Benchmark: compute_features (batchml.fraud.features.engineered) against customary pandas code.
 
 The baseline is the handbook's method written compactly: per entity, ``groupby`` +
 time-based ``rolling(f"{n}D")`` on the TX_DATETIME-indexed series (rows in
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from batchml.fraud.features import compute_features, feature_columns
+from batchml.fraud.features.engineered import compute_features, feature_columns
 
 TOLERANCE = 1e-9
 
@@ -97,7 +97,7 @@ def _peak_bytes(run: Callable[[], object]) -> int:
 
 
 def _simulate(customers: int, terminals: int, days: int, seed: int) -> pd.DataFrame:
-    from batchml.fraud.simulate import SimulationConfig, simulate
+    from batchml.fraud.data.simulate import SimulationConfig, simulate
 
     config = SimulationConfig(n_customers=customers, n_terminals=terminals, n_days=days, seed=seed)
     return simulate(config)

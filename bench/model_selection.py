@@ -1,18 +1,18 @@
 """Benchmark: choose the fraud model by measurement, then report it on the handbook's test week.
 
-Every candidate is an :class:`~batchml.fraud.model_base.IncrementalModel` (a model kind and its
-parameters), warm-started one day after another exactly as a lineage is, on the standard
+Every candidate is an :class:`~batchml.fraud.models.model_base.IncrementalModel` (a model kind
+and its parameters), warm-started one day after another exactly as a lineage is, on the standard
 simulated data (``SimulationConfig()``: 5,000 customers, 10,000 terminals, 183 days from
 2018-04-01, seed 0) with the handbook's 15 inputs.
 
 1. Validation: each candidate trains from 2018-04-01 and is assessed on four consecutive weeks,
    each after the 7-day label delay: trained through D, tested on D+8 … D+14 for D = 06-26,
    07-03, 07-10 and 07-17 (the last test day is 2018-07-31), with the protocol of
-   :mod:`batchml.fraud.protocol` (known compromised cards removed; ROC AUC, average precision,
-   card precision@100). Candidates: every SGD combination of alpha × fraud_weight × epochs; for
-   LightGBM a coordinate search (change one axis at a time, move to the best, repeat). The best
-   candidate of each kind by mean validation average precision is selected; the test week
-   plays no part in it.
+   :mod:`batchml.fraud.evaluation.protocol` (known compromised cards removed; ROC AUC, average
+   precision, card precision@100). Candidates: every SGD combination of alpha × fraud_weight ×
+   epochs; for LightGBM a coordinate search (change one axis at a time, move to the best,
+   repeat). The best candidate of each kind by mean validation average precision is selected;
+   the test week plays no part in it.
 2. Test: each selected candidate goes through a checkpoint round trip (the bytes a lineage
    stores), continues on 2018-07-18 … 2018-07-31 and is assessed on 2018-08-08 … 2018-08-14 —
    the handbook's test week; also under the stricter rule that counts the frauds of every
@@ -39,13 +39,13 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from batchml.fraud import checkpoint
-from batchml.fraud.features import compute_features
-from batchml.fraud.model import MODEL_KINDS, make_model
-from batchml.fraud.model_base import CLASSES, IncrementalModel, fraud_scores
-from batchml.fraud.pipeline import KEY_COLUMNS, LABEL, FeatureSpec
-from batchml.fraud.protocol import Protocol, build_test_set, known_fraud_days, shift
-from batchml.fraud.simulate import SimulationConfig, simulate
+from batchml.fraud.data.simulate import SimulationConfig, simulate
+from batchml.fraud.evaluation.protocol import Protocol, build_test_set, known_fraud_days, shift
+from batchml.fraud.features.engineered import compute_features
+from batchml.fraud.features.pipeline import KEY_COLUMNS, LABEL, FeatureSpec
+from batchml.fraud.models import checkpoint
+from batchml.fraud.models.model import MODEL_KINDS, make_model
+from batchml.fraud.models.model_base import CLASSES, IncrementalModel, fraud_scores
 
 #: Validation: four consecutive weeks, each tested after the 7-day delay; the last one is
 #: 2018-07-25 … 2018-07-31, whose labels are all known by 2018-08-07, before the test week.

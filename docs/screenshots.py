@@ -24,14 +24,15 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
-from batchml.fraud import datasets, plan
-from batchml.local import spawn_workers
+from batchml.fraud import plan
+from batchml.fraud.data import datasets
 from batchml.queue import open_queue
 from batchml.queue.base import QueueOptions, RetryPolicy
 from batchml.settings import Settings, WorkerSettings
 from batchml.web.app import Dashboard, create_app
 from batchml.web.server import DashboardServer
-from batchml.worker import Worker
+from batchml.worker.local import spawn_workers
+from batchml.worker.loop import Worker
 
 DOCS = Path(__file__).resolve().parent
 FLAGS = (

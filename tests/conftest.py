@@ -1,7 +1,7 @@
 """Shared fixtures: a redis-server for the whole session, and a fresh queue name per test.
 
 ``redis_server`` (session) is the base URL of a Redis the session starts on a free port in a
-temporary folder (see tests/redis_server.py), or ``BATCHML_TEST_REDIS_URL`` when set.
+temporary folder (see tests/support/redis_server.py), or ``BATCHML_TEST_REDIS_URL`` when set.
 ``redis_url`` (per test) is that URL with a queue name of its own, so tests never share keys.
 ``redis_factory`` starts servers a test owns (to kill and restart them).
 
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.redis_server import RedisServer, TlsFiles, redis_server_binary
+from tests.support.redis_server import RedisServer, TlsFiles, redis_server_binary
 
 
 def with_queue_name(base_url: str, name: str) -> str:

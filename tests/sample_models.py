@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
-from batchml.fraud.kinds import model_kind
+from batchml.fraud.models.kinds import model_kind
 from batchml.tasks import TaskContext, task
 
 

@@ -92,7 +92,7 @@ def undecorated(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-# -- storage integrity (tests/test_storage_integrity.py) -----------------------------------------
+# -- storage integrity (tests/storage/test_storage_integrity.py) ---------------------------------
 
 
 @task
@@ -120,7 +120,7 @@ def swap_staging_for_symlink(ctx: TaskContext, payload: dict[str, Any]) -> dict[
     return {"name": payload["name"]}
 
 
-# -- a user task that keeps its own lineage (tests/test_report_generic.py) ----------------------
+# -- a user task that keeps its own lineage (tests/report/test_report_generic.py) ------------------
 
 
 @task

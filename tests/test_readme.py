@@ -3,7 +3,7 @@
 The README's fences mean: ```` ```bash ```` a block a user runs from a clone of the repository
 after ``make venv`` (this test runs each in a fresh folder of its own, with ``.venv/bin/batchml``
 and ``tests/data`` there as in a clone); ```` ```sh ```` a block that needs a cluster, Docker or a
-Redis server of yours (not run here; tests/test_deploy.py renders and checks the manifests).
+Redis server of yours (not run here; tests/deploy/test_deploy.py renders and checks the manifests).
 An HTML comment on the line before a fence steers this test:
 
 * ``<!-- readme-test: skip (REASON) -->`` before a ``bash`` block: not run, for the reason
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO, batchml_env
+from tests.support.cli import REPO, batchml_env
 
 README = REPO / "README.md"
 DIRECTIVE = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->")

@@ -1,6 +1,6 @@
 """The storage root: confined paths, atomic writes, and publish-after-commit.
 
-Layout (see DESIGN.md)::
+Layout (see docs/design.md)::
 
     <root>/datasets/training/<day>.parquet
     <root>/datasets/testing/<name>.parquet
@@ -24,7 +24,7 @@ stable storage (:meth:`Storage.seal`); only after the queue accepted the commit 
 renamed to its final name (:meth:`Storage.publish`), and the final folder flushed. The rename
 is idempotent and can be redone by anyone holding the publication record, so a worker killed
 between commit and rename loses nothing: the next reader rolls the publication forward. Staging
-folders of attempts that ended are removed by :func:`batchml.rollforward.roll_forward`.
+folders of attempts that ended are removed by :func:`batchml.worker.publish.roll_forward`.
 
 That is the ``rename`` storage mode. On a Cloud Storage FUSE bucket, where a rename is a copy and
 a delete, the ``write-once`` mode publishes and rewrites files without any rename
@@ -303,7 +303,7 @@ class Storage:
         """Remove what one attempt staged (and only that attempt); it never becomes visible.
 
         Best effort: a folder that cannot be removed is logged and left for the clean-up at
-        drain (:func:`batchml.rollforward.remove_stale_staging`)."""
+        drain (:func:`batchml.worker.publish.remove_stale_staging`)."""
         try:
             self.discard_staged(safe_name(item_id), token)
         except (StorageError, OSError) as exc:

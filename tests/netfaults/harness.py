@@ -23,12 +23,12 @@ from pathlib import Path
 
 import redis
 
-from batchml.local import worker_command
 from batchml.settings import Settings
-from tests.cli import batchml_env
+from batchml.worker.local import worker_command
 from tests.netfaults.netns import TAG, add_netns, del_netns, exec_argv, has_nft, ip, nft
 from tests.netfaults.proxy import TcpProxy
-from tests.redis_server import free_port, redis_server_binary
+from tests.support.cli import batchml_env
+from tests.support.redis_server import free_port, redis_server_binary
 
 __all__ = ["Host", "Net", "TcpProxy"]
 

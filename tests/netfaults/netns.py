@@ -17,7 +17,7 @@ import subprocess
 import threading
 import uuid
 
-from tests.ci import unavailable
+from tests.support.ci import unavailable
 
 #: this session's tag in every namespace name
 TAG = f"bm{os.getpid() % 100000}{uuid.uuid4().hex[:4]}"

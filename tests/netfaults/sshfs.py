@@ -16,9 +16,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.ci import unavailable
 from tests.netfaults.harness import Host, ensure_tools
 from tests.netfaults.netns import ip
+from tests.support.ci import unavailable
 
 
 def require_sshfs() -> None:

@@ -13,7 +13,7 @@ from batchml import exitcodes
 from batchml.errors import ConfigError
 from batchml.queue import open_queue
 from batchml.queue.base import State
-from batchml.queue.sqlite import SqliteQueue
+from batchml.queue.sqlite.queue import SqliteQueue
 from tests.netfaults import checks
 from tests.netfaults.harness import Net
 from tests.netfaults.sshfs import SshfsMount, require_sshfs

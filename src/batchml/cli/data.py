@@ -12,11 +12,11 @@ import typer
 from batchml.cli.common import console, existing_root, settings
 from batchml.cli.inspect_cmd import emit_json
 from batchml.errors import ConfigError, DatasetError
-from batchml.progress import progress_bars
+from batchml.observe.progress import progress_bars
 from batchml.storage import Storage
 
 if TYPE_CHECKING:
-    from batchml.fraud.simulate import SimulationConfig
+    from batchml.fraud.data.simulate import SimulationConfig
 
 app = typer.Typer(help="Datasets on the storage root.", no_args_is_help=True)
 
@@ -59,8 +59,8 @@ def generate_days(
 
     Nothing is written if a stored day would change (imported data, or other simulation
     settings), unless ``force``: the error names the first few days, their count and ``hint``."""
-    from batchml.fraud import datasets
-    from batchml.fraud.simulate import simulate, split_by_day
+    from batchml.fraud.data import datasets
+    from batchml.fraud.data.simulate import simulate, split_by_day
 
     with progress_bars() as bars:
         sim = bars.bar("simulating transactions", 1)
@@ -128,7 +128,7 @@ def generate(
     force: Annotated[bool, typer.Option(help="Replace stored days that hold other data.")] = False,
 ) -> None:
     """Simulate card transactions (Le Borgne et al.) and store one Parquet file per day."""
-    from batchml.fraud.simulate import SimulationConfig
+    from batchml.fraud.data.simulate import SimulationConfig
 
     config = SimulationConfig(
         n_customers=customers, n_terminals=terminals, n_days=days, start_date=start_date,
@@ -140,7 +140,7 @@ def generate(
 
 def _readable_files(path: Path) -> list[Path]:
     """The dataset files of a folder (for the progress bar), or the path itself."""
-    from batchml.fraud import datasets
+    from batchml.fraud.data import datasets
 
     if not path.is_dir():
         return [path]
@@ -169,7 +169,7 @@ def import_(
     ] = False,
 ) -> None:
     """Validate datasets and store them as Parquet under <root>/datasets/."""
-    from batchml.fraud import datasets  # lazily: the CLI starts without pandas
+    from batchml.fraud.data import datasets  # lazily: the CLI starts without pandas
 
     storage = settings(ctx).storage()
     files = [f for p in paths for f in _readable_files(p)]
@@ -199,7 +199,7 @@ def list_(
     """List stored training days and testing files.
 
     --json prints {"training": [YYYY-MM-DD, ...], "testing": [FILE.parquet, ...]}, sorted."""
-    from batchml.fraud import datasets  # lazily: the CLI starts without pandas
+    from batchml.fraud.data import datasets  # lazily: the CLI starts without pandas
 
     storage = existing_root(ctx).storage()
     days = datasets.training_days(storage)

@@ -14,14 +14,14 @@ from batchml import exitcodes
 from batchml.cli.common import console, root_given, settings
 from batchml.cli.data import generate_days
 from batchml.errors import ConfigError
-from batchml.fraud.kinds import ModelKind
-from batchml.local import spawn_workers, wait
-from batchml.progress import activity, progress_bars
+from batchml.fraud.models.kinds import ModelKind
+from batchml.observe.progress import activity, progress_bars
 from batchml.queue import open_queue
 from batchml.queue.base import State
 from batchml.report import write_reports
 from batchml.settings import Settings
 from batchml.storage import safe_name
+from batchml.worker.local import spawn_workers, wait
 
 #: the demo's own storage root when neither --root nor BATCHML_ROOT is given
 DEMO_ROOT = Path("batchml-demo")
@@ -119,9 +119,9 @@ def demo(
     started = time.monotonic()
     _prepare(s.root, fresh)
     from batchml.fraud import plan
-    from batchml.fraud.evaluate import Protocol, evaluate
-    from batchml.fraud.lineage import ModelConfig
-    from batchml.fraud.simulate import SimulationConfig
+    from batchml.fraud.data.simulate import SimulationConfig
+    from batchml.fraud.evaluation.evaluate import Protocol, evaluate
+    from batchml.fraud.models.lineage import ModelConfig
 
     storage = s.storage()
     config = SimulationConfig(n_customers=customers, n_terminals=terminals, n_days=days, seed=seed)

@@ -12,7 +12,7 @@ from batchml.cli.common import console, existing_root, queue
 from batchml.cli.data import day_option
 from batchml.cli.inspect_cmd import emit_json
 from batchml.errors import ConfigError
-from batchml.progress import activity
+from batchml.observe.progress import activity
 
 if TYPE_CHECKING:
     from batchml.storage import Storage
@@ -65,7 +65,7 @@ def evaluate_cmd(
 
     The handbook's protocol: the test days start --delay days after the last trained day;
     cards with a fraud known by a test day leave that day's test set (docs/fraud.md)."""
-    from batchml.fraud.evaluate import Protocol, evaluate
+    from batchml.fraud.evaluation.evaluate import Protocol, evaluate
 
     s = existing_root(ctx)
     protocol = Protocol(
@@ -97,7 +97,7 @@ def evaluate_cmd(
 
 def _score_targets(storage: Storage, names: list[str]) -> list[tuple[str, str]]:
     """(name, root-relative path) of each day (YYYY-MM-DD) or testing dataset name."""
-    from batchml.fraud import datasets
+    from batchml.fraud.data import datasets
 
     targets = []
     for name in names:
@@ -130,8 +130,8 @@ def score_cmd(
     --json prints {"run": RUN, "version": V, "trained_through": DAY, "queued": N,
     "items": [{"id": ID, "outcome": "added" | "exists" | "reset"}, ...]}."""
     from batchml.fraud import plan
-    from batchml.fraud.evaluate import pick_version
-    from batchml.fraud.pipeline import FeatureSpec
+    from batchml.fraud.evaluation.evaluate import pick_version
+    from batchml.fraud.features.pipeline import FeatureSpec
 
     s = existing_root(ctx)
     targets = _score_targets(s.storage(), days)
@@ -163,8 +163,9 @@ def features_cmd(
     """Write the engineered features of some days (with TRANSACTION_ID) to a Parquet file."""
     import pandas as pd
 
-    from batchml.fraud import datasets, pipeline
-    from batchml.fraud.pipeline import FeatureSpec
+    from batchml.fraud.data import datasets
+    from batchml.fraud.features import pipeline
+    from batchml.fraud.features.pipeline import FeatureSpec
 
     storage = existing_root(ctx).storage()
     spec = FeatureSpec()

@@ -35,7 +35,7 @@ def verify(storage: Storage, head: LineageHead) -> str:
 
     A checkpoint its writer committed but had not renamed yet (it died in between) is checked
     under its staging name: the next reader publishes it."""
-    from batchml.fraud import checkpoint  # numpy: not for `batchml --help`
+    from batchml.fraud.models import checkpoint  # numpy: not for `batchml --help`
 
     pub = head.checkpoint
     if pub is None:

@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
-from batchml import __version__, exitcodes, logs
+from batchml import __version__, exitcodes
 from batchml.cli import common, data, helptext, queue_cmd, report_cmd, worker_cmd
 from batchml.errors import BatchmlError, ConfigError, DataLoss, QueueCorrupt, QueueUnavailable
+from batchml.observe import logs
 from batchml.publish_modes import StorageMode
 from batchml.settings import DEFAULT_ROOT, DEFAULT_RUN, Settings
 from batchml.tasks.registry import parse_modules

@@ -15,13 +15,13 @@ from batchml.cli import inspect_cmd
 from batchml.cli.common import console, err_console, queue, settings
 from batchml.cli.data import day_option
 from batchml.cli.inspect_cmd import emit_json
-from batchml.dataloss import status_data_loss
 from batchml.errors import ConfigError, PermanentError
-from batchml.fraud.kinds import DEFAULT_KIND, KIND_NAMES, known_kinds
+from batchml.fraud.models.kinds import DEFAULT_KIND, KIND_NAMES, known_kinds
 from batchml.observe import console as status_console
 from batchml.observe import status as observe_status
 from batchml.queue.base import ItemSpec, PushOutcome, State, WorkQueue
 from batchml.tasks import TaskRegistry
+from batchml.worker.dataloss import status_data_loss
 
 app = typer.Typer(help="The work queue.", no_args_is_help=True)
 

@@ -12,7 +12,7 @@ from batchml.errors import ConfigError
 from batchml.observe.hooks import worker_observers
 from batchml.observe.metrics import DEFAULT_ADDRESS
 from batchml.report import write_reports
-from batchml.worker import Worker
+from batchml.worker.loop import Worker
 
 #: seconds ``--check`` waits to connect and for the reply (a probe must answer fast)
 CHECK_TIMEOUT = 2.0

@@ -1,4 +1,4 @@
-"""Turning datasets into queue items, with the order expressed in the queue (DESIGN.md).
+"""Turning datasets into queue items, with the order expressed in the queue (docs/design.md).
 
 Per training day, a ``fraud.features`` item (no dependencies: every worker computes features
 in parallel) and a ``fraud.train`` item that depends on its own features item and on the
@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from batchml.errors import ConfigError, DatasetError
-from batchml.fraud import datasets
-from batchml.fraud.lineage import ModelConfig
-from batchml.fraud.model import make_model
-from batchml.fraud.pipeline import FeatureSpec
+from batchml.fraud.data import datasets
+from batchml.fraud.features.pipeline import FeatureSpec
+from batchml.fraud.models.lineage import ModelConfig
+from batchml.fraud.models.model import make_model
 from batchml.queue.base import Item, ItemSpec, PushOutcome, State, WorkQueue, canonical_json
 from batchml.storage import Storage
 

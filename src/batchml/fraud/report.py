@@ -11,7 +11,7 @@ for no other, without importing this module itself.
   precision on the training and testing data, card precision@k on the testing data);
 * report.html: ``metrics`` (test and training metrics per version, plotted and tabulated),
   ``data`` (transactions and frauds per day), ``curves`` (ROC and precision–recall of the final
-  model, scored again from its checkpoint: :mod:`batchml.fraud.curves`);
+  model, scored again from its checkpoint: :mod:`batchml.fraud.evaluation.curves`);
 * dashboard: ``metrics`` (test ROC AUC and average precision per version) and
   ``transactions-per-day``.
 """
@@ -228,7 +228,7 @@ def final_curves(ctx: ReportContext) -> dict[str, Any] | None:
     it and recorded a test set."""
     if not ctx.lineage or ctx.lineage[-1].get("task") != "fraud.train":
         return None
-    from batchml.fraud.curves import version_curves  # scikit-learn: only when drawn
+    from batchml.fraud.evaluation.curves import version_curves  # scikit-learn: only when drawn
 
     return version_curves(ctx.storage, ctx.lineage[-1])
 

@@ -28,16 +28,17 @@ import numpy as np
 import pandas as pd
 
 from batchml.errors import ConfigError, DatasetError, PayloadError
-from batchml.fraud import datasets, pipeline
-from batchml.fraud.kinds import DEFAULT_KIND, known_kinds
-from batchml.fraud.pipeline import FeatureSpec
+from batchml.fraud.data import datasets
+from batchml.fraud.features import pipeline
+from batchml.fraud.features.pipeline import FeatureSpec
+from batchml.fraud.models.kinds import DEFAULT_KIND, known_kinds
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage
 from batchml.tasks.context import TaskContext
 from batchml.tasks.registry import task
 
 if TYPE_CHECKING:
-    from batchml.fraud.protocol import TestSet
+    from batchml.fraud.evaluation.protocol import TestSet
 
 
 class _Stopwatch:
@@ -151,9 +152,10 @@ def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     The result holds the new version's metrics on its own training day (``train``) and, when
     the item names test datasets, on them with the evaluation protocol (``test``), and where
     the time went (``seconds``: io, features, train, evaluate)."""
-    from batchml.fraud import lineage, metrics, test_sets
-    from batchml.fraud.model_base import CLASSES, fraud_scores
-    from batchml.fraud.protocol import version_protocol
+    from batchml.fraud.evaluation import metrics, test_cache
+    from batchml.fraud.evaluation.protocol import version_protocol
+    from batchml.fraud.models import lineage
+    from batchml.fraud.models.model_base import CLASSES, fraud_scores
 
     spec = FeatureSpec.from_json(payload.get("features"))
     config = lineage.ModelConfig.from_json(payload.get("model"))
@@ -182,10 +184,10 @@ def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     tests = [str(p) for p in payload.get("test") or []]
     if tests:
         protocol = version_protocol(spec)
-        test = test_sets.get(ctx.storage, tests, spec, protocol)
+        test = test_cache.get(ctx.storage, tests, spec, protocol)
         clock.lap("features")
         ctx.check()
-        scores = test_sets.scores(test, model, head.params_digest, digest)
+        scores = test_cache.scores(test, model, head.params_digest, digest)
         result["test"] = _test_metrics(test, scores, protocol.top_k, tests)
         clock.lap("evaluate")
     ctx.output(final).write_bytes(data)
@@ -232,8 +234,9 @@ def score_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     scoring again gives the same bytes. The version is part of the path because every
     published file has exactly one owning item: scoring a day with v3 and later with v10 makes
     two files, never one file claimed by two commits."""
-    from batchml.fraud import lineage, metrics
-    from batchml.fraud.model_base import fraud_scores
+    from batchml.fraud.evaluation import metrics
+    from batchml.fraud.models import lineage
+    from batchml.fraud.models.model_base import fraud_scores
 
     spec = FeatureSpec.from_json(payload.get("features"))
     name = str(payload["dataset"])

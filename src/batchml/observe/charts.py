@@ -13,14 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from batchml.queue.base import Outcome
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
-OUTCOME_COLORS = {
-    "done": "#2ca02c",
-    "failed": "#ff7f0e",
-    "dead": "#d62728",
-    "expired": "#9467bd",
-    "released": "#7f7f7f",
-    "running": "#1f77b4",
+OUTCOME_COLORS: dict[str, str] = {
+    Outcome.DONE: "#2ca02c",
+    Outcome.FAILED: "#ff7f0e",
+    Outcome.DEAD: "#d62728",
+    Outcome.EXPIRED: "#9467bd",
+    Outcome.RELEASED: "#7f7f7f",
+    "running": "#1f77b4",  # an attempt still under way (the dashboard's timeline)
 }
 FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 

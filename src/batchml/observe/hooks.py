@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from batchml.logs import LogContext
+from batchml.observe.logs import LogContext
 from batchml.observe.metrics import DEFAULT_ADDRESS, MetricsServer, PrometheusObserver
-from batchml.observer import WorkerObserver
-from batchml.progress import WorkerProgress
+from batchml.observe.progress import WorkerProgress
 from batchml.queue.base import WorkQueue
+from batchml.worker.observer import WorkerObserver
 
 
 @contextmanager
@@ -21,7 +21,7 @@ def worker_observers(
     progress_every: float | None = None,
 ) -> Iterator[list[WorkerObserver]]:
     """Observers for one worker; with a port, ``/metrics`` is served until the block ends.
-    The progress line (:class:`batchml.progress.WorkerProgress`) updates every
+    The progress line (:class:`batchml.observe.progress.WorkerProgress`) updates every
     ``progress_every`` seconds (None: its default, 1 s on a terminal, 30 s otherwise)."""
     observers: list[WorkerObserver] = [LogContext(run), WorkerProgress(queue, every=progress_every)]
     if metrics_port is None:

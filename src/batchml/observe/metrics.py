@@ -8,7 +8,7 @@ so two workers in one process, as in the tests, do not mix their counts). Export
 =========================================  ========  ============================================
 ``batchml_leases_total``                   counter   items this worker leased
 ``batchml_items_total{outcome}``           counter   ended attempts: done, failed (will retry),
-                                                     dead, abandoned (lease lost), released
+                                                     dead, released, expired (lease lost)
 ``batchml_lease_losses_total``             counter   heartbeats the queue refused, or leases
                                                      that expired while the queue was unreachable
 ``batchml_task_duration_seconds{outcome}`` histogram seconds from lease to the attempt's end
@@ -58,12 +58,12 @@ from prometheus_client.registry import Collector
 
 from batchml import __version__
 from batchml.errors import BatchmlError, ConfigError
-from batchml.observer import WorkerObserver
-from batchml.queue.base import Lease, State, WorkQueue
+from batchml.queue.base import Lease, Outcome, State, WorkQueue
+from batchml.worker.observer import WorkerObserver
 
 log = logging.getLogger("batchml.metrics")
 
-OUTCOMES = ("done", "failed", "dead", "abandoned", "released")
+OUTCOMES = tuple(Outcome)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 #: where ``/metrics`` listens unless told otherwise: this machine only
@@ -173,7 +173,7 @@ class PrometheusObserver(WorkerObserver):
         if self.depth is not None:
             self.depth.invalidate()
 
-    def on_outcome(self, item_id: str, status: str, seconds: float) -> None:
+    def on_outcome(self, item_id: str, status: Outcome, seconds: float) -> None:
         self.items.labels(outcome=status).inc()
         self.duration.labels(outcome=status).observe(seconds)
         self.busy.set(0)

@@ -12,6 +12,7 @@ from batchml.queue.base import (
     Lease,
     LineageHead,
     LineageStep,
+    Outcome,
     PushOutcome,
     QueueOptions,
     RetryPolicy,
@@ -26,6 +27,7 @@ __all__ = [
     "Lease",
     "LineageHead",
     "LineageStep",
+    "Outcome",
     "PushOutcome",
     "QueueOptions",
     "RetryPolicy",
@@ -62,7 +64,8 @@ def open_queue(
     ``queue.db`` is under the root, which the commands that create create first)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
-        from batchml.queue.sqlite import SqliteQueue, path_from_url
+        from batchml.queue.sqlite.fs import path_from_url
+        from batchml.queue.sqlite.queue import SqliteQueue
 
         path = path_from_url(url)
         if not create and not path.is_file():
@@ -77,7 +80,7 @@ def open_queue(
             )
         return SqliteQueue(path, options)
     if scheme in ("redis", "rediss"):
-        from batchml.queue.redis import RedisQueue
+        from batchml.queue.redis.queue import RedisQueue
 
         queue = RedisQueue.from_url(url, options, connect)
         if not create and queue.generation() is None and not any(queue.counts().values()):

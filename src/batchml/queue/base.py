@@ -1,4 +1,4 @@
-"""The backend-neutral work-queue contract (DESIGN.md, "Queue contract").
+"""The backend-neutral work-queue contract (docs/design.md, "Queue contract").
 
 An item has a stable id, a JSON payload, an attempt count, optional dependencies and a state:
 
@@ -16,7 +16,8 @@ dies, everything downstream of it that has not run becomes blocked in the same a
 ``requeue_dead`` puts the dead item back and its blocked dependents back to waiting, so a chain
 resumes in its order. ``drained()`` counts neither dead nor blocked items as pending work.
 
-Every backend is one module beside this one and passes ``tests/queue_contract.py`` unchanged.
+Every backend is one subpackage beside this module (``sqlite/``, ``redis/``) and passes
+``tests/support/queue_contract.py`` unchanged.
 Time comes from an injectable clock so lease expiry is tested without sleeping.
 """
 
@@ -43,6 +44,17 @@ class State(StrEnum):
     DONE = "done"
     DEAD = "dead"
     BLOCKED = "blocked"
+
+
+class Outcome(StrEnum):
+    """How one attempt ended: the one vocabulary of the queue's attempt history, the worker,
+    the metrics' ``outcome`` label, the report's and the dashboard's charts."""
+
+    DONE = "done"  # committed
+    FAILED = "failed"  # failed; retried after a backoff
+    DEAD = "dead"  # failed for the last time, or permanently
+    RELEASED = "released"  # given back on a graceful shutdown (not counted as an attempt)
+    EXPIRED = "expired"  # the lease was lost: it ran out, or the item was taken over or purged
 
 
 ENDED = (State.DONE, State.DEAD)
@@ -181,7 +193,7 @@ class AttemptRecord:
     worker: str
     started_at: float
     ended_at: float
-    outcome: str  # done | failed | dead | released | expired
+    outcome: Outcome
     error: str | None = None
 
 

@@ -27,8 +27,8 @@ from batchml.report.records import (
     read_records,
 )
 from batchml.report.sections import ReportContext, ReportSection, applicable
-from batchml.rollforward import roll_forward
 from batchml.storage import Storage
+from batchml.worker.publish import roll_forward
 
 
 def _fmt(value: Any) -> str:

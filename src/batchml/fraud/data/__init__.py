@@ -1,0 +1,1 @@
+"""Transactions: the stored schema, the simulator, importing datasets, and the safe unpickler."""

@@ -1,0 +1,1 @@
+"""Assessing a lineage: the test protocol, metrics, curves, and the test sets kept in memory."""

@@ -1,0 +1,168 @@
+"""From stored transactions to model inputs: per-day feature tables, cached on the storage root.
+
+A feature table has one row per transaction: ``TRANSACTION_ID``, ``TX_DATETIME``,
+``CUSTOMER_ID`` (for card precision), the model inputs (``TX_AMOUNT`` plus the 14 engineered
+features: the handbook's 15 inputs) and the label ``TX_FRAUD``.
+
+A day's features need the previous ``history_days_needed()`` (37) days of raw transactions; the
+``fraud.features`` task computes them once per day and publishes
+``<root>/features/<featureset>/<day>.parquet``. Readers use that cache when it is there and
+compute the same values themselves when it is not (the values are identical either way).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchml.errors import DatasetError
+from batchml.fraud.data import datasets
+from batchml.fraud.data.schema import to_frame
+from batchml.fraud.features.engineered import (
+    DEFAULT_DELAY_DAYS,
+    DEFAULT_WINDOWS,
+    compute_features,
+    feature_columns,
+    history_days_needed,
+)
+from batchml.storage import Storage
+
+log = logging.getLogger("batchml.fraud")
+
+KEY_COLUMNS = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID")
+LABEL = "TX_FRAUD"
+#: never model inputs: identifiers and labels (the tutorial trained on TX_FRAUD itself)
+FORBIDDEN_INPUTS = frozenset(
+    {"TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD", "TX_FRAUD_SCENARIO"}
+)
+
+
+#: bump when the feature code changes what it computes: cached tables of older code are ignored
+FEATURE_CODE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features: window sizes (days) and the label delay (days) of the terminal risk."""
+
+    windows: tuple[int, ...] = DEFAULT_WINDOWS
+    delay_days: int = DEFAULT_DELAY_DAYS
+
+    @property
+    def id(self) -> str:
+        windows = "-".join(map(str, self.windows))
+        return f"v{FEATURE_CODE_VERSION}-w{windows}_d{self.delay_days}"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The model's input columns, in order."""
+        names = ("TX_AMOUNT", *feature_columns(self.windows))
+        assert not FORBIDDEN_INPUTS.intersection(names)
+        return names
+
+    @property
+    def history_days(self) -> int:
+        return history_days_needed(self.windows, self.delay_days)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"windows": list(self.windows), "delay_days": self.delay_days}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> FeatureSpec:
+        if not data:
+            return cls()
+        return cls(
+            windows=tuple(int(w) for w in data["windows"]), delay_days=int(data["delay_days"])
+        )
+
+    def cache_path(self, day: str) -> str:
+        return f"features/{self.id}/{day}.parquet"
+
+
+def feature_table(raw: pd.DataFrame, history: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Features of the rows of ``raw``, using ``history`` (earlier transactions) for windows."""
+    if len(history):
+        history = history[~history["TRANSACTION_ID"].isin(raw["TRANSACTION_ID"])]
+        both = pd.concat([history, raw], ignore_index=True)
+    else:
+        both = raw.reset_index(drop=True)
+    feats = compute_features(both, windows=spec.windows, delay_days=spec.delay_days)
+    feats = feats.iloc[len(both) - len(raw) :].reset_index(drop=True)
+    table = raw[list(KEY_COLUMNS)].reset_index(drop=True).copy()
+    table["TX_AMOUNT"] = raw["TX_AMOUNT"].to_numpy()
+    for name in spec.inputs[1:]:
+        table[name] = feats[name].to_numpy()
+    table[LABEL] = raw[LABEL].to_numpy()
+    return table
+
+
+def _history_for(storage: Storage, first_day: str, spec: FeatureSpec) -> pd.DataFrame:
+    """The stored days before ``first_day`` that its windows reach.
+
+    History is best effort: a day that is unreadable or invalid is left out (with a warning)
+    rather than failing every later day; that day's own items fail and go dead by themselves.
+    """
+    days = datasets.days_before(first_day, spec.history_days)
+    return datasets.load_days(storage, days, on_invalid=_skip_history_day)
+
+
+def _skip_history_day(day: str, error: DatasetError) -> None:
+    log.warning("history day %s left out of the feature windows: %s", day, error)
+
+
+def compute_day(storage: Storage, day: str, spec: FeatureSpec) -> pd.DataFrame:
+    """The feature table of one stored training day, computed from raw transactions."""
+    raw = datasets.read_parquet(storage, datasets.day_path(day))
+    return feature_table(raw, _history_for(storage, day, spec), spec)
+
+
+def compute_frame(storage: Storage, raw: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Feature table of a standalone dataset (e.g. a testing file), history from stored days."""
+    first = str(pd.Timestamp(raw["TX_DATETIME"].min()).date())
+    return feature_table(raw, _history_for(storage, first, spec), spec)
+
+
+def table_to_bytes(table: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def load_dataset_features(storage: Storage, relpath: str, spec: FeatureSpec) -> pd.DataFrame:
+    """Feature table of a stored dataset: a training day (cached when possible) or any file."""
+    day = _training_day(relpath)
+    if day is not None:
+        cached = spec.cache_path(day)
+        if storage.exists(cached):
+            try:
+                return to_frame(pq.read_table(storage.resolve(cached)))
+            except (pa.ArrowException, OSError):
+                pass  # a damaged cache is recomputed, never trusted
+        return compute_day(storage, day, spec)
+    return compute_frame(storage, datasets.read_parquet(storage, relpath), spec)
+
+
+def load_many(storage: Storage, relpaths: list[str], spec: FeatureSpec) -> pd.DataFrame:
+    tables = [load_dataset_features(storage, p, spec) for p in relpaths]
+    if not tables:
+        raise DatasetError("no datasets given")
+    return pd.concat(tables, ignore_index=True)
+
+
+def xy(table: pd.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs and labels of a feature table."""
+    return table[list(spec.inputs)].to_numpy(dtype=np.float64), table[LABEL].to_numpy()
+
+
+def _training_day(relpath: str) -> str | None:
+    prefix = f"datasets/{datasets.TRAINING}/"
+    if relpath.startswith(prefix) and relpath.endswith(".parquet"):
+        return relpath[len(prefix) : -len(".parquet")]
+    return None

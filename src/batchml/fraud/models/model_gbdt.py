@@ -1,0 +1,219 @@
+"""Gradient-boosted trees (LightGBM) that continue from the previous booster, batch after batch.
+
+Each ``partial_fit`` adds ``trees_per_batch`` trees to the booster, fitted on a replay memory of
+the last ``window`` batches (:mod:`batchml.fraud.models.replay`), starting from the current
+booster's raw score of each row — what LightGBM's ``init_model`` does, except that the memory
+keeps each row's score and adds the newest trees' part, instead of running every tree on every
+row at each step. The new trees are then appended to the booster's text model. The learned state is
+that text as bytes, the number of trees after each batch that grew some, and the replay arrays:
+no pickle anywhere. The score is a sum of per-batch groups of trees (:class:`AdditiveModel`),
+so a reader that scored the previous version adds only the newest trees' part.
+
+Deterministic: ``deterministic=True``, a fixed ``seed``, a fixed ``num_threads`` and a fixed
+column-wise histogram layout (LightGBM otherwise picks one by timing both). Everything a step
+starts from is in the state (the text model, the rows and their scores), so continuing in
+memory and continuing after a checkpoint round trip give bit-identical bytes.
+
+Defaults chosen on the validation period by ``bench/model_selection.py`` (docs/fraud.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from batchml.fraud.models.model_base import AdditiveModel
+from batchml.fraud.models.replay import ReplayBuffer
+
+_TREE = re.compile(r"(?m)^Tree=\d+\n")
+_END = "end of trees"
+
+
+def _trees(text: str) -> list[str]:
+    """The tree blocks of a LightGBM text model, without their ``Tree=<n>`` lines."""
+    body = text[text.index("\nTree=") + 1 : text.index(_END)]
+    return _TREE.split(body)[1:]
+
+
+def append_trees(model: str, grown: str) -> str:
+    """The text model with the trees of ``model`` followed by those of ``grown``.
+
+    The header (feature names and ranges, objective) is ``model``'s, minus ``tree_sizes``: the
+    byte sizes of the trees, which only let LightGBM parse them in parallel; without them it
+    reads them one after another. Trees are renumbered; the end (importances, parameters) is
+    ``grown``'s, informative only. Equals, tree for tree, what ``init_model`` training makes.
+    """
+    if not model:
+        return grown
+    header = model[: model.index("\nTree=") + 1]
+    header = "".join(
+        line for line in header.splitlines(keepends=True) if not line.startswith("tree_sizes=")
+    )
+    trees = _trees(model) + _trees(grown)
+    body = "".join(f"Tree={number}\n{tree}" for number, tree in enumerate(trees))
+    return header + body + grown[grown.index(_END) :]
+
+
+class LightGBMModel(AdditiveModel):
+    """Boosted trees grown a few at a time on a replay of recent batches.
+
+    Rows may hold NaN (LightGBM sends missing values down a learnt side of each split). Until
+    the memory holds both classes no tree is grown, and the model predicts the weighted share
+    of frauds in its memory (0 when it has seen legitimate rows only)."""
+
+    kind = "lgbm"
+    allow_nan = True
+
+    def __init__(
+        self,
+        trees_per_batch: int = 2,
+        learning_rate: float = 0.1,
+        num_leaves: int = 15,
+        min_sum_hessian_in_leaf: float = 1.0,
+        lambda_l2: float = 10.0,
+        window: int = 30,
+        legit_keep: float = 0.1,
+        fraud_weight: float = 1.0,
+        seed: int = 0,
+        num_threads: int = 1,
+    ) -> None:
+        self.trees_per_batch = trees_per_batch
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_sum_hessian_in_leaf = min_sum_hessian_in_leaf
+        self.lambda_l2 = lambda_l2
+        self.window = window
+        self.legit_keep = legit_keep
+        self.fraud_weight = fraud_weight
+        self.seed = seed
+        self.num_threads = num_threads
+
+    def check_params(self) -> None:
+        self._lgb_params()  # TypeError/ValueError if a value is not a number
+        if int(self.trees_per_batch) < 1:
+            raise ValueError(f"trees_per_batch must be at least 1, got {self.trees_per_batch}")
+        self._new_replay()  # window and legit_keep ranges
+
+    def _new_replay(self) -> ReplayBuffer:
+        return ReplayBuffer(
+            window=int(self.window),
+            legit_keep=float(self.legit_keep),
+            fraud_weight=float(self.fraud_weight),
+            seed=int(self.seed),
+        )
+
+    def _lgb_params(self) -> dict[str, Any]:
+        return {
+            "objective": "binary",
+            "learning_rate": float(self.learning_rate),
+            "num_leaves": int(self.num_leaves),
+            "min_sum_hessian_in_leaf": float(self.min_sum_hessian_in_leaf),
+            "lambda_l2": float(self.lambda_l2),
+            "seed": int(self.seed),
+            "num_threads": int(self.num_threads),
+            "deterministic": True,
+            "force_col_wise": True,
+            "verbosity": -1,
+        }
+
+    def _start(self) -> None:
+        self.replay_ = self._new_replay()
+        self.model_text_ = ""
+        self.tree_bounds_ = np.zeros(1, dtype=np.int64)  # trees before part 0, 1, …, and after
+        self._booster: lgb.Booster | None = None
+
+    @property
+    def _has_trees(self) -> bool:
+        return bool(self.model_text_)
+
+    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Sample the batch into the replay memory, then grow ``trees_per_batch`` trees on it.
+
+        While the memory holds a single class (no fraud seen yet) no tree is grown: a tree
+        could not separate anything, and LightGBM's starting score would be infinite.
+        """
+        replay = self.replay_
+        replay.add(X, y, self._raw_scores)
+        if not replay.has_both_classes():
+            return
+        trees = self._has_trees
+        data = lgb.Dataset(
+            replay.X, label=replay.y, weight=replay.weights(), params={"verbosity": -1},
+            init_score=replay.margin if trees else None,
+        )  # fmt: skip
+        grown = lgb.train(
+            self._lgb_params(),
+            data,
+            num_boost_round=int(self.trees_per_batch),
+            keep_training_booster=False,
+        )
+        fresh = np.asarray(grown.predict(replay.X, raw_score=True), dtype=np.float64)
+        replay.margin = replay.margin + fresh if trees else fresh
+        self.model_text_ = append_trees(self.model_text_, grown.model_to_string())
+        self._booster = lgb.Booster(model_str=self.model_text_)  # now: predicting changes nothing
+        self.tree_bounds_ = np.append(self.tree_bounds_, self.tree_bounds_[-1] + grown.num_trees())
+
+    def _raw_scores(self, X: np.ndarray) -> np.ndarray:
+        """The booster's raw score (log-odds) of each row; 0 before the first tree (the
+        memory's margins start from the first trees' scores, not from this)."""
+        if not self._has_trees:
+            return np.zeros(len(X))
+        scores = self._predictor().predict(X, raw_score=True, num_threads=int(self.num_threads))
+        return np.asarray(scores, dtype=np.float64)
+
+    def _prior(self) -> float:
+        """The weighted share of frauds in the memory (0.5 when it is empty)."""
+        w = self.replay_.weights()
+        total = float(w.sum())
+        return float(w[self.replay_.y == 1].sum()) / total if total > 0 else 0.5
+
+    def parts(self) -> int:
+        """Batches that added trees: the booster's trees in per-batch groups."""
+        return len(self.tree_bounds_) - 1
+
+    def raw_part(self, X: np.ndarray, part: int) -> np.ndarray:
+        first, stop = int(self.tree_bounds_[part]), int(self.tree_bounds_[part + 1])
+        scores = self._predictor().predict(
+            np.asarray(X, dtype=np.float64), start_iteration=first, num_iteration=stop - first,
+            raw_score=True, num_threads=int(self.num_threads),
+        )  # fmt: skip
+        return np.asarray(scores, dtype=np.float64)
+
+    def _predictor(self) -> lgb.Booster:
+        booster = getattr(self, "_booster", None)
+        if booster is None:  # only a copy made without it (e.g. by copy.copy)
+            booster = self._booster = lgb.Booster(model_str=self.model_text_)
+        return booster
+
+    def _fraud(self, X: np.ndarray) -> np.ndarray:
+        if not self._has_trees:
+            return np.full(len(X), self._prior())
+        scores = self._predictor().predict(X, num_threads=int(self.num_threads))
+        return np.asarray(scores, dtype=np.float64)
+
+    def _proba(self, X: np.ndarray) -> np.ndarray:
+        p = self._fraud(X)
+        return np.column_stack([1.0 - p, p])
+
+    def _log_odds(self, X: np.ndarray) -> np.ndarray:
+        if self._has_trees:
+            return self._raw_scores(X)
+        with np.errstate(divide="ignore"):
+            prior = self._prior()
+            return np.full(len(X), np.log(prior) - np.log1p(-prior))
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        booster = np.frombuffer(self.model_text_.encode(), dtype=np.uint8)
+        return {"booster": booster, "tree_bounds": self.tree_bounds_, **self.replay_.get_state()}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> int:
+        self._start()
+        self.model_text_ = np.asarray(state["booster"], dtype=np.uint8).tobytes().decode()
+        self.tree_bounds_ = np.ascontiguousarray(state["tree_bounds"], dtype=np.int64)
+        self.replay_.set_state(state)
+        if self.model_text_:
+            self._booster = lgb.Booster(model_str=self.model_text_)
+        return int(self.replay_.X.shape[1])
