@@ -5,6 +5,11 @@ is lost for good: the thread sets ``lost`` and stops, and the worker abandons th
 the queue is unreachable it keeps trying (sooner than usual) until the lease would have expired
 on its own; only then is the lease given up as lost. After each renewal it calls ``on_beat``
 (the worker sends a status report it held back); an error there is logged, never fatal.
+
+With a ``probe`` (:class:`~batchml.worker.storage_probe.StorageProbe`), a renewal is made only
+while the storage root answers: a task blocked on a hung network file system then loses its
+lease in ``ttl`` seconds, as a dead worker's would, and another worker can take the item; the
+stuck attempt, once it returns, is fenced (its commit is refused) and publishes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from batchml.errors import LeaseLost, QueueUnavailable, UnknownItem
 from batchml.queue.base import WorkQueue
 from batchml.worker.observer import WorkerObserver
+from batchml.worker.storage_probe import StorageProbe
 
 
 class Heartbeat(threading.Thread):
@@ -31,6 +37,7 @@ class Heartbeat(threading.Thread):
         log: logging.Logger,
         observer: WorkerObserver | None = None,
         on_beat: Callable[[], None] | None = None,
+        probe: StorageProbe | None = None,
     ) -> None:
         super().__init__(name=f"heartbeat-{item_id}", daemon=True)
         self.queue = queue
@@ -42,9 +49,11 @@ class Heartbeat(threading.Thread):
         self.log = log
         self.observer = observer or WorkerObserver()
         self.on_beat = on_beat
+        self.probe = probe
         self.vanished = False  # the queue no longer knows the item (it lost its data)
         self._halt = threading.Event()
         self._expires = time.monotonic() + ttl
+        self._withheld = ""  # why the last renewal was withheld ("" after a renewal)
 
     def stop(self) -> None:
         self._halt.set()
@@ -64,6 +73,12 @@ class Heartbeat(threading.Thread):
         planned = time.monotonic() + wait
         while not self._halt.wait(wait):
             lag = max(time.monotonic() - planned, 0.0)
+            if self.probe is not None and not self.probe.answers():
+                if self._expire_unless_left("the storage root does not answer"):
+                    return
+                wait = min(self.interval, max((self._expires - time.monotonic()) / 4, 0.1))
+                planned = time.monotonic() + wait
+                continue
             try:
                 self.queue.heartbeat(self.item_id, self.token, self.ttl)
             except (LeaseLost, UnknownItem) as exc:  # stale token, or the item is gone
@@ -75,20 +90,31 @@ class Heartbeat(threading.Thread):
                 self.lost.set()
                 return
             except QueueUnavailable as exc:
-                left = self._expires - time.monotonic()
-                if left <= 0:
-                    self.log.warning(
-                        "lease on %s expired while the queue was unreachable", self.item_id
-                    )
-                    self.observer.on_lease_lost(self.item_id)
-                    self.lost.set()
+                if self._expire_unless_left(f"the queue is unreachable ({exc})"):
                     return
-                self.log.warning("heartbeat failed (%s); retrying, %.1fs of lease left", exc, left)
+                left = self._expires - time.monotonic()
                 wait = min(self.interval, max(left / 4, 0.1))
                 planned = time.monotonic() + wait
                 continue
+            self._withheld = ""
             self.observer.on_heartbeat(self.item_id, lag)
             self._after_beat()
             self._expires = time.monotonic() + self.ttl
             wait = self.interval
             planned = time.monotonic() + wait
+
+    def _expire_unless_left(self, why: str) -> bool:
+        """No renewal this time (``why``): True, with the lease given up as lost, once it would
+        have expired by now; else False (the caller tries again sooner)."""
+        left = self._expires - time.monotonic()
+        if left <= 0:
+            self.log.warning("lease on %s expired: %s", self.item_id, why)
+            self.observer.on_lease_lost(self.item_id)
+            self.lost.set()
+            return True
+        level = logging.DEBUG if self._withheld == why else logging.WARNING  # once per cause
+        self._withheld = why
+        self.log.log(
+            level, "not renewing the lease on %s: %s; %.1fs of lease left", self.item_id, why, left
+        )
+        return False

@@ -50,6 +50,7 @@ from batchml.worker.observer import WorkerObserver
 from batchml.worker.publish import roll_forward
 from batchml.worker.retry import UnavailableRetry
 from batchml.worker.settle import Settle
+from batchml.worker.storage_probe import StorageProbe
 
 log = logging.getLogger("batchml.worker")
 T = TypeVar("T")
@@ -135,6 +136,7 @@ class Worker:
         self._backoff = UnavailableRetry(budget=self.config.queue_retry)
         self._settle = Settle(queue, storage, self._backoff, describe_error)
         self._watch = GenerationWatch(queue, storage, self._retry)
+        self._probe = StorageProbe(storage.root, timeout=self.config.heartbeat_interval)
         self._settle.on_vanished = self._watch.vanished
 
     # -- signals -----------------------------------------------------------------------------
@@ -358,7 +360,7 @@ class Worker:
         beat = Heartbeat(
             self.queue, item.id, lease.token, self.config.lease_ttl,
             self.config.heartbeat_interval, ctx.lost, log, self.observer,
-            on_beat=self._report_if_behind,
+            on_beat=self._report_if_behind, probe=self._probe,
         )  # fmt: skip
         started = time.time()
         beat.start()
