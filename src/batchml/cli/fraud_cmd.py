@@ -124,16 +124,24 @@ def features_cmd(
     days: Annotated[list[str], typer.Argument(help="Days (YYYY-MM-DD).")],
     out: Annotated[Path, typer.Option(help="Parquet file to write.")],
 ) -> None:
-    """Write the engineered features of some days (with TRANSACTION_ID) to a Parquet file."""
+    """Write the engineered features of some days (with TRANSACTION_ID) to a Parquet file.
+
+    All the days are computed in one pass (each stored day read once, look-back included), and
+    each day's table is also written to the feature cache the workers and readers use."""
     import pandas as pd
 
-    from batchml.fraud import datasets, pipeline
+    from batchml.fraud import pipeline
     from batchml.fraud.pipeline import FeatureSpec
 
     storage = existing_root(ctx).storage()
     spec = FeatureSpec()
-    tables = [pipeline.load_dataset_features(storage, datasets.day_path(d), spec) for d in days]
-    table = pd.concat(tables, ignore_index=True)
+    computed = pipeline.compute_days(storage, days, spec)
+    if computed.invalid:
+        day, error = min(computed.invalid.items())
+        raise ConfigError(f"day {day}: {error}; import or generate it first")
+    for day, part in computed.tables.items():
+        storage.write_bytes(spec.cache_path(day), pipeline.table_to_bytes(part))
+    table = pd.concat([computed.tables[d] for d in days], ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(pipeline.table_to_bytes(table))
     console.print(f"wrote {len(table)} rows × {len(spec.inputs)} features to {out}")
