@@ -37,7 +37,7 @@ def bare_run(storage: Storage, train: list[str], test: list[str]) -> dict[str, o
     computed = pipeline.compute_days(storage, [*train, *test], spec)
     if computed.invalid:
         raise SystemExit(f"invalid days: {sorted(computed.invalid)}")
-    tables = computed.tables
+    tables = {day: computed.frame(day) for day in computed.tables}
     protocol = version_protocol(spec)
     first, last = known_fraud_days(protocol, test)
     frauds = load_frauds(storage, first, last)  # the frauds known during the test days

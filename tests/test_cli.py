@@ -100,11 +100,11 @@ def test_bad_inputs_go_dead_and_everything_else_completes(capsys, tmp_path: Path
     # first bad day, whose train item dies on it
     corrupt = f"train:default:{days[3]}"
     assert "corrupt or unreadable Parquet" in dead[corrupt]
-    block = queue.get(f"features:v1-w1-7-30_d7:{days[0]}..{days[6]}")
+    block = queue.get(f"features:v2-w1-7-30_d7:{days[0]}..{days[6]}")
     assert block is not None and block.state == State.DONE and block.result is not None
     assert "missing required column(s) TX_AMOUNT" in block.result["invalid"][days[5]]
     assert sorted(block.result["invalid"]) == [days[3], days[5]]
-    later = queue.get(f"features:v1-w1-7-30_d7:{days[7]}..{days[11]}")
+    later = queue.get(f"features:v2-w1-7-30_d7:{days[7]}..{days[11]}")
     assert later is not None and later.result is not None
     assert "empty" in later.result["invalid"][days[7]]
     assert "PathEscapeError" in dead["esc"] and "must stay inside" in dead["esc"]

@@ -66,7 +66,7 @@ def test_compute_days_gives_each_day_the_bytes_of_computing_it_alone(root: Path)
     computed = pipeline.compute_days(storage, wanted, SPEC)
     assert sorted(computed.tables) == wanted and not computed.invalid
     for day in wanted:
-        assert pipeline.table_to_bytes(computed.tables[day]) == single_day_bytes(storage, day)
+        assert pipeline.arrow_to_bytes(computed.tables[day]) == single_day_bytes(storage, day)
 
 
 def test_an_invalid_day_is_reported_and_left_out_of_the_others_windows(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_an_invalid_day_is_reported_and_left_out_of_the_others_windows(tmp_path:
     assert list(computed.invalid) == [days[8]]
     assert "corrupt or unreadable Parquet" in str(computed.invalid[days[8]])
     for day in (*days[6:8], *days[9:12]):
-        assert pipeline.table_to_bytes(computed.tables[day]) == single_day_bytes(storage, day)
+        assert pipeline.arrow_to_bytes(computed.tables[day]) == single_day_bytes(storage, day)
 
 
 def test_a_transaction_id_repeated_across_days_is_handled_as_one_day_does(tmp_path: Path) -> None:
@@ -94,7 +94,7 @@ def test_a_transaction_id_repeated_across_days_is_handled_as_one_day_does(tmp_pa
     # Then every day still gets the bytes of its own computation (which drops that history row)
     computed = pipeline.compute_days(storage, days[5:10], SPEC)
     for day in days[5:10]:
-        assert pipeline.table_to_bytes(computed.tables[day]) == single_day_bytes(storage, day)
+        assert pipeline.arrow_to_bytes(computed.tables[day]) == single_day_bytes(storage, day)
 
 
 def test_equal_timestamps_keep_their_stored_order_in_every_block(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_equal_timestamps_keep_their_stored_order_in_every_block(tmp_path: Path)
     # Then one pass over all days gives each day the bytes of its single-day computation
     computed = pipeline.compute_days(storage, days, SPEC)
     for day in days[::4]:
-        assert pipeline.table_to_bytes(computed.tables[day]) == single_day_bytes(storage, day)
+        assert pipeline.arrow_to_bytes(computed.tables[day]) == single_day_bytes(storage, day)
 
 
 # -- the queue: one features item per block of days ---------------------------------------------

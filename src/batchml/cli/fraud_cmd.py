@@ -128,7 +128,7 @@ def features_cmd(
 
     All the days are computed in one pass (each stored day read once, look-back included), and
     each day's table is also written to the feature cache the workers and readers use."""
-    import pandas as pd
+    import pyarrow as pa
 
     from batchml.fraud import pipeline
     from batchml.fraud.pipeline import FeatureSpec
@@ -140,8 +140,8 @@ def features_cmd(
         day, error = min(computed.invalid.items())
         raise ConfigError(f"day {day}: {error}; import or generate it first")
     for day, part in computed.tables.items():
-        storage.write_bytes(spec.cache_path(day), pipeline.table_to_bytes(part))
-    table = pd.concat([computed.tables[d] for d in days], ignore_index=True)
+        storage.write_bytes(spec.cache_path(day), pipeline.arrow_to_bytes(part))
+    table = pa.concat_tables([computed.tables[d] for d in days])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(pipeline.table_to_bytes(table))
-    console.print(f"wrote {len(table)} rows × {len(spec.inputs)} features to {out}")
+    out.write_bytes(pipeline.arrow_to_bytes(table))
+    console.print(f"wrote {table.num_rows} rows × {len(spec.inputs)} features to {out}")

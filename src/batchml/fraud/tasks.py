@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from batchml.errors import ConfigError, DatasetError, PayloadError
 from batchml.fraud import datasets, pipeline
@@ -164,8 +165,9 @@ def features_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     ctx.check()
     per_day: dict[str, dict[str, int]] = {}
     for day, table in computed.tables.items():
-        ctx.output(spec.cache_path(day)).write_bytes(pipeline.table_to_bytes(table))
-        per_day[day] = {"rows": len(table), "frauds": int(table[pipeline.LABEL].sum())}
+        ctx.output(spec.cache_path(day)).write_bytes(pipeline.arrow_to_bytes(table))
+        frauds = pc.sum(table.column(pipeline.LABEL)).as_py() or 0
+        per_day[day] = {"rows": table.num_rows, "frauds": int(frauds)}
     clock.lap("io")
     if len(days) == 1:
         return {**per_day[days[0]], "seconds": clock.seconds}
