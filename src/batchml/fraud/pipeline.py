@@ -177,6 +177,7 @@ def _compute_segment(
     bounds = np.cumsum([0, *(t.num_rows for t in tables)])
     rows = {day: (int(bounds[i]), int(bounds[i + 1])) for i, day in enumerate(read)}
     both = to_frame(pa.concat_tables(tables))
+    del tables  # the frame holds the rows now: keep one copy
     if not both["TRANSACTION_ID"].is_unique:  # compute_day drops a raw day's ids from history
         for day in (d for d in wanted if d in rows):
             lookback = set(datasets.days_before(day, spec.history_days))
@@ -188,6 +189,7 @@ def _compute_segment(
         return
     feats = compute_features(both, windows=spec.windows, delay_days=spec.delay_days)
     whole = _to_arrow(_table(both, feats, spec))  # sliced per day: the same bytes as alone
+    del both, feats
     for day in (d for d in wanted if d in rows):
         start, end = rows[day]
         result.tables[day] = whole.slice(start, end - start)
