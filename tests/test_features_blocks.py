@@ -208,3 +208,27 @@ def test_a_block_payload_must_list_sorted_days_starting_with_its_dataset(tmp_pat
     for days in (["2018-04-02", "2018-04-01"], ["2018-04-01", "x"], "2018-04-01", []):
         with pytest.raises(PayloadError, match="'days'"):
             check_features({**good, "days": days}, storage)
+
+
+def test_fraud_features_command_computes_all_days_once_and_fills_the_cache(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from batchml import exitcodes
+    from tests.cli import run_cli
+
+    root = tmp_path / "root"
+    days = small_root(tmp_path / "cache", root)
+    storage = Storage(root)
+    out = tmp_path / "out.parquet"
+    wanted = [days[12], *days[3:9]]  # in the order asked
+    done = run_cli(capsys, "--root", str(root), "fraud", "features", *wanted, "--out", str(out))
+    assert done.code == 0, done.err
+    expected = pd.concat([pipeline.compute_day(storage, d, SPEC) for d in wanted])
+    got = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True), check_exact=True)
+    for day in wanted:
+        assert (root / SPEC.cache_path(day)).read_bytes() == single_day_bytes(storage, day)
+    # a day that cannot be read is refused, naming it
+    (root / datasets.day_path(days[5])).write_bytes(b"PAR1 not parquet")
+    bad = run_cli(capsys, "--root", str(root), "fraud", "features", *days[4:7], "--out", str(out))
+    assert bad.code == exitcodes.CONFIG and days[5] in bad.err and "corrupt" in bad.err
