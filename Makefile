@@ -68,9 +68,13 @@ $(FLOORS_STAMP): pyproject.toml .ci/constraints-floor.txt
 version:
 	@sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/batchml/__init__.py
 
+
+# bench/features.py needs the bench extra (Polars, its reference); each script prints its targets
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/queue_throughput.py
 	$(BIN)/python bench/features.py
+	$(BIN)/python bench/end_to_end.py --workers 2
 
 # ./batchml-data/ holds what you generated and imported: never removed here.
 clean:

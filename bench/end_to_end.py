@@ -11,6 +11,13 @@ featurised days over the workers' wall time), the 2-vs-1 speed-up, each worker's
 ``seconds`` the tasks report in their records (features, training, evaluation, I/O), the rest
 of each item (records, setup), and queue, commit and idle time (what remains of N × wall).
 
+Then the reference, bench/bare_reference.py, on the same root: the same features computed once
+and the same lineage trained in memory, in one process with no queue, checkpoints or records.
+Its final params digest must equal the queue run's head. Printed beside the targets: batchml
+with 2 workers against the bare script (target: no slower), the share of worker time spent
+between items (leasing, committing, publishing: target < 5 %; idle waits for the train chain
+are counted apart), and peak RSS per worker (target < 400 MB).
+
     .venv/bin/python bench/end_to_end.py                     # ~10 min on 2 idle cores
     .venv/bin/python bench/end_to_end.py --days 60 --customers 1000 --terminals 2000
 """
@@ -18,9 +25,11 @@ of each item (records, setup), and queue, commit and idle time (what remains of 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -52,6 +61,11 @@ class Outcome:
     breakdown: dict[str, float]
     chain_seconds: float
     metrics: dict[str, Any]
+    between_items: float
+    head_digest: str
+    root: Path
+    train_days: tuple[str, str]
+    test_days: tuple[str, str]
 
 
 def import_days(root: Path, config: SimulationConfig) -> tuple[list[str], int, float]:
@@ -77,21 +91,37 @@ def reap(procs: Sequence[subprocess.Popen[bytes]]) -> tuple[list[int], list[floa
     return codes, peaks
 
 
-def breakdown(root: Path, workers: int, wall: float) -> tuple[dict[str, float], float]:
-    """Worker time by category, from the records of committed items; and the train chain."""
+POLL = 0.2  # seconds between a worker's polls when nothing is ready
+
+
+def breakdown(root: Path, workers: int, wall: float) -> tuple[dict[str, float], float, float]:
+    """Worker time by category, from the records of committed items; the train chain; and the
+    time between one item's end and the worker's next item (lease, commit, publish, records)
+    where no idle wait fits in (gaps shorter than one poll; longer ones count one median gap,
+    the rest being idle)."""
     seconds: dict[str, float] = defaultdict(float)
     busy = chain = 0.0
+    spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for path in sorted((root / "runs" / RUN / "records").glob("*.json")):
         record = json.loads(path.read_text())
         spent = record["finished_at"] - record["started_at"]
         busy += spent
+        spans[str(record.get("worker"))].append((record["started_at"], record["finished_at"]))
         if record["task"] == "fraud.train":
             chain += spent
         for name, value in (record["result"].get("seconds") or {}).items():
             seconds[name] += value
+    gaps = []
+    for items in spans.values():
+        items.sort()
+        gaps += [b[0] - a[1] for a, b in itertools.pairwise(items)]
+    short = sorted(g for g in gaps if g < POLL) or [0.0]
+    median = short[len(short) // 2]
+    between = sum(g if g < POLL else median for g in gaps)
     seconds["other, in items (setup, records)"] = busy - sum(seconds.values())
-    seconds["queue, commit, publish, idle"] = workers * wall - busy
-    return dict(seconds), chain
+    seconds["between items (lease, commit, publish)"] = between
+    seconds["idle (nothing ready), start, exit"] = workers * wall - busy - between
+    return dict(seconds), chain, between
 
 
 def run(root: Path, config: SimulationConfig, workers: int) -> Outcome:
@@ -101,17 +131,29 @@ def run(root: Path, config: SimulationConfig, workers: int) -> Outcome:
     specs = plan.training_items(queue, days[:-14], run=RUN, test_days=days[-7:])
     queue.push(specs)
     started = time.perf_counter()
-    procs = spawn_workers(settings, workers, root / "logs", ["--lease-ttl", "120"])
+    extra = ["--lease-ttl", "120", "--poll", str(POLL)]
+    procs = spawn_workers(settings, workers, root / "logs", extra)
     codes, peaks = reap(procs)
     wall = time.perf_counter() - started
     started = time.perf_counter()
     result = evaluate(settings.storage(), queue, RUN)
     evaluate_seconds = time.perf_counter() - started
-    shares, chain = breakdown(root, workers, wall)
+    shares, chain, between = breakdown(root, workers, wall)
+    head = queue.lineage_head(RUN)
     return Outcome(
         workers, rows, import_seconds, wall, evaluate_seconds, codes, peaks, shares, chain,
-        result["metrics"],
+        result["metrics"], between, str(head.params_digest), root,
+        (days[0], days[-15]), (days[-7], days[-1]),
     )  # fmt: skip
+
+
+def bare(o: Outcome) -> dict[str, Any]:
+    """Run bench/bare_reference.py on the outcome's root; its JSON line."""
+    script = Path(__file__).with_name("bare_reference.py")
+    command = [sys.executable, str(script), "--root", str(o.root)]
+    command += ["--train", ":".join(o.train_days), "--test", ":".join(o.test_days)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def report(o: Outcome) -> None:
@@ -153,10 +195,31 @@ def main() -> None:
             outcome = run(root, config, n)
             report(outcome)
             outcomes.append(outcome)
+        reference = bare(outcomes[-1])
     print(f"\n{outcomes[0].rows:,} transactions over {args.days} days ({args.customers} customers)")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     by_n = {o.workers: o for o in outcomes}
     if 1 in by_n and 2 in by_n:
         print(f"speed-up with 2 workers: {by_n[1].wall / by_n[2].wall:.2f}×")
+    print(
+        f"bare reference (1 process, no queue): {reference['seconds']:7.1f} s "
+        f"(features {reference['features_seconds']:.1f} s), peak RSS "
+        f"{reference['maxrss_mb']:.0f} MB"
+    )
+    for o in outcomes:
+        if o.head_digest != reference["params_digest"]:
+            raise SystemExit(
+                f"FAIL: {o.workers} worker(s) head params digest {o.head_digest} differs from "
+                f"the bare reference's {reference['params_digest']}"
+            )
+        ratio = o.wall / reference["seconds"]
+        share = 100 * o.between_items / (o.workers * o.wall)
+        print(
+            f"batchml {o.workers} worker(s) / bare: {ratio:5.2f}×  (target <= 1 with 2 workers); "
+            f"between items {share:4.1f} % (target < 5 %); peak RSS per worker "
+            f"{max(o.maxrss_mb):.0f} MB (target < 400 MB)"
+        )
+    print("final model: same params digest as the bare reference:", reference["params_digest"])
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ LONG_MODULES = {
     "URL, errors, scripts and keys are already beside it",
     "queue/base.py": "the whole WorkQueue contract (its docstrings are the spec the contract "
     "suite tests) with the records it returns",
+    "fraud/features/engineered.py": "the handbook's windows as exact integer sums (so a day's "
+    "table is the same bytes alone or in a block), each kernel with its tie rule; the cached "
+    "tables are beside it in pipeline.py",
     "worker/loop.py": "the lease/run/settle loop; settling, heartbeats, retries, publication and "
     "data-loss checks are already beside it",
 }

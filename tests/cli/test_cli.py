@@ -96,15 +96,22 @@ def test_bad_inputs_go_dead_and_everything_else_completes(capsys, tmp_path: Path
     assert worker.code == exitcodes.DEAD_ITEMS, worker.err
     queue = open_queue(f"sqlite:///{root}/queue.db")
     dead = {item.id: item.last_error or "" for item in queue.items([State.DEAD])}
-    corrupt = f"features:v1-w1-7-30_d7:{days[3]}"
+    # the features blocks compute the good days and list the bad ones; the lineage stops at the
+    # first bad day, whose train item dies on it
+    corrupt = f"train:default:{days[3]}"
     assert "corrupt or unreadable Parquet" in dead[corrupt]
-    assert "missing required column(s) TX_AMOUNT" in dead[f"features:v1-w1-7-30_d7:{days[5]}"]
-    assert "empty" in dead[f"features:v1-w1-7-30_d7:{days[7]}"]
+    block = queue.get(f"features:v2-w1-7-30_d7:{days[0]}..{days[6]}")
+    assert block is not None and block.state == State.DONE and block.result is not None
+    assert "missing required column(s) TX_AMOUNT" in block.result["invalid"][days[5]]
+    assert sorted(block.result["invalid"]) == [days[3], days[5]]
+    later = queue.get(f"features:v2-w1-7-30_d7:{days[7]}..{days[11]}")
+    assert later is not None and later.result is not None
+    assert "empty" in later.result["invalid"][days[7]]
     assert "PathEscapeError" in dead["esc"] and "must stay inside" in dead["esc"]
     assert [h.dataset for h in queue.lineage("default")] == days[:3]
     blocked = {item.id: item.last_error or "" for item in queue.items([State.BLOCKED])}
-    assert sorted(blocked) == [f"train:default:{day}" for day in days[3:]]
+    assert sorted(blocked) == [f"train:default:{day}" for day in days[4:]]
     assert all(f"blocked: dependency {corrupt} is dead: " in r for r in blocked.values())
     status = run_cli(capsys, *cli, "queue", "status")
-    assert f"features:v1-w1-7-30_d7:{days[5]}" in status.out and "TX_AMOUNT" in status.out
-    assert f"blocked train:default:{days[4]}: blocked: dependency {corrupt}" in status.out
+    assert corrupt in status.out and "corrupt or unreadable Parquet" in status.out
+    assert f"blocked train:default:{days[5]}: blocked: dependency {corrupt}" in status.out

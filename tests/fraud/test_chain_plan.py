@@ -26,6 +26,7 @@ def queue(tmp_path: Path) -> WorkQueue:
 
 def push(queue: WorkQueue, days: list[str], **kw: object) -> list[PushOutcome]:
     force = bool(kw.get("force", False))
+    kw.setdefault("block_days", 1)  # one features item per day: these tests count items
     specs = plan.training_items(queue, days, run="default", **kw)  # type: ignore[arg-type]
     return queue.push(specs, force=force)
 

@@ -155,7 +155,8 @@ def test_matches_the_reference_for_other_windows_and_delays(
 
 
 def test_customer_window_excludes_exactly_n_days_earlier_and_includes_1ns_later() -> None:
-    # Given customer 7's transactions, two of them at the same instant T (ids 3 then 4)
+    # Given customer 7's transactions, two of them at the same instant T (id 4, then id 3 in
+    # the input: ties follow the input order, as in pandas rolling, not the ids)
     tx = frame(
         [
             (4, MONDAY, 7, 1, 50.0, 0),
@@ -168,12 +169,30 @@ def test_customer_window_excludes_exactly_n_days_earlier_and_includes_1ns_later(
     out = compute_features(tx).set_index("TRANSACTION_ID")
     nb_1 = out["CUSTOMER_ID_NB_TX_1DAY_WINDOW"]
     avg_1 = out["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"]
-    # Then at T, id 1 is out of the 1-day window, id 2 in; id 3 does not see id 4, 4 sees 3
-    assert nb_1.to_dict() == {4: 3.0, 1: 1.0, 3: 2.0, 2: 2.0, 5: 1.0}
-    assert avg_1.to_dict() == {4: 50.0, 1: 10.0, 3: 50.0, 2: 20.0, 5: 1000.0}
-    assert out.loc[4, "CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 4.0
-    assert out.loc[4, "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW"] == 40.0
-    assert out.loc[3, "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW"] == pytest.approx(110 / 3, abs=1e-12)
+    # Then at T, id 1 is out of the 1-day window, id 2 in; id 4 does not see id 3, 3 sees 4
+    assert nb_1.to_dict() == {4: 2.0, 1: 1.0, 3: 3.0, 2: 2.0, 5: 1.0}
+    assert avg_1.to_dict() == {4: 40.0, 1: 10.0, 3: 50.0, 2: 20.0, 5: 1000.0}
+    assert out.loc[3, "CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 4.0
+    assert out.loc[3, "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW"] == 40.0
+    assert out.loc[4, "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW"] == pytest.approx(90 / 3, abs=1e-12)
+
+
+def test_same_instant_rows_follow_the_input_order_like_pandas_rolling() -> None:
+    # Given two transactions of one card at the same second, in both input orders
+    rows = [(10, MONDAY, 7, 1, 20.0, 0), (11, MONDAY, 7, 1, 60.0, 0)]
+    forward, backward = frame(rows), frame(rows[::-1])
+    # Then the first in the input sees only itself, the second sees both, whatever the ids
+    for tx in (forward, backward):
+        out = compute_features(tx)
+        assert out["CUSTOMER_ID_NB_TX_1DAY_WINDOW"].tolist() == [1.0, 2.0]
+        assert out["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"].tolist() == [
+            tx["TX_AMOUNT"].iloc[0],
+            40.0,
+        ]
+        # exactly as pandas' own time-based rolling over the rows in input order
+        rolled = tx.set_index("TX_DATETIME").groupby("CUSTOMER_ID")["TX_AMOUNT"].rolling("1D")
+        assert rolled.count().tolist() == [1.0, 2.0]
+        assert rolled.mean().tolist() == out["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"].tolist()
 
 
 def test_terminal_window_is_shifted_back_by_the_delay() -> None:
@@ -257,14 +276,25 @@ def test_columns_dtypes_and_index() -> None:
     )
 
 
-def test_input_order_does_not_change_any_feature() -> None:
-    # Given transactions stamped to the minute (many ties), and the same rows shuffled
-    tx = random_frame(2, 3000, customers=20, terminals=10, days=50, resolution=60 * SECOND)
+def test_input_order_changes_only_the_windows_of_a_cards_same_instant_rows() -> None:
+    # Given transactions stamped to the hour (many ties), and the same rows shuffled
+    tx = random_frame(2, 3000, customers=20, terminals=10, days=50, resolution=HOUR)
     shuffled = tx.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    # Then every transaction gets exactly the same features
     by_id = compute_features(tx).set_index("TRANSACTION_ID").sort_index()
     shuffled_by_id = compute_features(shuffled).set_index("TRANSACTION_ID").sort_index()
-    pd.testing.assert_frame_equal(by_id, shuffled_by_id, check_exact=True)
+    # Then the terminal windows (which end d days back) are exactly the same
+    customer = [c for c in FEATURE_COLUMNS if c.startswith("CUSTOMER_ID")]
+    others = [c for c in FEATURE_COLUMNS if c not in customer]
+    pd.testing.assert_frame_equal(by_id[others], shuffled_by_id[others], check_exact=True)
+    # and so are the customer windows of every row without a same-instant row of its card
+    tied = tx.duplicated(["TX_DATETIME", "CUSTOMER_ID"], keep=False)
+    untied = np.sort(tx.loc[~tied, "TRANSACTION_ID"].to_numpy())
+    pd.testing.assert_frame_equal(
+        by_id.loc[untied, customer], shuffled_by_id.loc[untied, customer], check_exact=True
+    )
+    # while tied rows follow their input order: their windows differ
+    assert tied.sum() > 50
+    assert not by_id[customer].equals(shuffled_by_id[customer])
 
 
 def test_history_days_needed() -> None:

@@ -28,14 +28,15 @@ def test_tutorial_datasets_end_to_end(capsys, tmp_path: Path) -> None:  # type: 
     cli = ("--root", root)
     assert run_cli(capsys, *cli, "data", "import", "--trust-pickle", str(TUTORIAL)).code == 0
     pushed = run_cli(capsys, *cli, "queue", "push")
-    assert pushed.code == 0 and "4 day(s) 2018-04-01 … 2018-04-04; 8 added" in pushed.out
+    # 4 train items and 1 features item (one block of 4 days)
+    assert pushed.code == 0 and "4 day(s) 2018-04-01 … 2018-04-04; 5 added" in pushed.out
     again = run_cli(capsys, *cli, "queue", "push")
-    assert "8 exists" in again.out  # pushing the same datasets twice is a no-op
+    assert "4 exists" in again.out  # pushing the same datasets twice is a no-op
 
     worker = run_cli(capsys, *cli, "worker", "--poll", "0.05")
     assert worker.code == 0, worker.err
     assert "Worker with sessionID:" in worker.err and "Queue empty, exiting" in worker.err
-    assert worker.err.count("Processing dataset: 2018-04-0") == 8
+    assert worker.err.count("Processing dataset: 2018-04-0") == 5  # 1 features block, 4 trains
 
     report = run_cli(capsys, *cli, "report")
     assert [

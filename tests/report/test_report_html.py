@@ -107,8 +107,9 @@ def test_report_html_has_the_plots_and_the_numbers_of_report_json(
     assert page.keyed["curves.rows"][0].startswith(f"{final['rows']:,} test transactions")
     # 8 training days and 3 test days have a features record: one bar each
     assert page.bars == {"transactions-per-day": 11, "frauds-per-day": 11}
-    # 11 features and 8 train items committed, plus the ghost's abandoned attempt
-    assert page.outcomes == {"done": 19, "expired": 1}
+    # 3 features items (blocks: the 3 test days, 7 + 1 training days) and 8 train items
+    # committed, plus the ghost's abandoned attempt
+    assert page.outcomes == {"done": 11, "expired": 1}
 
 
 def test_report_html_is_reproducible(

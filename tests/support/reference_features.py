@@ -1,8 +1,9 @@
 """A slow, obviously correct reference for batchml.fraud.features.engineered: plain loops over rows.
 
 Each feature is computed straight from its definition, for every row by scanning every row;
-quadratic, for a few hundred rows at most. Rows are ordered by (TX_DATETIME, TRANSACTION_ID):
-a row is "up to" the current one when it is at or before it in that order.
+quadratic, for a few hundred rows at most. Rows are ordered by TX_DATETIME, equal timestamps in
+input order (pandas rolling's rule: it windows over the rows in their order): a row is "up to"
+the current one when it is at or before it in that order.
 
 - TX_DURING_WEEKEND: 1 if the weekday is Saturday or Sunday; TX_DURING_NIGHT: 1 if hour <= 6.
 - rolling(n days) at row r over an entity: the rows of r's entity with time in
@@ -26,6 +27,7 @@ NS_PER_DAY = 86_400 * 10**9
 
 
 class Row(NamedTuple):
+    position: int  # in the input
     tid: int
     time: int  # nanoseconds since the epoch
     customer: int
@@ -38,6 +40,7 @@ def rows_of(tx: pd.DataFrame) -> list[Row]:
     """The transactions as Python values, in input order."""
     return [
         Row(
+            position=position,
             tid=int(tid),
             time=pd.Timestamp(stamp).as_unit("ns").value,
             customer=int(customer),
@@ -45,25 +48,27 @@ def rows_of(tx: pd.DataFrame) -> list[Row]:
             amount=float(amount),
             fraud=int(fraud),
         )
-        for tid, stamp, customer, terminal, amount, fraud in zip(
-            tx["TRANSACTION_ID"],
-            tx["TX_DATETIME"],
-            tx["CUSTOMER_ID"],
-            tx["TERMINAL_ID"],
-            tx["TX_AMOUNT"],
-            tx["TX_FRAUD"],
-            strict=True,
+        for position, (tid, stamp, customer, terminal, amount, fraud) in enumerate(
+            zip(
+                tx["TRANSACTION_ID"],
+                tx["TX_DATETIME"],
+                tx["CUSTOMER_ID"],
+                tx["TERMINAL_ID"],
+                tx["TX_AMOUNT"],
+                tx["TX_FRAUD"],
+                strict=True,
+            )
         )
     ]
 
 
 def rolling(rows: list[Row], current: Row, entity: str, days: int) -> list[Row]:
-    """The rows of ``current``'s entity in (t - days, t], up to ``current`` in tie order."""
+    """The rows of ``current``'s entity in (t - days, t], up to ``current`` in input order."""
     found = []
     for other in rows:
         same_entity = getattr(other, entity) == getattr(current, entity)
         in_time = current.time - days * NS_PER_DAY < other.time <= current.time
-        up_to_current = (other.time, other.tid) <= (current.time, current.tid)
+        up_to_current = (other.time, other.position) <= (current.time, current.position)
         if same_entity and in_time and up_to_current:
             found.append(other)
     return found

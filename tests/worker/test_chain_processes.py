@@ -20,7 +20,6 @@ import pytest
 from batchml import exitcodes
 from batchml.fraud import plan
 from batchml.fraud.data import datasets
-from batchml.fraud.features.pipeline import FeatureSpec
 from batchml.queue import open_queue
 from batchml.storage import Storage
 from tests.support.cli import run_cli
@@ -52,21 +51,22 @@ def test_a_dead_day_blocks_the_chain_until_requeued_then_trains_in_date_order(
     assert first.returncode == exitcodes.DEAD_ITEMS, first.stderr
     queue = open_queue(f"sqlite:///{root}/queue.db")
     assert [h.dataset for h in queue.lineage("default")] == DAYS[:2]  # old code: 04-04, 04-05 too
-    assert "3 item(s) are blocked behind dead item(s)" in first.stderr
+    # the day's features block computes the other days; the day's train item dies on it
+    assert "2 item(s) are blocked behind dead item(s)" in first.stderr
     status = run_cli(capsys, *cli, "queue", "status", "--json")
     assert status.code == 0, status.err
     data = json.loads(status.out)
-    dead = plan.features_id(FeatureSpec(), DAYS[2])
+    dead = plan.train_id("default", DAYS[2])
     assert data["counts"]["dead"] == 1 and data["dead"][0]["id"] == dead
-    assert data["counts"]["blocked"] == 3 and data["drained"]
-    assert [b["id"] for b in data["blocked"]] == [plan.train_id("default", d) for d in DAYS[2:]]
+    assert data["counts"]["blocked"] == 2 and data["drained"]
+    assert [b["id"] for b in data["blocked"]] == [plan.train_id("default", d) for d in DAYS[3:]]
     for row in data["blocked"]:
         assert row["reason"].startswith(f"blocked: dependency {dead} is dead: DatasetError: ")
 
     broken.write_bytes(good)
     requeued = run_cli(capsys, *cli, "queue", "requeue-dead")
     assert requeued.code == 0
-    assert "requeued 1 dead item(s); 3 item(s) blocked behind them wait again" in requeued.out
+    assert "requeued 1 dead item(s); 2 item(s) blocked behind them wait again" in requeued.out
     second = worker(root)
     assert second.returncode == exitcodes.OK, second.stderr
     assert [h.dataset for h in queue.lineage("default")] == DAYS

@@ -1,8 +1,10 @@
 """Turning datasets into queue items, with the order expressed in the queue (docs/design.md).
 
-Per training day, a ``fraud.features`` item (no dependencies: every worker computes features
-in parallel) and a ``fraud.train`` item that depends on its own features item and on the
-previous day's train item. Train items carry a higher priority, so the chain advances as soon
+A ``fraud.features`` item per block of up to ``FEATURE_BLOCK_DAYS`` (7) consecutive days (no
+dependencies: every worker computes features in parallel): it reads its days and their 37-day
+look-back once, so features cost about (7 + 37) / 7 day-reads per day instead of 38. Per
+training day, a ``fraud.train`` item that depends on the features item covering its day and on
+the previous day's train item. Train items carry a higher priority, so the chain advances as soon
 as a step becomes ready while the remaining workers compute features. A worker never waits for
 another item while holding a lease: an item simply is not leasable before its dependencies are
 done. A dependency that dies blocks the rest of the chain (state ``blocked``) until ``queue
@@ -18,7 +20,10 @@ A run's lineage only grows forward (:func:`training_items`):
   (that day and every later queued day of the run are queued again in date order, their train
   items reset and chained anew). Push never rewinds the lineage head: when the head is already
   trained through that day, ``--force`` is refused too, pointing to ``batchml lineage reset``.
-- Pushing days already queued again is a no-op.
+- Pushing days already queued again is a no-op. A day already covered by a features item of
+  the same feature spec (a block, or a one-day item ``features:<spec>:<day>`` of older queues)
+  gets no new one: its train item depends on that item. ``--force`` queues the pushed days'
+  features again, in new blocks.
 """
 
 from __future__ import annotations
@@ -28,17 +33,21 @@ from typing import Any
 
 from batchml.errors import ConfigError, DatasetError
 from batchml.fraud.data import datasets
-from batchml.fraud.features.pipeline import FeatureSpec
+from batchml.fraud.features.pipeline import FeatureSpec, feature_days
 from batchml.fraud.models.lineage import ModelConfig
 from batchml.fraud.models.model import make_model
 from batchml.queue.base import Item, ItemSpec, PushOutcome, State, WorkQueue, canonical_json
 from batchml.storage import Storage
 
 TRAIN_PRIORITY = 10
+#: days per ``fraud.features`` item: a block spans at most this many calendar days
+FEATURE_BLOCK_DAYS = 7
 
 
-def features_id(spec: FeatureSpec, day: str) -> str:
-    return f"features:{spec.id}:{day}"
+def features_id(spec: FeatureSpec, day: str, last: str | None = None) -> str:
+    """``features:<spec>:<day>`` for one day, ``features:<spec>:<day>..<last>`` for a block."""
+    span = day if last is None or last == day else f"{day}..{last}"
+    return f"features:{spec.id}:{span}"
 
 
 def train_id(run: str, day: str) -> str:
@@ -49,14 +58,59 @@ def score_id(run: str, version: int, dataset: str) -> str:
     return f"score:{run}:v{version}:{dataset}"
 
 
-def features_item(spec: FeatureSpec, day: str) -> ItemSpec:
-    payload = {
+def features_item(spec: FeatureSpec, day: str, *more: str) -> ItemSpec:
+    """The item computing the features of ``day`` (and of the later days ``more``, a block)."""
+    payload: dict[str, Any] = {
         "task": "fraud.features",
         "dataset": day,
         "path": datasets.day_path(day),
         "features": spec.to_json(),
     }
-    return ItemSpec(payload=payload, id=features_id(spec, day))
+    if more:
+        payload["days"] = [day, *more]
+    last = more[-1] if more else None
+    return ItemSpec(payload=payload, id=features_id(spec, day, last))
+
+
+def feature_blocks(days: Sequence[str], block_days: int = FEATURE_BLOCK_DAYS) -> list[list[str]]:
+    """Sorted days cut into blocks spanning at most ``block_days`` calendar days each."""
+    blocks: list[list[str]] = []
+    for day in sorted(set(days)):
+        if (
+            blocks
+            and (datasets.parse_day(day) - datasets.parse_day(blocks[-1][0])).days < block_days
+        ):
+            blocks[-1].append(day)
+        else:
+            blocks.append([day])
+    return blocks
+
+
+def _covering_features(queue: WorkQueue, spec: FeatureSpec) -> dict[str, str]:
+    """Day -> id of the queued features item (of ``spec``) that computes it."""
+    prefix = features_id(spec, "")
+    covered: dict[str, str] = {}
+    for item in queue.items():
+        if item.id.startswith(prefix) and item.payload.get("task") == "fraud.features":
+            for day in feature_days(item.payload):
+                covered.setdefault(day, item.id)
+    return covered
+
+
+def _features_plan(
+    covering: dict[str, str], spec: FeatureSpec, groups: Sequence[Sequence[str]], force: bool,
+    block_days: int,
+) -> list[ItemSpec]:  # fmt: skip
+    """Features items, in blocks, for the days of each group not in ``covering`` (all of them
+    with ``force``); ``covering`` is updated with the new items' ids."""
+    specs: list[ItemSpec] = []
+    for group in groups:
+        todo = [d for d in group if force or d not in covering]
+        for block in feature_blocks(todo, block_days):
+            item = features_item(spec, *block)
+            specs.append(item)
+            covering.update({day: features_id(spec, block[0], block[-1]) for day in block})
+    return specs
 
 
 def _queued_train(queue: WorkQueue, run: str) -> dict[str, Item]:
@@ -154,6 +208,7 @@ def training_items(
     spec: FeatureSpec | None = None,
     max_attempts: int | None = None,
     force: bool = False,
+    block_days: int = FEATURE_BLOCK_DAYS,
 ) -> list[ItemSpec]:
     """Items that train the run's lineage on ``days`` in date order (features first).
 
@@ -162,6 +217,7 @@ def training_items(
     ``model`` and ``spec`` default to the run's own settings (see the module docstring, which
     also says what is refused with ConfigError); ``force`` is for pushing the items with
     ``force=True``: the run's later queued days are then chained again after ``days``.
+    Features come in blocks of ``block_days`` (see the module docstring).
     """
     queued = _queued_train(queue, run)
     model, spec = _run_settings(run, queued, model, spec)
@@ -170,9 +226,13 @@ def training_items(
     if force and start is not None:
         ordered = sorted({*ordered, *(d for d in queued if d >= start)})
     tests = [*test, *(datasets.day_path(d) for d in test_days)]
-    specs: list[ItemSpec] = [features_item(spec, d) for d in sorted(set(test_days))]
-    specs += [features_item(spec, d) for d in sorted(set(days)) if d not in set(test_days)]
-    test_deps = tuple(features_id(spec, d) for d in sorted(set(test_days)))
+    held_out = sorted(set(test_days))
+    pushed = [d for d in sorted(set(days)) if d not in set(held_out)]
+    covering = _covering_features(queue, spec)
+    specs = _features_plan(covering, spec, [held_out, pushed], force, block_days)
+    uncovered = [d for d in ordered if d not in covering]  # only if its features item vanished
+    specs += _features_plan(covering, spec, [uncovered], False, block_days)
+    test_deps = tuple(dict.fromkeys(covering[d] for d in held_out))
     earlier = [d for d in queued if ordered and d < ordered[0]]
     previous = train_id(run, max(earlier)) if earlier else None
     for day in ordered:
@@ -185,7 +245,7 @@ def training_items(
             "model": model.to_json(),
             "features": spec.to_json(),
         }
-        deps = (features_id(spec, day), *test_deps, *((previous,) if previous else ()))
+        deps = (covering[day], *test_deps, *((previous,) if previous else ()))
         specs.append(
             ItemSpec(
                 payload=payload,

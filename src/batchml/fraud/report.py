@@ -128,6 +128,9 @@ def per_day(records: Sequence[dict[str, Any]]) -> list[tuple[str, int, int]]:
         if r.get("task") == "fraud.features" and "rows" in result:
             day = str((r.get("payload") or {}).get("dataset"))
             days[day] = (int(result["rows"]), int(result.get("frauds", 0)))
+        blocks = result.get("days") if r.get("task") == "fraud.features" else None
+        for day, counts in (blocks or {}).items():  # a features item of a block of days
+            days[str(day)] = (int(counts["rows"]), int(counts.get("frauds", 0)))
     for r in records:
         result = r.get("result") or {}
         train = result.get("train") or {}

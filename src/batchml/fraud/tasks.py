@@ -2,7 +2,8 @@
 
 Payloads (built by :mod:`batchml.fraud.plan`):
 
-``fraud.features``  ``{"dataset": day, "path": ..., "features": spec}``
+``fraud.features``  ``{"dataset": day, "path": ..., "features": spec}``, and for a block of
+                    days ``"days": [day, ...]`` (sorted; ``dataset`` is the first)
 ``fraud.train``     ``{"run", "dataset", "path", "test": [paths], "model": {...}, "features"}``
 ``fraud.score``     ``{"run", "dataset", "path", "version": N, "features"}``
 
@@ -21,11 +22,13 @@ tasks that use them, so a fresh worker whose first item computes features starts
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from batchml.errors import ConfigError, DatasetError, PayloadError
 from batchml.fraud.data import datasets
@@ -39,6 +42,8 @@ from batchml.tasks.registry import task
 
 if TYPE_CHECKING:
     from batchml.fraud.evaluation.protocol import TestSet
+
+log = logging.getLogger("batchml.fraud")
 
 
 class _Stopwatch:
@@ -79,14 +84,38 @@ def _check_common(
         raise PayloadError(f"{task_name} payload: 'features' is no feature spec ({exc})") from None
 
 
+#: the most days one ``fraud.features`` item may compute (its memory grows with its days)
+MAX_FEATURE_DAYS = 62
+
+
 def check_features(payload: dict[str, Any], storage: Storage) -> None:
-    """``fraud.features``: a day (YYYY-MM-DD), an optional confined path, a feature spec."""
+    """``fraud.features``: a day (YYYY-MM-DD), optionally ``days`` (sorted distinct days, the
+    first being ``dataset``, at most MAX_FEATURE_DAYS), an optional confined path, a spec."""
     _check_common(payload, storage, "fraud.features", path_required=False)
     day = _required(payload, "fraud.features", "dataset", str)
     try:
         datasets.parse_day(day)
     except DatasetError as exc:
         raise PayloadError(f"fraud.features payload: 'dataset' {exc}") from None
+    if "days" not in payload:
+        return
+    days = payload["days"]
+    if (
+        not isinstance(days, list)
+        or not 1 <= len(days) <= MAX_FEATURE_DAYS
+        or not all(isinstance(d, str) for d in days)
+        or days != sorted(set(days))
+        or days[0] != day
+    ):
+        raise PayloadError(
+            f"fraud.features payload: 'days' must list 1 to {MAX_FEATURE_DAYS} sorted distinct "
+            f"days starting with 'dataset' {day!r}, not {days!r}"
+        )
+    for other in days:
+        try:
+            datasets.parse_day(other)
+        except DatasetError as exc:
+            raise PayloadError(f"fraud.features payload: 'days' {exc}") from None
 
 
 def check_train(payload: dict[str, Any], storage: Storage) -> None:
@@ -122,18 +151,32 @@ def check_score(payload: dict[str, Any], storage: Storage) -> None:
 
 @task(validate=check_features)
 def features_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Compute one day's feature table and publish it to the cache."""
+    """Compute the feature tables of the item's day(s) in one pass and publish them to the cache.
+
+    A one-day item fails on its day's DatasetError, as it always did. A block publishes its
+    readable days and lists the others under ``invalid`` (each such day's train item then
+    fails on it by itself, so the lineage still stops exactly before that day)."""
     spec = FeatureSpec.from_json(payload.get("features"))
-    day = str(payload["dataset"])
+    days = pipeline.feature_days(payload)
     clock = _Stopwatch()
-    table = pipeline.compute_day(ctx.storage, day, spec)
+    computed = pipeline.compute_days(ctx.storage, days, spec)
+    if len(days) == 1 and days[0] in computed.invalid:
+        raise computed.invalid[days[0]]
     clock.lap("features")
     ctx.check()
-    ctx.output(spec.cache_path(day)).write_bytes(pipeline.table_to_bytes(table))
+    per_day: dict[str, dict[str, int]] = {}
+    for day, table in computed.tables.items():
+        ctx.output(spec.cache_path(day)).write_bytes(pipeline.arrow_to_bytes(table))
+        frauds = pc.sum(table.column(pipeline.LABEL)).as_py() or 0
+        per_day[day] = {"rows": table.num_rows, "frauds": int(frauds)}
     clock.lap("io")
+    if len(days) == 1:
+        return {**per_day[days[0]], "seconds": clock.seconds}
+    for day, error in computed.invalid.items():
+        log.warning("%s: features of %s not computed: %s", ctx.item.id, day, error)
     return {
-        "rows": len(table),
-        "frauds": int(table[pipeline.LABEL].sum()),
+        "days": per_day,
+        "invalid": {day: str(error) for day, error in computed.invalid.items()},
         "seconds": clock.seconds,
     }
 

@@ -21,25 +21,29 @@ These are exactly the values of the handbook's pandas code, ``rolling(f"{n}D")``
 entity's ``TX_DATETIME``-indexed series: the terminal columns are its differences
 ``rolling(f"{d + n}D") - rolling(f"{d}D")`` of the fraud count and sum.
 
-Equal timestamps. Rows are ordered by ``(TX_DATETIME, TRANSACTION_ID)``; like pandas rolling on
-that order, a customer window holds, among the rows at the current timestamp, only the current
-row and those with a smaller ``TRANSACTION_ID``. The terminal windows end ``d`` days back, so
-they do not depend on this order.
+Equal timestamps. Like pandas rolling, which windows over the rows in their order, ties
+follow the input's row order: rows are ordered by ``TX_DATETIME`` and, at equal timestamps, by
+their position in ``tx`` (a stable sort). A customer window holds, among the rows at the current
+timestamp, only the current row and those before it in the input. The terminal windows end
+``d`` days back, so they do not depend on this order. Concatenating days in date order keeps the
+order of every tie (equal timestamps fall on one day), so a day's features are the same whether
+it is computed alone (with its history) or together with other days.
 
-Method. Rows are sorted once by time, then (stably) by entity, giving the order
-``(entity, TX_DATETIME, TRANSACTION_ID)``. Every window edge of every group is then one
+Method. Rows are sorted once (stably) by time, then (stably) by entity, giving the order
+``(entity, TX_DATETIME, input position)``. Every window edge of every group is then one
 ``np.searchsorted`` per window size over the non-decreasing int64 key ``group * M + time``,
 where time is ``(t - t0) / unit`` (``unit``: the largest divisor of a day dividing every
 ``t - t0``, one second for data stamped to the second) or, when that key would overflow int64,
 the rank of ``t`` among the distinct timestamps: window edges stay exact to the nanosecond.
-Counts are differences of positions, sums differences of per-row prefix sums.
+Counts are differences of positions, sums differences of per-row (exact) prefix sums.
 
-Precision. A plain float prefix sum over 1.75 M amounts reaches ~1e8, where one unit in the
-last place is ~1.5e-8, and its differences carry that error into every window. Instead, each
-amount is split into an int64 fixed-point part, whose prefix sums are exact, and a remainder
-below the fixed-point step (~3e-11 on the reference data), whose prefix sums stay so small
-that their rounding error is below 1e-14 even in the worst case. A window's sum is thus
-correct to about one rounding.
+Precision and determinism. Window sums of ``TX_AMOUNT`` are exact: each absolute amount is
+cut into 32-bit integer limbs on a fixed binary grid (bits below 2**-96 are dropped, a change
+below 1.3e-29 per amount), whose int64 prefix sums are exact, and a window's limb sums, carried
+into canonical digits, are turned into one float by a fixed procedure (positive and negative
+amounts apart). A window's mean is therefore correct to about one rounding and depends only on
+the rows in that window, never on the other rows of the input: the same transaction gets
+bit-identical features from any input that holds its look-back.
 """
 
 from __future__ import annotations
@@ -210,9 +214,10 @@ _KEY_LIMIT = 2**62
 
 @dataclass(frozen=True)
 class _Timeline:
-    """All rows in ``(TX_DATETIME, TRANSACTION_ID)`` order, with an integer time coordinate.
+    """All rows in time order (ties in input order), with an integer time coordinate.
 
-    ``order[k]`` is the input row at timeline position k and ``coords[k] < span`` its time
+    ``order[k]`` is the input row at timeline position k (by time, ties in input order) and
+    ``coords[k] < span`` its time
     coordinate, non-decreasing in k. The coordinate is ``(t - t0) / unit``, with ``unit`` the
     largest divisor of one day that divides every ``t - t0`` (one second for data stamped to
     the second), when keys of ``rows * span`` still fit in int64; otherwise (nanosecond stamps
@@ -229,7 +234,7 @@ class _Timeline:
 
     @classmethod
     def build(cls, columns: _Columns) -> _Timeline:
-        order = np.lexsort((columns.transaction_ids, columns.times))
+        order = np.argsort(columns.times, kind="stable")  # stable: ties keep the input order
         times = columns.times[order]
         offsets = times - times[0]
         unit = math.gcd(int(np.gcd.reduce(offsets)), _NS_PER_DAY)
@@ -250,7 +255,7 @@ class _Timeline:
 
 @dataclass(frozen=True)
 class _Groups:
-    """Rows sorted by ``(entity, TX_DATETIME, TRANSACTION_ID)``; one searchsorted for all.
+    """Rows sorted by entity, then timeline position; one searchsorted for all.
 
     ``order[k]`` is the input row at position k and ``perm[k]`` its timeline position.
     ``keys = bases + coords``, with ``bases = group * timeline.span``, is non-decreasing, so
@@ -308,7 +313,7 @@ def _customer_features(
     window into consecutive rows of ``out``.
     """
     groups = _Groups.build(columns.customers, timeline)
-    amount_sums = _PrefixSums.of(columns.amounts[groups.order])
+    amount_sums = _ExactSums.of(columns.amounts[groups.order])
     ends = np.arange(1, len(groups.order) + 1, dtype=np.float64)
     counts = np.empty(len(ends))
     for i, n in enumerate(windows):
@@ -343,34 +348,68 @@ def _terminal_features(
         groups.scatter(risk, out[2 * i + 1])
 
 
-@dataclass(frozen=True)
-class _PrefixSums:
-    """Prefix sums of float values whose differences are accurate to the last few bits.
+#: The fixed binary grid of the exact sums: limb j holds bits [LOW + 32 j, LOW + 32 (j + 1)).
+_LIMB_BITS = 32
+_LOWEST_BIT = -96
+_LIMB_MASK = (1 << _LIMB_BITS) - 1
 
-    Each value ``a`` is split as ``a = whole * 2**-scale + rest`` with ``whole`` an int64 and
-    ``|rest| <= 2**-(scale + 1)``; ``scale`` is the largest for which the sum of all ``|whole|``
-    stays below 2**61 (a margin of 4 below the int64 limit). Prefix sums of ``whole`` are
-    exact; those of ``rest`` stay tiny, so their rounding errors are far below one unit in the
-    last place of any window sum.
+
+@dataclass(frozen=True)
+class _ExactSums:
+    """Exact window sums of float values, rounded by a procedure that sees only the sum.
+
+    ``positive[j]`` and ``negative[j]`` are the int64 prefix sums of limb j of the positive
+    values and of the absolute negative ones (limbs: see ``_LIMB_BITS``). A window's limb sums
+    are exact; carried into digits below 2**32 (one limb more than the largest value needs, to
+    hold the carries of up to 2**31 rows), they are the canonical digits of the exact sum, and
+    adding their floats from the highest digit down gives a value within about one rounding of
+    it. Zero digits change nothing, so the result is the same whatever other (larger) values
+    set the number of limbs.
     """
 
-    wholes: Int64Array
-    rests: FloatArray
-    scale: int
+    positive: list[Int64Array]
+    negative: list[Int64Array]
 
     @classmethod
-    def of(cls, values: FloatArray) -> _PrefixSums:
-        _, exponent = math.frexp(float(np.abs(values).sum()) + len(values))
-        scale = 61 - exponent  # sum |whole| <= 2**scale * (sum |a| + n) < 2**61
-        whole = np.rint(np.ldexp(values, scale))
-        rest = values - np.ldexp(whole, -scale)  # exact: whole * 2**-scale is within 1/2 step
-        wholes = np.zeros(len(values) + 1, dtype=np.int64)
-        np.cumsum(whole.astype(np.int64), out=wholes[1:])
-        rests = np.zeros(len(values) + 1)
-        np.cumsum(rest, out=rests[1:])
-        return cls(wholes=wholes, rests=rests, scale=scale)
+    def of(cls, values: FloatArray) -> _ExactSums:
+        largest = float(np.abs(values).max()) if len(values) else 0.0
+        _, exponent = math.frexp(largest)  # largest < 2**exponent
+        limbs = max(1, -(-(exponent - _LOWEST_BIT) // _LIMB_BITS)) + 1
+        has_negative = bool((values < 0).any())
+        return cls(
+            positive=cls._prefixes(np.where(values > 0, values, 0.0), limbs),
+            negative=cls._prefixes(np.where(values < 0, -values, 0.0), limbs)
+            if has_negative
+            else [],
+        )
+
+    @staticmethod
+    def _prefixes(magnitudes: FloatArray, limbs: int) -> list[Int64Array]:
+        prefixes = []
+        for j in range(limbs):
+            scaled = np.floor(np.ldexp(magnitudes, -(_LOWEST_BIT + _LIMB_BITS * j)))
+            digit = np.fmod(scaled, float(1 << _LIMB_BITS)).astype(np.int64)
+            prefix = np.zeros(len(magnitudes) + 1, dtype=np.int64)
+            np.cumsum(digit, out=prefix[1:])
+            prefixes.append(prefix)
+        return prefixes
 
     def up_to_each(self, starts: Int64Array) -> FloatArray:
         """Per position k, the sum of the values at positions ``starts[k]`` to k inclusive."""
-        wholes = (self.wholes[1:] - self.wholes[starts]).astype(np.float64)
-        return np.ldexp(wholes, -self.scale) + (self.rests[1:] - self.rests[starts])
+        total = self._rounded(self.positive, starts)
+        if self.negative:
+            total -= self._rounded(self.negative, starts)
+        return total
+
+    @staticmethod
+    def _rounded(prefixes: list[Int64Array], starts: Int64Array) -> FloatArray:
+        digits = []
+        carry = np.zeros(len(starts), dtype=np.int64)
+        for prefix in prefixes:
+            limb_sum = prefix[1:] - prefix[starts] + carry
+            digits.append(limb_sum & _LIMB_MASK)
+            carry = limb_sum >> _LIMB_BITS
+        total = np.zeros(len(starts))
+        for j in range(len(digits) - 1, -1, -1):  # highest digit first
+            total += np.ldexp(digits[j].astype(np.float64), _LOWEST_BIT + _LIMB_BITS * j)
+        return total
