@@ -154,11 +154,12 @@ def test_a_worker_reports_only_committed_items_as_processed(tmp_path: Path) -> N
     """Given a worker that committed one item and released another, then its own report
     says 1 processed, not 2."""
     from batchml.settings import Settings
-    from batchml.worker.loop import Outcome, Worker
+    from batchml.queue.base import Outcome
+    from batchml.worker.loop import Ended, Worker
 
     settings = Settings(root=tmp_path / "root")
     q = SqliteQueue(tmp_path / "queue.db")
     worker = Worker(q, settings.storage(), settings, "w")
-    worker.outcomes += [Outcome("a", "done", 0.1), Outcome("b", "released", 0.1)]
+    worker.outcomes += [Ended("a", Outcome.DONE, 0.1), Ended("b", Outcome.RELEASED, 0.1)]
     worker._report("idle")
     assert [w.processed for w in q.workers()] == [1]

@@ -247,7 +247,7 @@ class Worker:
         self._last_report = time.monotonic()
         self._info = replace(
             self._info, state=state, item_id=item_id, item_since=since,
-            processed=sum(o.status == "done" for o in self.outcomes),  # not released ones
+            processed=sum(o.status == Outcome.DONE for o in self.outcomes),  # not released ones
         )  # fmt: skip
         try:
             self.queue.report_worker(self._info)
