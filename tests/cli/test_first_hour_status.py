@@ -153,8 +153,8 @@ def test_status_json_has_no_staging_path_after_training(
 def test_a_worker_reports_only_committed_items_as_processed(tmp_path: Path) -> None:
     """Given a worker that committed one item and released another, then its own report
     says 1 processed, not 2."""
-    from batchml.settings import Settings
     from batchml.queue.base import Outcome
+    from batchml.settings import Settings
     from batchml.worker.loop import Ended, Worker
 
     settings = Settings(root=tmp_path / "root")
