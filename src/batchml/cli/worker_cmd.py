@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -13,6 +15,9 @@ from batchml.observe.hooks import worker_observers
 from batchml.observe.metrics import DEFAULT_ADDRESS
 from batchml.report import write_reports
 from batchml.worker.loop import Worker
+from batchml.worker.retry import UnavailableRetry
+
+log = logging.getLogger("batchml.worker")
 
 #: seconds ``--check`` waits to connect and for the reply (a probe must answer fast)
 CHECK_TIMEOUT = 2.0
@@ -106,6 +111,9 @@ def worker(
             w = Worker(q, s.storage(), s, worker_id, observers)
             code = w.run()
         if code in (exitcodes.OK, exitcodes.DEAD_ITEMS):  # drained: the report is final
+            # reading the queue for it rides out a blip as the work did: the work is done, and
+            # a Job must not retry a pod for a reply lost on the way to the report
+            retry = UnavailableRetry(budget=s.worker.queue_retry)
             for run in sorted(w.runs_seen | {s.run}):
-                write_reports(s.storage(), run, q)
+                retry.call(partial(write_reports, s.storage(), run, q), f"report {run}", log)
     raise typer.Exit(code)
