@@ -27,6 +27,7 @@ from batchml.fraud.data import datasets
 from batchml.fraud.data.safe_pickle import read_pickled_frame
 from batchml.fraud.data.schema import normalize
 from batchml.storage import Storage
+from tests.fraud.test_datasets import frame as tutorial_frame
 
 TUTORIAL = Path(__file__).parents[1] / "data" / "tutorial-datasets"
 SHARED_TUTORIAL = Path("/work/shared/tutorial-datasets")
@@ -534,23 +535,6 @@ class _RunsCode:
         return (os.system, (shell(self.marker),))
 
 
-def _frame(n: int = 5) -> pd.DataFrame:
-    start = pd.Timestamp("2018-04-01")
-    return pd.DataFrame(
-        {
-            "TRANSACTION_ID": np.arange(n),
-            "TX_DATETIME": [start + pd.Timedelta(minutes=10 * i) for i in range(n)],
-            "CUSTOMER_ID": np.arange(n) % 3,
-            "TERMINAL_ID": np.arange(n) % 2,
-            "TX_AMOUNT": np.linspace(5, 50, n),
-            "TX_TIME_SECONDS": np.arange(n) * 600,
-            "TX_TIME_DAYS": np.zeros(n, dtype=int),
-            "TX_FRAUD": np.array([0, 1] * n)[:n],
-            "TX_FRAUD_SCENARIO": np.array([0, 1] * n)[:n],
-        }
-    )
-
-
 def test_pickle_without_trust_is_refused_unopened(tmp_path: Path) -> None:
     marker = tmp_path / "code-ran"
     src = write(tmp_path, pickle.dumps(_RunsCode(marker)))
@@ -567,7 +551,7 @@ def test_pickle_that_runs_code_is_refused_even_when_trusted(tmp_path: Path) -> N
         datasets.import_files(storage, [src], trust_pickle=True)
     assert not marker.exists()
     # a DataFrame hiding the payload in a cell is refused too
-    hidden = _frame().assign(TX_FRAUD_SCENARIO=[0, 0, 0, 0, _RunsCode(marker)])
+    hidden = tutorial_frame().assign(TX_FRAUD_SCENARIO=[0, 0, 0, 0, _RunsCode(marker)])
     src.write_bytes(pickle.dumps(hidden))
     with pytest.raises(DatasetError, match="refused to unpickle"):
         datasets.import_files(storage, [src], trust_pickle=True)
@@ -716,9 +700,9 @@ def test_fuzzed_pickles_call_nothing_outside_the_allow_list(tmp_path: Path) -> N
 def test_trusted_dataframe_pickle_is_imported(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "root")
     src = tmp_path / "2018-04-01.pkl"
-    _frame().to_pickle(src)
+    tutorial_frame().to_pickle(src)
     [result] = datasets.import_files(storage, [src], trust_pickle=True)
     assert result.target == "datasets/training/2018-04-01.parquet"
     pd.testing.assert_frame_equal(
-        datasets.read_parquet(storage, result.target), normalize(_frame(), "x")
+        datasets.read_parquet(storage, result.target), normalize(tutorial_frame(), "x")
     )
