@@ -192,3 +192,15 @@ def test_a_validator_that_trips_over_the_payload_refuses_it_permanently() -> Non
     with pytest.raises(PayloadError, match="validated_module:f payload refused by its validator"):
         registry.prepare({"task": "validated_module:f"}, Storage("/tmp"))
     assert registry.prepare({"task": "validated_module:f", "path": "a"}, Storage("/tmp")) is f
+
+
+def test_a_standard_library_name_is_not_told_to_register_its_module() -> None:
+    """`--tasks os` is itself refused (no @batchml.task there): the refusal must not suggest it."""
+    registry = TaskRegistry.load(points=[ep("noop", "batchml.tasks.builtin:noop")])
+    with pytest.raises(UnknownTask) as info:
+        registry.get("os:system")
+    message = str(info.value)
+    assert "--tasks os" not in message
+    assert "'os' is a standard-library module" in message and "Registered tasks: noop" in message
+    with pytest.raises(UnknownTask, match=r"here --tasks my_tasks\)"):
+        registry.get("my_tasks:run")

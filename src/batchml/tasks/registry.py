@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -206,6 +207,15 @@ class TaskRegistry:
         shown = name if len(name) <= 120 else name[:117] + "..."
         module, sep, _ = name.partition(":")
         here = f" (here --tasks {module})" if sep and module else ""
+        if sep and module.split(".")[0] in sys.stdlib_module_names:
+            # the standard library defines no @batchml.task: naming it in --tasks is refused too
+            return (
+                f"task {shown!r} is not registered, so no worker runs it: {module!r} is a "
+                f"standard-library module, which no worker runs tasks from. Register a function "
+                f"of your own with @batchml.task in a module named by --tasks or BATCHML_TASKS, "
+                f"or as a {ENTRY_POINT_GROUP!r} entry point. Registered tasks: "
+                + (", ".join(self.names()) or "none")
+            )
         known = ", ".join(self.names()) or (
             f"none: no {ENTRY_POINT_GROUP!r} entry points are installed (is batchml installed?)"
         )
