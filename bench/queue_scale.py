@@ -422,7 +422,9 @@ def measure(base_url: str, options: argparse.Namespace) -> None:
     print(f"  Redis CPU   {cpu_item * 1e6:12,.1f} s per million drained "
           f"(= {cpu_item * 1e6:.1f} µs per item; EVALSHA, as wall time in the server, "
           f"{(after.evalsha_usec - before.evalsha_usec) / max(drain.done, 1):.1f} µs)")  # fmt: skip
-    print(f"  one Redis core saturates at ~{1 / cpu_item:,.0f} items/s (1 / CPU per item)")
+    busy = (after.cpu - before.cpu) / drain.seconds
+    print(f"  one Redis core saturates at ~{1 / cpu_item:,.0f} items/s (1 / CPU per item); "
+          f"Redis was busy {busy:.0%} of one core during the drain")  # fmt: skip
     done_bytes = (after.memory - empty.memory - counts[State.READY] * queued_bytes) / max(
         drain.done, 1
     )
