@@ -221,6 +221,7 @@ class Drain:
     relet_after: list[float]  # per such item: seconds from the kill until it was leased again
     commits: list[str]
     refused: int
+    landed: int  # commits of killed workers that landed before they could log them
 
 
 def run_workers(url: str, n: int, kill: int, options: argparse.Namespace, folder: Path) -> Drain:
@@ -267,13 +268,15 @@ def run_workers(url: str, n: int, kill: int, options: argparse.Namespace, folder
     for log in logs[kill:]:
         if left := Log.read(log).open_leases:
             raise SystemExit(f"{log}: a live worker exited holding {sorted(left)}")
+    logged = len(commits)
     for log in logs[:kill]:  # a killed worker's last commit may have landed unlogged
         for item_id, token in Log.read(log).open_leases.items():
             item = queue.get(item_id)
             if item.state == State.DONE and item.token == token:
                 commits.append(item_id)
     queue.close()
-    return Drain(len(commits), seconds, killed_held, relet_after, commits, refused)
+    landed = len(commits) - logged
+    return Drain(len(commits), seconds, killed_held, relet_after, commits, refused, landed)
 
 
 def wait_relet(queue: WorkQueue, held: dict[str, int], since: float, until: float) -> list[float]:
@@ -475,7 +478,8 @@ def check(queue: WorkQueue, drain: Drain, counts: dict[State, int], n: int) -> N
             problems.append(f"{item_id}, held by a killed worker, is {queue.get(item_id).state}")
     print(
         f"\nexactly once: {len(drain.commits):,} commits of {distinct:,} distinct items "
-        f"({drain.refused} refused: lease lost), "
+        f"({drain.refused} refused: lease lost; {drain.landed} by killed workers found done "
+        "with their token), "
         f"queue done {counts[State.DONE]:,}, ready {counts[State.READY]:,}, leased "
         f"{counts[State.LEASED]}: {'OK' if not problems else 'FAILED: ' + '; '.join(problems)}"
     )
