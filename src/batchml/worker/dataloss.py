@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from batchml.errors import DataLoss, QueueNotFound
+from batchml.errors import DataLoss, QueueNotFound, UnknownItem
 from batchml.queue.base import State, WorkQueue
 from batchml.storage import Storage
 
@@ -70,8 +70,7 @@ class GenerationWatch:
         if now != self.generation:
             raise DataLoss(self._message(now))
         if now is not None:
-            known = {i.id for i in self.retry("items", self.queue.items)}
-            gone = unknown_records(self.storage, now, known)
+            gone = self.retry("items", lambda: missing_committed(self.queue, self.storage, now))
             if gone:
                 raise DataLoss(lost_items_message(now, gone))
 
@@ -124,23 +123,42 @@ def committed_since(storage: Storage, since: float) -> int:
     return n
 
 
-def unknown_records(storage: Storage, generation: str, known: set[str]) -> list[str]:
-    """Ids of the items committed in ``generation`` (their records are stamped with it) that
-    are not among the ``known`` ids of the queue: items the queue lost while keeping its
-    generation, as a Redis restored from an older snapshot (RDB, no append-only file) does."""
+#: up to this many committed items are looked up one by one; more, and the queue is read whole
+LOOKUP_LIMIT = 2_000
+
+
+def committed_ids(storage: Storage, generation: str) -> list[str]:
+    """Ids of the items committed in ``generation``: their records are stamped with it."""
     runs = storage.root / "runs"
     if not runs.is_dir():
         return []
-    gone = []
+    ids = []
     for path in sorted(runs.glob("*/records/*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(record, dict) or record.get("generation") != generation:
-            continue
-        if str(record.get("item_id")) not in known:
-            gone.append(str(record.get("item_id")))
+        if isinstance(record, dict) and record.get("generation") == generation:
+            ids.append(str(record.get("item_id")))
+    return ids
+
+
+def missing_committed(queue: WorkQueue, storage: Storage, generation: str) -> list[str]:
+    """The items committed in ``generation`` that the queue no longer has: items it lost while
+    keeping its generation, as a Redis restored from an older snapshot (RDB, no append-only
+    file) does. Only the committed items are looked up (a queue of a million items is not
+    read whole for a few hundred records, which held Redis busy for seconds); past
+    :data:`LOOKUP_LIMIT` of them one read of every item costs less than a lookup each."""
+    ids = committed_ids(storage, generation)
+    if len(ids) > LOOKUP_LIMIT:
+        known = {i.id for i in queue.items()}
+        return [i for i in ids if i not in known]
+    gone = []
+    for item_id in ids:
+        try:
+            queue.get(item_id)
+        except UnknownItem:
+            gone.append(item_id)
     return gone
 
 
@@ -159,5 +177,5 @@ def status_data_loss(queue: WorkQueue, storage: Storage) -> str | None:
     generation = queue.generation()
     if generation is None:
         return None
-    gone = unknown_records(storage, generation, {i.id for i in queue.items()})
+    gone = missing_committed(queue, storage, generation)
     return lost_items_message(generation, gone) if gone else None
