@@ -19,12 +19,15 @@ Defaults chosen on the validation period by ``bench/model_selection.py`` (docs/f
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Hashable
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
+from batchml.fraud.models.checkpoint import Layout
 from batchml.fraud.models.model_base import AdditiveModel
 from batchml.fraud.models.replay import ReplayBuffer
 
@@ -38,23 +41,77 @@ def _trees(text: str) -> list[str]:
     return _TREE.split(body)[1:]
 
 
+def _header(text: str) -> str:
+    """A text model's header (feature names and ranges, objective) without ``tree_sizes``: the
+    byte sizes of the trees, which only let LightGBM parse them in parallel; without them it
+    reads them one after another."""
+    header = text[: text.index("\nTree=") + 1]
+    return "".join(
+        line for line in header.splitlines(keepends=True) if not line.startswith("tree_sizes=")
+    )
+
+
+def _numbered(trees: list[str], first: int) -> str:
+    return "".join(f"Tree={first + n}\n{tree}" for n, tree in enumerate(trees))
+
+
 def append_trees(model: str, grown: str) -> str:
     """The text model with the trees of ``model`` followed by those of ``grown``.
 
-    The header (feature names and ranges, objective) is ``model``'s, minus ``tree_sizes``: the
-    byte sizes of the trees, which only let LightGBM parse them in parallel; without them it
-    reads them one after another. Trees are renumbered; the end (importances, parameters) is
-    ``grown``'s, informative only. Equals, tree for tree, what ``init_model`` training makes.
+    The header is ``model``'s, minus ``tree_sizes``. Trees are renumbered; the end
+    (importances, parameters) is ``grown``'s, informative only. Equals, tree for tree, what
+    ``init_model`` training makes.
     """
     if not model:
         return grown
-    header = model[: model.index("\nTree=") + 1]
-    header = "".join(
-        line for line in header.splitlines(keepends=True) if not line.startswith("tree_sizes=")
-    )
     trees = _trees(model) + _trees(grown)
-    body = "".join(f"Tree={number}\n{tree}" for number, tree in enumerate(trees))
-    return header + body + grown[grown.index(_END) :]
+    return _header(model) + _numbered(trees, 0) + grown[grown.index(_END) :]
+
+
+class _TextModel:
+    """The booster's text kept as header, one block of trees per part, and end, so that a step
+    renders only its own trees: ``text`` is :func:`append_trees`' text, byte for byte."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.header = b""
+        self.parts: list[bytes] = []
+        self.end = b""
+        self.trees = 0
+
+    @classmethod
+    def parse(cls, text: str, bounds: np.ndarray) -> _TextModel:
+        """Split a stored text model (its per-part tree counts in ``bounds``) once."""
+        model = cls()
+        if not text:
+            return model
+        trees = _trees(text)
+        if len(trees) != int(bounds[-1]):
+            raise ValueError(f"the booster has {len(trees)} trees, tree_bounds says {bounds[-1]}")
+        model.text, model.header = text, _header(text).encode()
+        model.parts = [
+            _numbered(trees[a:b], int(a)).encode() for a, b in itertools.pairwise(bounds.tolist())
+        ]
+        model.end, model.trees = text[text.index(_END) :].encode(), len(trees)
+        return model
+
+    def appended(self, grown: str) -> _TextModel:
+        """A new text model: this one's trees, then ``grown``'s (this one is unchanged)."""
+        trees = _trees(grown)
+        model = _TextModel()
+        model.text, model.header = self.text or grown, self.header or _header(grown).encode()
+        model.parts = [*self.parts, _numbered(trees, self.trees).encode()]
+        model.end, model.trees = grown[grown.index(_END) :].encode(), self.trees + len(trees)
+        if len(model.parts) > 1:  # one part alone is the grown model's own text, tree_sizes kept
+            model.text = b"".join([model.header, *model.parts, model.end]).decode()
+        return model
+
+    def pieces(self) -> list[tuple[Hashable, int]]:
+        """The text's bytes as checkpoint pieces: header, each part's trees, end."""
+        if len(self.parts) < 2:
+            return [("text", len(self.text.encode()))]
+        parts = [(("part", k), len(part)) for k, part in enumerate(self.parts)]
+        return [("header", len(self.header)), *parts, ("end", len(self.end))]
 
 
 class LightGBMModel(AdditiveModel):
@@ -121,9 +178,14 @@ class LightGBMModel(AdditiveModel):
 
     def _start(self) -> None:
         self.replay_ = self._new_replay()
-        self.model_text_ = ""
+        self.trees_ = _TextModel()
         self.tree_bounds_ = np.zeros(1, dtype=np.int64)  # trees before part 0, 1, …, and after
         self._booster: lgb.Booster | None = None
+
+    @property
+    def model_text_(self) -> str:
+        """The booster as LightGBM's text model ("" before the first tree)."""
+        return self.trees_.text
 
     @property
     def _has_trees(self) -> bool:
@@ -152,7 +214,7 @@ class LightGBMModel(AdditiveModel):
         )
         fresh = np.asarray(grown.predict(replay.X, raw_score=True), dtype=np.float64)
         replay.margin = replay.margin + fresh if trees else fresh
-        self.model_text_ = append_trees(self.model_text_, grown.model_to_string())
+        self.trees_ = self.trees_.appended(grown.model_to_string())
         self._booster = lgb.Booster(model_str=self.model_text_)  # now: predicting changes nothing
         self.tree_bounds_ = np.append(self.tree_bounds_, self.tree_bounds_[-1] + grown.num_trees())
 
@@ -205,14 +267,30 @@ class LightGBMModel(AdditiveModel):
             prior = self._prior()
             return np.full(len(X), np.log(prior) - np.log1p(-prior))
 
+    def last_batch_sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Labels, fraud probabilities and weights of the last batch's rows in the replay
+        memory (every fraud, a ``legit_keep`` share of the rest, weighed ``1 / legit_keep``):
+        the memory keeps their scores, so the batch's metrics need no scoring. None before
+        the first tree (the model then scores its constant prior)."""
+        if not self._has_trees:
+            return None
+        y, raw, weight = self.replay_.newest()
+        return y, self.probability(raw), weight
+
+    def state_layout(self) -> Layout:
+        """How :meth:`get_state` splits into checkpoint pieces (:mod:`.checkpoint`)."""
+        pieces = {"booster": self.trees_.pieces(), **self.replay_.pieces()}
+        return Layout(pieces=pieces, stored=frozenset({"replay_margin"}))
+
     def _get_state(self) -> dict[str, np.ndarray]:
         booster = np.frombuffer(self.model_text_.encode(), dtype=np.uint8)
         return {"booster": booster, "tree_bounds": self.tree_bounds_, **self.replay_.get_state()}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> int:
         self._start()
-        self.model_text_ = np.asarray(state["booster"], dtype=np.uint8).tobytes().decode()
+        text = np.asarray(state["booster"], dtype=np.uint8).tobytes().decode()
         self.tree_bounds_ = np.ascontiguousarray(state["tree_bounds"], dtype=np.int64)
+        self.trees_ = _TextModel.parse(text, self.tree_bounds_)
         self.replay_.set_state(state)
         if self.model_text_:
             self._booster = lgb.Booster(model_str=self.model_text_)
