@@ -4,7 +4,7 @@ The standard days (5,000 customers, 10,000 terminals, 183 days) are simulated an
 fresh root; the run is queued as ``bench/end_to_end.py`` queues it (features in blocks, a chain
 of train items over every day but the last 14, each version tested on the last 7 days) and one
 in-process worker drains the queue on the SQLite queue. From the records of the last
-``--last`` train items it prints the mean time of each part of a step: what the task reports
+``--last`` train items it prints the median time of each part of a step: what the task reports
 (``steps``: load checkpoint, load features, grow trees, metrics, test set, evaluation, save
 checkpoint, publish), the rest of the item (its record), and the time between one train item
 and the next (seal, commit, publication, lease), against the 0.12 s target for the whole step.
@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,11 +83,11 @@ def chain(root: Path, last: int) -> dict[str, Any]:
     gaps = [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(tail)]
     tail = tail[1:]
 
-    def mean(values: list[float]) -> float:
-        return sum(values) / len(values) if values else 0.0
+    def middle(values: list[float]) -> float:  # the median: a shared machine adds outliers
+        return statistics.median(values) if values else 0.0
 
-    seconds = {k: mean([r["result"]["seconds"].get(k, 0.0) for r in tail]) for k in COARSE}
-    steps = {k: mean([(r["result"].get("steps") or {}).get(k, 0.0) for r in tail]) for k in STEPS}
+    seconds = {k: middle([r["result"]["seconds"].get(k, 0.0) for r in tail]) for k in COARSE}
+    steps = {k: middle([(r["result"].get("steps") or {}).get(k, 0.0) for r in tail]) for k in STEPS}
     spans = [r["finished_at"] - r["started_at"] for r in tail]
     head = queue.lineage_head(RUN)
     return {
@@ -97,9 +98,9 @@ def chain(root: Path, last: int) -> dict[str, Any]:
         "chain": sum(r["finished_at"] - r["started_at"] for r in train),
         "seconds": seconds,
         "steps": steps if any(steps.values()) else None,
-        "item": mean(spans),
-        "task": mean([sum(r["result"]["seconds"].values()) for r in tail]),
-        "between": mean(gaps),
+        "item": middle(spans),
+        "task": middle([sum(r["result"]["seconds"].values()) for r in tail]),
+        "between": middle(gaps),
         "digest": str(head.params_digest),
         "checkpoint_mb": os.path.getsize(root / head.checkpoint.final) / 1e6
         if head.checkpoint
@@ -138,7 +139,7 @@ def ms(seconds: float) -> str:
 
 def report(new: dict[str, Any], old: dict[str, Any] | None, rev: str | None, last: int) -> None:
     head = f"{'':34}{'this code':>12}" + (f"{rev:>14}" if old else "")
-    print(f"\nmean of the last {last} train steps of a {new['versions']}-version chain:")
+    print(f"\nmedian of the last {last} train steps of a {new['versions']}-version chain:")
     print(head)
 
     def row(label: str, value: float, before: float | None = None, note: str = "") -> None:

@@ -32,6 +32,7 @@ from batchml.fraud.models.model_base import AdditiveModel
 from batchml.fraud.models.replay import ReplayBuffer
 
 _TREE = re.compile(r"(?m)^Tree=\d+\n")
+_REPARSE = 16  # trees grown before the whole text is parsed again into one booster
 _END = "end of trees"
 
 
@@ -181,6 +182,7 @@ class LightGBMModel(AdditiveModel):
         self.trees_ = _TextModel()
         self.tree_bounds_ = np.zeros(1, dtype=np.int64)  # trees before part 0, 1, …, and after
         self._booster: lgb.Booster | None = None
+        self._grown: list[lgb.Booster] = []  # the parts grown since _booster was parsed
 
     @property
     def model_text_(self) -> str:
@@ -215,15 +217,31 @@ class LightGBMModel(AdditiveModel):
         fresh = np.asarray(grown.predict(replay.X, raw_score=True), dtype=np.float64)
         replay.margin = replay.margin + fresh if trees else fresh
         self.trees_ = self.trees_.appended(grown.model_to_string())
-        self._booster = lgb.Booster(model_str=self.model_text_)  # now: predicting changes nothing
         self.tree_bounds_ = np.append(self.tree_bounds_, self.tree_bounds_[-1] + grown.num_trees())
+        if not trees:  # the first part: its booster is the whole model
+            self._booster, self._grown = grown, []
+        else:
+            self._grown = [*getattr(self, "_grown", []), grown]  # parsed from its text by train
+        if sum(g.num_trees() for g in self._grown) >= _REPARSE:
+            self._booster, self._grown = lgb.Booster(model_str=self.model_text_), []
 
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:
         """The booster's raw score (log-odds) of each row; 0 before the first tree (the
-        memory's margins start from the first trees' scores, not from this)."""
+        memory's margins start from the first trees' scores, not from this).
+
+        The trees grown since the booster was last parsed from the whole text are added one
+        tree at a time: LightGBM sums a row's trees one after another from 0, so adding each
+        newer tree's output to the older trees' sum gives the very same floats as one booster
+        of all the trees, without parsing the whole text at every step."""
         if not self._has_trees:
             return np.zeros(len(X))
-        scores = self._predictor().predict(X, raw_score=True, num_threads=int(self.num_threads))
+        threads = int(self.num_threads)
+        scores = np.asarray(self._base().predict(X, raw_score=True, num_threads=threads))
+        for part in getattr(self, "_grown", []):
+            for tree in range(part.num_trees()):
+                scores = scores + part.predict(
+                    X, start_iteration=tree, num_iteration=1, raw_score=True, num_threads=threads
+                )
         return np.asarray(scores, dtype=np.float64)
 
     def _prior(self) -> float:
@@ -238,17 +256,31 @@ class LightGBMModel(AdditiveModel):
 
     def raw_part(self, X: np.ndarray, part: int) -> np.ndarray:
         first, stop = int(self.tree_bounds_[part]), int(self.tree_bounds_[part + 1])
-        scores = self._predictor().predict(
+        grown = getattr(self, "_grown", [])
+        if grown and part >= self.parts() - len(grown):  # a part grown since the last parse:
+            scores = grown[part - self.parts()].predict(  # its own trees, summed from 0 alike
+                np.asarray(X, dtype=np.float64), raw_score=True, num_threads=int(self.num_threads)
+            )
+            return np.asarray(scores, dtype=np.float64)
+        scores = self._base().predict(
             np.asarray(X, dtype=np.float64), start_iteration=first, num_iteration=stop - first,
             raw_score=True, num_threads=int(self.num_threads),
         )  # fmt: skip
         return np.asarray(scores, dtype=np.float64)
 
-    def _predictor(self) -> lgb.Booster:
+    def _base(self) -> lgb.Booster:
+        """The booster parsed last: every tree but those of the parts in ``_grown``."""
         booster = getattr(self, "_booster", None)
-        if booster is None:  # only a copy made without it (e.g. by copy.copy)
+        if booster is None:  # only a model restored without it: parse every tree
             booster = self._booster = lgb.Booster(model_str=self.model_text_)
+            self._grown = []
         return booster
+
+    def _predictor(self) -> lgb.Booster:
+        """One booster of every tree (for this call only, if some were grown since the last
+        parse: predicting leaves the model as it is)."""
+        base = self._base()
+        return lgb.Booster(model_str=self.model_text_) if getattr(self, "_grown", []) else base
 
     def _fraud(self, X: np.ndarray) -> np.ndarray:
         if not self._has_trees:
