@@ -74,6 +74,7 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/queue_throughput.py
 	$(BIN)/python bench/features.py
+	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/end_to_end.py --workers 2
 
 # ./batchml-data/ holds what you generated and imported: never removed here.

@@ -55,7 +55,7 @@ def bare_run(storage: Storage, train: list[str], test: list[str]) -> dict[str, o
     for version, day in enumerate(train, start=1):
         X, y = pipeline.xy(tables[day], spec)
         model.partial_fit(X, y)
-        metrics.summary(y, model.predict_proba(X))
+        metrics.train_metrics(model, X, y)  # as the train task measures a version
         scores = test_sets.scores(test_set, model, str(version - 1), str(version))
         last_metrics = test_set.metrics(scores, protocol.top_k)
     return {

@@ -214,3 +214,22 @@ def test_appended_trees_equal_what_init_model_training_grows() -> None:
     assert appended.num_trees() == continued.num_trees() == 5
     assert np.array_equal(appended.predict(X, raw_score=True), continued.predict(X, raw_score=True))
     assert append_trees("", grown.model_to_string()) == grown.model_to_string()
+
+
+def test_trees_added_one_at_a_time_score_as_one_booster_of_all_of_them() -> None:
+    """Given a model that adds each step's trees to the booster it parsed a few steps before
+    (parsing the whole text again every 16 trees), its raw scores and each part's scores are
+    bit-identical to those of one booster parsed from the whole text, at every step."""
+    model = make_model("lgbm", {"window": 4})
+    probe = batches(1, rows=800, seed=21)[0][0]
+    for X, y in batches(20, rows=400):
+        model.partial_fit(X, y, classes=CLASSES)
+        whole = lgb.Booster(model_str=model.model_text_)
+        assert np.array_equal(model._raw_scores(probe), whole.predict(probe, raw_score=True))
+        last = model.parts() - 1
+        first, stop = model.tree_bounds_[last], model.tree_bounds_[last + 1]
+        part = whole.predict(
+            probe, start_iteration=first, num_iteration=stop - first, raw_score=True
+        )
+        assert np.array_equal(model.raw_part(probe, last), part)
+    assert 0 < len(model._grown) < model.parts()  # some trees are added one at a time

@@ -36,6 +36,13 @@ def test_every_day_makes_one_version_with_train_and_test_metrics(trained: Env) -
     assert test["top_k"] == 100 and 0.0 <= test["card_precision_at_k"] <= 1.0
     assert test["roc_auc"] > 0.75 and test["excluded_known_compromised"] > 0
     assert set(last["seconds"]) >= {"io", "features", "train", "evaluate"}
+    assert last["train"]["sampled_rows"] < last["train"]["rows"]  # the kept rows, weighted
+    records = (json.loads(p.read_text()) for p in (trained.root / "runs/default/records").glob("*"))
+    steps = [r["result"]["steps"] for r in records if r["task"] == "fraud.train"]
+    assert len(steps) == len(trained.train_days) and set(steps[-1]) == {
+        "load checkpoint", "load features", "grow trees", "metrics", "test set", "evaluation",
+        "save checkpoint", "publish",
+    }  # fmt: skip
     text = (trained.root / "runs/default/report.txt").read_text()
     assert text.count("Training dataset:") == len(trained.train_days)
     assert "Card precision@100 on testing data" in text

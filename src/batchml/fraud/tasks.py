@@ -47,13 +47,18 @@ log = logging.getLogger("batchml.fraud")
 
 
 class _Stopwatch:
+    """Seconds per kind of work (``seconds``) and, when laps are named, per step (``steps``)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.steps: dict[str, float] = {}
         self._t = time.perf_counter()
 
-    def lap(self, name: str) -> None:
+    def lap(self, name: str, step: str | None = None) -> None:
         now = time.perf_counter()
         self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._t, 6)
+        if step is not None:
+            self.steps[step] = round(self.steps.get(step, 0.0) + now - self._t, 6)
         self._t = now
 
 
@@ -192,51 +197,55 @@ def _test_metrics(
 def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Warm-start the run's head model on one dataset and propose the next lineage version.
 
-    The result holds the new version's metrics on its own training day (``train``) and, when
-    the item names test datasets, on them with the evaluation protocol (``test``), and where
-    the time went (``seconds``: io, features, train, evaluate)."""
+    The result holds the new version's metrics on its own training day (``train``: for a
+    model with a replay memory, measured on the day's rows it kept, weighted, see
+    :func:`~batchml.fraud.evaluation.metrics.train_metrics`) and, when the item names test
+    datasets, on them with the evaluation protocol (``test``), and where the time went
+    (``seconds``: io, features, train, evaluate; ``steps``: load checkpoint, load features,
+    grow trees, metrics, test set, evaluation, save checkpoint, publish)."""
     from batchml.fraud.evaluation import metrics, test_cache
     from batchml.fraud.evaluation.protocol import version_protocol
     from batchml.fraud.models import lineage
-    from batchml.fraud.models.model_base import CLASSES, fraud_scores
+    from batchml.fraud.models.model_base import CLASSES
 
     spec = FeatureSpec.from_json(payload.get("features"))
     config = lineage.ModelConfig.from_json(payload.get("model"))
     day = str(payload["dataset"])
     clock = _Stopwatch()
     head = ctx.lineage_head()
-    model, _ = lineage.load_head(ctx.storage, head, config, spec.inputs)
-    clock.lap("io")
+    model = lineage.continue_head(ctx.storage, head, config, spec.inputs)
+    clock.lap("io", "load checkpoint")
     table = pipeline.load_dataset_features(ctx.storage, _path(payload), spec)
-    clock.lap("features")
     X, y = pipeline.xy(table, spec)
+    clock.lap("features", "load features")
     model.partial_fit(X, y, classes=CLASSES)  # version 0 is unfitted: classes are needed
-    clock.lap("train")
+    clock.lap("train", "grow trees")
     ctx.check()
     version = head.version + 1
     result: dict[str, Any] = {"dataset": day, "version": version}
-    result["train"] = metrics.summary(y, fraud_scores(model, X))
-    clock.lap("evaluate")
+    result["train"] = metrics.train_metrics(model, X, y)
+    clock.lap("evaluate", "metrics")
     final = lineage.checkpoint_path(ctx.storage, ctx.run, version, day)
     data, digest = lineage.save_bytes(
         model,
         spec.inputs,
         {"run": ctx.run, "version": version, "dataset": day, "parent": head.params_digest},
     )
-    clock.lap("io")
+    clock.lap("io", "save checkpoint")
     tests = [str(p) for p in payload.get("test") or []]
     if tests:
         protocol = version_protocol(spec)
         test = test_cache.get(ctx.storage, tests, spec, protocol)
-        clock.lap("features")
+        clock.lap("features", "test set")
         ctx.check()
         scores = test_cache.scores(test, model, head.params_digest, digest)
         result["test"] = _test_metrics(test, scores, protocol.top_k, tests)
-        clock.lap("evaluate")
+        clock.lap("evaluate", "evaluation")
     ctx.output(final).write_bytes(data)
     pub = ctx.publication(final)
     ctx.output(final + ".sha256").write_text(f"{pub.sha256}  {final.rsplit('/', 1)[-1]}\n")
-    clock.lap("io")
+    lineage.keep(model, spec.inputs, pub.sha256)  # the next step may continue it in memory
+    clock.lap("io", "publish")
     ctx.advance_lineage(
         head.version,
         LineageHead(
@@ -250,7 +259,7 @@ def train_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     )
     result.update(
         model=config.kind, checkpoint=final, sha256=pub.sha256, params_digest=digest,
-        parent_version=head.version, seconds=clock.seconds,
+        parent_version=head.version, seconds=clock.seconds, steps=clock.steps,
     )  # fmt: skip
     return result
 

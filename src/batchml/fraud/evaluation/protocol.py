@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ import pandas as pd
 
 from batchml.fraud.data import datasets
 from batchml.fraud.evaluation import metrics
+from batchml.fraud.evaluation.card_precision import CardRanking
 from batchml.fraud.features import pipeline
 from batchml.fraud.features.pipeline import FeatureSpec
 from batchml.storage import Storage
@@ -111,12 +113,15 @@ class TestSet:
     days: tuple[str, ...]
     excluded: int
 
+    @cached_property
+    def ranking(self) -> CardRanking:
+        """The rows' (day, card) groups, built once for every version scored on this set."""
+        return CardRanking(self.day, self.card, self.y)
+
     def metrics(self, scores: np.ndarray, top_k: int) -> dict[str, Any]:
         """ROC AUC, average precision, accuracy and card precision@k of ``scores``."""
         result: dict[str, Any] = dict(metrics.summary(self.y, scores))
-        result["card_precision_at_k"] = metrics.card_precision_at_k(
-            self.day, self.card, self.y, scores, top_k
-        )
+        result["card_precision_at_k"] = self.ranking.precision_at_k(scores, top_k)
         result["top_k"] = top_k
         result["excluded_known_compromised"] = self.excluded
         return result

@@ -8,13 +8,14 @@ between commit and rename, verifies the sha256, and restores the state arrays.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from batchml.errors import ConfigError, StorageError
 from batchml.fraud.models import checkpoint
 from batchml.fraud.models.kinds import DEFAULT_KIND
-from batchml.fraud.models.model import make_model, model_kind_of, model_params
+from batchml.fraud.models.model import MODEL_KINDS, make_model, model_kind_of, model_params
 from batchml.queue.base import LineageHead
 from batchml.storage import Storage
 
@@ -49,12 +50,17 @@ def checkpoint_path(storage: Storage, run: str, version: int, dataset: str) -> s
     return storage.run_path(run, "checkpoints", f"v{version:04d}-{dataset}.npz")
 
 
-def _read(storage: Storage, head: LineageHead) -> tuple[dict[str, Any], dict[str, Any]]:
-    """State arrays and metadata of the head's checkpoint, publication rolled forward."""
+def _verified(storage: Storage, head: LineageHead) -> tuple[bytes, str]:
+    """The bytes of the head's checkpoint (publication rolled forward, sha256 verified)."""
     if head.checkpoint is None:
         raise ConfigError(f"run {head.run!r} v{head.version} has no checkpoint")
     path = storage.publish(head.checkpoint)
-    return checkpoint.load_file(path, head.checkpoint.sha256)
+    return checkpoint.read_verified(path, head.checkpoint.sha256), str(path)
+
+
+def _read(storage: Storage, head: LineageHead) -> tuple[dict[str, Any], dict[str, Any]]:
+    """State arrays and metadata of the head's checkpoint, publication rolled forward."""
+    return checkpoint.loads(*_verified(storage, head))
 
 
 def _restore(
@@ -62,7 +68,22 @@ def _restore(
     state: dict[str, Any], meta: dict[str, Any],
 ) -> Any:  # fmt: skip
     model = make_model(config.kind, dict(config.params))
-    params = model_params(model)
+    _check(head, config, inputs, meta)
+    try:
+        model.set_state(state)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise StorageError(
+            f"lineage {head.run!r} v{head.version}: its checkpoint holds no {config.kind} "
+            f"state ({exc}); restore the file, or reset the lineage (batchml lineage reset)"
+        ) from None
+    return model
+
+
+def _check(
+    head: LineageHead, config: ModelConfig, inputs: tuple[str, ...], meta: dict[str, Any]
+) -> None:
+    """ConfigError unless the checkpoint's kind, parameters and inputs are the item's."""
+    params = model_params(make_model(config.kind, dict(config.params)))
     if meta.get("kind") != config.kind or meta.get("params") != params:
         raise ConfigError(
             f"lineage {head.run!r} v{head.version} was trained as {meta.get('kind')} "
@@ -74,14 +95,6 @@ def _restore(
             f"lineage {head.run!r} v{head.version} was trained on other input features; "
             "start a new run (--run NAME) to change the features"
         )
-    try:
-        model.set_state(state)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise StorageError(
-            f"lineage {head.run!r} v{head.version}: its checkpoint holds no {config.kind} "
-            f"state ({exc}); restore the file, or reset the lineage (batchml lineage reset)"
-        ) from None
-    return model
 
 
 def load_head(
@@ -95,6 +108,55 @@ def load_head(
         return make_model(config.kind, dict(config.params)), {}
     state, meta = _read(storage, head)
     return _restore(head, config, inputs, state, meta), meta
+
+
+@dataclass(frozen=True)
+class _Kept:
+    sha256: str
+    model: Any
+    inputs: tuple[str, ...]
+
+
+_kept: list[_Kept] = []  # the model of the last checkpoint this process saved, if any
+_kept_lock = threading.Lock()
+
+
+def keep(model: Any, inputs: tuple[str, ...], sha256: str) -> None:
+    """Keep ``model`` in memory as the model of the checkpoint (sha256 ``sha256``) that this
+    process just staged for it, for :func:`continue_head` of the next version.
+
+    Only the built-in kinds are kept: their tests show that continuing in memory and after a
+    checkpoint round trip give the same bytes; a user kind is restored from its file."""
+    if type(model) not in MODEL_KINDS.values():
+        return
+    with _kept_lock:
+        _kept[:] = [_Kept(sha256, model, inputs)]
+
+
+def forget_kept() -> None:
+    """Drop the model kept by :func:`keep` (tests use it: a cold worker)."""
+    with _kept_lock:
+        _kept.clear()
+
+
+def continue_head(
+    storage: Storage, head: LineageHead, config: ModelConfig, inputs: tuple[str, ...]
+) -> Any:
+    """The model of :func:`load_head`, for a step that trains it further (and changes it).
+
+    The head's checkpoint is read and its sha256 verified as always; when it is the one this
+    process saved last (:func:`keep`), the model kept in memory is handed over instead of
+    being restored from those bytes, which hold its very state (continuing in memory and
+    after a round trip give the same bytes). It is handed over once: a second call, e.g. a
+    retry after a failed step, restores from the file."""
+    with _kept_lock:
+        kept = _kept.pop() if _kept else None
+    if head.checkpoint is None or kept is None or kept.sha256 != head.checkpoint.sha256:
+        return load_head(storage, head, config, inputs)[0]
+    _verified(storage, head)
+    meta = {"kind": model_kind_of(kept.model), "params": model_params(kept.model)}
+    _check(head, config, inputs, {**meta, "inputs": list(kept.inputs)})
+    return kept.model
 
 
 def load_version(
@@ -119,4 +181,6 @@ def save_bytes(model: Any, inputs: tuple[str, ...], lineage: dict[str, Any]) -> 
         "versions": checkpoint.library_versions(),
         "lineage": lineage,
     }
-    return checkpoint.dumps(state, meta), checkpoint.params_digest(state)
+    layout = getattr(model, "state_layout", None)
+    data = checkpoint.dumps(state, meta, layout() if callable(layout) else None)
+    return data, checkpoint.params_digest(state)

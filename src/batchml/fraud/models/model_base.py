@@ -156,6 +156,7 @@ class IncrementalModel(ClassifierMixin, BaseEstimator, ABC):  # type: ignore[mis
         for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
             delattr(self, name)
         self.__dict__.pop("_booster", None)
+        self.__dict__.pop("_grown", None)
         return self.partial_fit(X, y, classes=labels)
 
     def decision_function(self, X: Any) -> np.ndarray:

@@ -23,7 +23,7 @@ checkpoint size; the values a model trains on are the stored ones, whichever the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +82,29 @@ class ReplayBuffer:
 
     def has_both_classes(self) -> bool:
         return bool(len(self.y)) and 0 < int(self.y.sum()) < len(self.y)
+
+    def newest(self) -> tuple[np.ndarray, np.ndarray, FloatArray]:
+        """Labels, raw scores and inverse sampling probabilities (1 for a fraud,
+        ``1 / legit_keep`` for a legitimate row) of the rows kept from the newest batch: a
+        weighted sample of the whole batch."""
+        rows = self.batch == self.batches_seen - 1
+        y = self.y[rows]
+        return y, self.margin[rows], np.where(y == 1, 1.0, 1.0 / self.legit_keep)
+
+    def pieces(self) -> dict[str, list[tuple[Hashable, int]]]:
+        """The rows, labels and batch numbers as checkpoint pieces, one per batch (rows of a
+        batch never change, so a checkpoint deflates only the newest batch's); the scores
+        change at every step and are one piece."""
+        numbers, counts = np.unique(self.batch, return_counts=True)
+        if len(self.batch) > 1 and np.any(np.diff(self.batch) < 0):  # not in batch order
+            return {}
+        width = self.X.shape[1] * self.X.itemsize if self.X.ndim == 2 else 0
+        spans = list(zip(numbers.tolist(), counts.tolist(), strict=True))
+        return {
+            "replay_X": [(("batch", n), c * width) for n, c in spans],
+            "replay_y": [(("batch", n), c * self.y.itemsize) for n, c in spans],
+            "replay_batch": [(("batch", n), c * self.batch.itemsize) for n, c in spans],
+        }
 
     def get_state(self) -> dict[str, np.ndarray]:
         return {
