@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from batchml.errors import LeaseLost, LineageConflict, UnknownItem
-from batchml.queue.base import Commit, ItemSpec, LineageHead, LineageStep, State, WorkQueue
+from batchml.errors import LeaseLost, LineageConflict, QueueError, UnknownItem
+from batchml.queue.base import (
+    MAX_BATCH,
+    Commit,
+    ItemSpec,
+    LineageHead,
+    LineageStep,
+    State,
+    WorkQueue,
+)
 from batchml.storage import Publication
 from tests.support.clock import FakeClock
 
@@ -160,3 +168,12 @@ class BatchContract:
         assert queue.get(d3.item.id).state == State.LEASED
         assert queue.get(d4.item.id).state == State.LEASED
         assert queue.get("item-d5").state == State.READY
+
+    def test_a_batch_is_bounded(self, queue: WorkQueue) -> None:
+        queue.push([_spec(1), _spec(2)])
+        assert len(queue.lease_many("w", TTL, MAX_BATCH + 5)) == 2
+        with pytest.raises(QueueError, match="at most"):
+            queue.complete_and_lease_many(
+                [Commit(f"item-{k}", 1) for k in range(MAX_BATCH + 1)], worker="w", ttl=TTL, n=1
+            )  # fmt: skip
+        assert queue.counts()[State.LEASED] == 2

@@ -358,7 +358,8 @@ class WorkQueue(ABC):
 
         All or nothing: if one commit is refused (LeaseLost, LineageConflict, UnknownItem,
         the error naming its item) nothing is committed and nothing leased. An item named
-        twice is refused the second time (LeaseLost), as a second ``complete`` would be."""
+        twice is refused the second time (LeaseLost), as a second ``complete`` would be.
+        At most MAX_BATCH commits (QueueError otherwise)."""
 
     @abstractmethod
     def fail(self, item_id: str, token: int, error: str, *, permanent: bool = False) -> State:

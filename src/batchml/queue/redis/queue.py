@@ -306,6 +306,8 @@ class RedisQueue(WorkQueue):
     ) -> list[Lease]:
         # One script: every commit is checked before any is written (all or none). A retry
         # after a lost reply reuses the request id, as complete_and_lease's does.
+        if len(commits) > MAX_BATCH:
+            raise QueueError(f"{len(commits)} commits in one batch: at most {MAX_BATCH}")
         request, retry = self._request(worker)
         args: list[str | int] = [
             self._now(), HISTORY_LIMIT, worker, _ms(ttl), request, retry, min(max(n, 0), MAX_BATCH)

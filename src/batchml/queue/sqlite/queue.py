@@ -418,6 +418,8 @@ class SqliteQueue(WorkQueue):
     def complete_and_lease_many(
         self, commits: Sequence[Commit], *, worker: str, ttl: float, n: int
     ) -> list[Lease]:
+        if len(commits) > MAX_BATCH:
+            raise QueueError(f"{len(commits)} commits in one batch: at most {MAX_BATCH}")
         now = self.clock()
         with self._tx() as db:  # a refused commit raises: the transaction rolls back whole
             for c in commits:

@@ -39,6 +39,29 @@ while ARGV[a] do
   commits[#commits + 1] = {id, it, committed, step}
   if step then a = a + 8 else a = a + 4 end
 end
-for _, c in ipairs(commits) do commit_apply(now, c[1], c[2], c[3], limit, c[4]) end
+-- as commit_apply does for each, with one ZREM of the deadlines and one ZADD of state:done for
+-- the whole batch (a leased item is in no state:* index to leave)
+local leased, scored = {}, {}
+for _, c in ipairs(commits) do
+  local id, it, committed, step = c[1], c[2], c[3], c[4]
+  if step then
+    redis.call('HSET', K.lineage, step.field, step.head)
+    redis.call('HSET', K.lineage_head, step.run, step.head)
+  end
+  if committed ~= '' then it.committed = committed end
+  log_attempt(id, it, now, 'done', nil, limit)
+  it.worker, it.request, it.deadline, it.leased_at = nil, nil, nil, nil
+  it.last_error = nil
+  it.state, it.updated_at = 'done', now
+  leased[#leased + 1] = id
+  scored[#scored + 1] = it.seq
+  scored[#scored + 1] = id
+  save(id, it)
+  end_item(it, now)
+end
+if #leased > 0 then
+  redis.call('ZREM', K.deadlines, unpack(leased))
+  redis.call('ZADD', K.state.done, unpack(scored))
+end
 if n < 1 then return {'none'} end
 return lease_next(now, worker, ttl, request, limit, n)
