@@ -26,7 +26,14 @@ if ARGV[6] == '1' then
   local earlier = earlier_lease(now, worker, request)
   if earlier then return earlier end
 end
-local commits, heads, seen, a = {}, {}, {}, 8
+local ids, a = {}, 8
+while ARGV[a] do
+  ids[#ids + 1] = ARGV[a]
+  if ARGV[a + 3] == '1' then a = a + 8 else a = a + 4 end
+end
+if #ids > 1 then preload(ids) end
+local commits, heads, seen = {}, {}, {}
+a = 8
 while ARGV[a] do
   local id, token, committed, step = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], nil
   if ARGV[a + 3] == '1' then step = lineage_step(a + 4) end

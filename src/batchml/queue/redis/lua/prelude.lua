@@ -55,6 +55,19 @@ local function load(id)
   return it
 end
 
+-- Read the records of `ids` into the cache with one HMGET (a batch reads its items at once).
+local function preload(ids)
+  local wanted = {}
+  for _, id in ipairs(ids) do
+    if not cache[id] then wanted[#wanted + 1] = id end
+  end
+  if #wanted == 0 then return end
+  local raws = redis.call('HMGET', K.items, unpack(wanted))
+  for i, id in ipairs(wanted) do
+    if raws[i] then cache[id] = cmsgpack.unpack(raws[i]) end
+  end
+end
+
 local function save(id, it)
   if not dirty[id] then dirty[#dirty + 1] = id end
   dirty[id] = true
@@ -390,7 +403,9 @@ local function lease_next(now, worker, ttl, request, limit, n)
   if #top == 0 then return {'none'} end
   local taken = #top / 2
   redis.call('LTRIM', K.ready, taken, -1)  -- the KEDA list shrinks by as many
-  local reply, deadline, scored = {'ok'}, now + ttl, {}
+  local reply, deadline, scored, ids = {'ok'}, now + ttl, {}, {}
+  for i = 1, #top, 2 do ids[#ids + 1] = string.sub(top[i], 17) end
+  if #ids > 1 then preload(ids) end
   for i = 1, #top, 2 do
     local id = string.sub(top[i], 17)
     local it = load(id)
