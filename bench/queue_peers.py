@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,6 +195,7 @@ def _celery_remaining(client: redis.Redis[bytes]) -> int:
 
 def _celery_work(url: str) -> None:
     logging.disable(logging.WARNING)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - its banner; this process is ended
     _celery_app(url).worker_main(
         ["worker", "--pool=solo", "--loglevel=ERROR", "--without-mingle", "--without-gossip",
          "--without-heartbeat"]

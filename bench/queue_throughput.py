@@ -342,7 +342,7 @@ def report(
     ]
     print()
     for label, value, target in checks:
-        print(f"{label:36} {value:7.2f}  (target ≥ {target})")
+        print(f"{label:36} {value:7.3f}  (target ≥ {target})")
     print(
         f"{'server µs/item, complete_and_lease':36} {server_us:7.1f}  (target ≤ {TARGET_SERVER_US})"
     )
