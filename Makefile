@@ -73,6 +73,7 @@ version:
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/queue_throughput.py
+	$(BIN)/python bench/queue_script_profile.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/end_to_end.py --workers 2

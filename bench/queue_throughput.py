@@ -9,22 +9,28 @@ append-only persistence as recommended, unless ``--url`` names one):
   also PING over one connection held between calls, the way batchml calls its scripts
   (redis-py's per-command path - a connection taken from its pool and given back - costs about
   as much client time as a round trip on a slow CPU);
-* batchml's worker loop on no-op items, one worker, then four worker processes: one ``lease``,
+* batchml's worker loop on no-op items, one worker, then eight worker processes: one ``lease``,
   then ``complete_and_lease`` per item (the commit leases the next item, as the worker does);
+* the batched loop (``--prefetch N`` in the worker): ``lease_many(N)``, then one
+  ``complete_and_lease_many`` per N items (commits N, leases the next N), one worker, then eight;
 * for comparison, the two-call loop (``lease``, then ``complete``, per item), one worker;
 * the Kubernetes tutorial's pattern re-implemented (``BRPOPLPUSH`` + ``SETEX`` lease key, then
-  ``LREM`` + ``DEL``, plus its two ``LLEN`` calls per loop), one worker, then four.
+  ``LREM`` + ``DEL``, plus its two ``LLEN`` calls per loop), one worker, then eight;
+* the peers (bench/queue_peers.py): dramatiq, SAQ, Celery, RQ and arq, each its own worker (one
+  process) draining ``--peer-items`` pre-pushed no-op jobs on the same Redis, once each; a peer
+  that cannot run here is reported as such.
 
-Each loop is measured ``--repeat`` times (default 3), PING before and between them, and the best
-of each is printed: on a shared machine a neighbour only ever slows a sample down, so the best
-estimates what the machine can do, for the yardstick and the loops alike. It prints items per
-second, the ratios, the round trips each loop paid per item (the commands its client sent,
-counted by the server: ``INFO commandstats``) and the server time they took per item (both from
-the best sample).
+Each batchml and tutorial loop is measured ``--repeat`` times (default 2), PING before and
+between them, and the best of each is printed: on a shared machine a neighbour only ever slows
+a sample down, so the best estimates what the machine can do, for the yardstick and the loops
+alike. It prints items per second, the ratios, the round trips each loop paid per item (the
+commands its client sent, counted by the server: ``INFO commandstats``) and the server time
+they took per item (both from the best sample), each target beside its figure.
 
     .venv/bin/python bench/queue_throughput.py
     .venv/bin/python bench/queue_throughput.py --url redis://10.0.0.5:6379/0 --items 20000
     .venv/bin/python bench/queue_throughput.py --repeat 1   # one sample of each, faster
+    .venv/bin/python bench/queue_throughput.py --peers none # without the peers
 """
 
 from __future__ import annotations
@@ -42,11 +48,17 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from queue_peers import PEERS, PeerUnavailable, measure_peer
 
 from batchml.queue import open_queue
-from batchml.queue.base import ItemSpec
+from batchml.queue.base import Commit, ItemSpec
 
-TARGET_OF_PING = 0.5  # one batchml worker should reach half the PING rate (≤ 2 round trips)
+TARGET_OF_PING = 0.6  # one batchml worker: at least 0.6 × the PING rate (one round trip/item)
+TARGET_BATCHED_OF_PING = 1.0  # batched, a worker outruns PING (under one round trip per item)
+TARGET_SERVER_US = 40.0  # Redis server time per item of complete_and_lease
+TARGET_SCALE = 3.0  # eight worker processes against one worker
+WORKERS = 8
+BATCH = 32  # the batched loop's N (the worker's --prefetch)
 
 
 @contextmanager
@@ -148,6 +160,21 @@ def batchml_worker(queue_url: str, start: Any, out: Any) -> None:
     out.put((done, t0, time.perf_counter()))
 
 
+def batched_worker(queue_url: str, start: Any, out: Any) -> None:
+    """The batched loop (the worker with ``--prefetch BATCH``): BATCH leases in one call, then
+    each call commits the BATCH done and leases the next BATCH."""
+    queue = open_queue(queue_url)
+    worker = f"bench-{uuid.uuid4().hex[:6]}"
+    start.wait()
+    done, t0 = 0, time.perf_counter()
+    leases = queue.lease_many(worker, 60, BATCH)
+    while leases:
+        done += len(leases)
+        commits = [Commit(lease.item.id, lease.token) for lease in leases]
+        leases = queue.complete_and_lease_many(commits, worker=worker, ttl=60, n=BATCH)
+    out.put((done, t0, time.perf_counter()))
+
+
 def two_call_worker(queue_url: str, start: Any, out: Any) -> None:
     """The loop before ``complete_and_lease``: lease, then complete, two round trips per item."""
     queue = open_queue(queue_url)
@@ -219,17 +246,24 @@ def run_workers(target: Callable[..., None], args: tuple[Any, ...], n: int) -> t
 RUNS: tuple[tuple[str, Callable[[str, int], str], Callable[..., None], int, tuple[str, ...]], ...]
 RUNS = (
     ("batchml, 1 worker", fill_batchml, batchml_worker, 1, BATCHML_COMMANDS),
-    ("batchml, 4 worker processes", fill_batchml, batchml_worker, 4, BATCHML_COMMANDS),
+    (f"batchml, {WORKERS} worker processes", fill_batchml, batchml_worker, WORKERS,
+     BATCHML_COMMANDS),
+    (f"batchml batched ({BATCH}), 1 worker", fill_batchml, batched_worker, 1, BATCHML_COMMANDS),
+    (f"batchml batched ({BATCH}), {WORKERS} workers", fill_batchml, batched_worker, WORKERS,
+     BATCHML_COMMANDS),
     ("batchml two-call loop, 1 worker", fill_batchml, two_call_worker, 1, BATCHML_COMMANDS),
     ("tutorial pattern, 1 worker", fill_tutorial, tutorial_worker, 1, TUTORIAL_COMMANDS),
-    ("tutorial pattern, 4 worker processes", fill_tutorial, tutorial_worker, 4, TUTORIAL_COMMANDS),
-)
+    (f"tutorial pattern, {WORKERS} workers", fill_tutorial, tutorial_worker, WORKERS,
+     TUTORIAL_COMMANDS),
+)  # fmt: skip
 
 
 Row = tuple[str, float, float, float]  # label, items/s, round trips and server µs per item
 
 
-def measure(url: str, items: int, ping_seconds: float, repeat: int) -> None:
+def measure(
+    url: str, items: int, ping_seconds: float, repeat: int, peer_items: int, peers: list[str]
+) -> None:
     admin = redis.Redis.from_url(url, decode_responses=True)
     version = admin.info("server")["redis_version"]
     print(f"Redis {version} at {url}; {items} no-op items per one-worker run\n")
@@ -246,7 +280,23 @@ def measure(url: str, items: int, ping_seconds: float, repeat: int) -> None:
                 best[label] = row
     pings.append(ping_rate(url, sample))
     held.append(held_ping_rate(url, sample))
-    report([best[run[0]] for run in RUNS], max(pings), max(held), len(pings), repeat)
+    peer_rates = measure_peers(url, peer_items, peers)
+    report([best[run[0]] for run in RUNS], max(pings), max(held), len(pings), repeat, peer_rates)
+
+
+def measure_peers(url: str, items: int, wanted: list[str]) -> dict[str, float | str]:
+    """Jobs per second of each peer (or why it could not be measured), on database 15 of the
+    same Redis (each run flushes it)."""
+    base = url.rsplit("/", 1)[0]
+    rates: dict[str, float | str] = {}
+    for peer in PEERS:
+        if peer.name.lower() not in wanted:
+            continue
+        try:
+            rates[peer.name] = measure_peer(peer, f"{base}/15", items)
+        except PeerUnavailable as exc:
+            rates[peer.name] = str(exc)
+    return rates
 
 
 def run_one(
@@ -264,39 +314,75 @@ def run_one(
     return label, done / seconds, calls / max(done, 1), usec / max(done, 1)
 
 
-def report(rows: list[Row], ping: float, held: float, samples: int, repeat: int) -> None:
+def report(
+    rows: list[Row], ping: float, held: float, samples: int, repeat: int,
+    peers: dict[str, float | str],
+) -> None:  # fmt: skip
     print(f"{'PING round trips (redis-py client)':38} {ping:10,.0f} /s  (best of {samples})")
     print(f"{'PING over a held connection':38} {held:10,.0f} /s  (best of {samples})")
     print(f"(each loop below: the best of {repeat})")
     for label, rate, trips, usec in rows:
         print(
-            f"{label:38} {rate:10,.0f} items/s  {trips:4.1f} round trips and "
+            f"{label:38} {rate:10,.0f} items/s  {trips:5.2f} round trips and "
             f"{usec:5.1f} µs of server time per item"
         )
-    one, four, two_calls, tut_one, tut_four = (row[1] for row in rows)
+    for name, rate in peers.items():
+        how = next(p.how for p in PEERS if p.name == name)
+        if isinstance(rate, float):
+            print(f"{name + ' (' + how + ')':38} {rate:10,.0f} jobs/s  (once)")
+        else:
+            print(f"{name + ' (' + how + ')':38} not measured here: {rate}")
+    one, many, b_one, b_many, two_calls, tut_one, tut_many = (row[1] for row in rows)
+    server_us = rows[0][3]
+    checks = [
+        ("batchml 1 worker / PING", one / ping, TARGET_OF_PING),
+        ("batched 1 worker / PING", b_one / ping, TARGET_BATCHED_OF_PING),
+        (f"batchml {WORKERS} workers / 1 worker", many / one, TARGET_SCALE),
+        (f"batched {WORKERS} workers / 1 worker", b_many / b_one, TARGET_SCALE),
+    ]
     print()
-    print(f"batchml 1 worker / PING            {one / ping:6.2f}  (target ≥ {TARGET_OF_PING})")
-    print(f"batchml 4 workers / 1 worker       {four / one:6.2f}  (target > 1)")
-    print(f"batchml two-call loop / PING       {two_calls / ping:6.2f}")
-    print(f"batchml 1 worker / held-conn. PING {one / held:6.2f}")
-    print(f"batchml / tutorial, 1 worker       {one / tut_one:6.2f}")
-    print(f"batchml / tutorial, 4 workers      {four / tut_four:6.2f}")
-    met = one >= TARGET_OF_PING * ping and four > one
-    print(f"\ntargets {'met' if met else 'NOT met'}")
+    for label, value, target in checks:
+        print(f"{label:36} {value:7.3f}  (target ≥ {target})")
+    print(
+        f"{'server µs/item, complete_and_lease':36} {server_us:7.1f}  (target ≤ {TARGET_SERVER_US})"
+    )
+    print(f"{'server µs/item, batched':36} {rows[2][3]:7.1f}  (reference)")
+    print(f"{'batchml two-call loop / PING':36} {two_calls / ping:7.2f}")
+    print(f"{'batchml 1 worker / held-conn. PING':36} {one / held:7.2f}")
+    print(f"{'batchml / tutorial, 1 worker':36} {one / tut_one:7.2f}")
+    print(f"{'batched / tutorial, 1 worker':36} {b_one / tut_one:7.2f}")
+    print(f"{f'batchml / tutorial, {WORKERS} workers':36} {many / tut_many:7.2f}")
+    for name, rate in peers.items():
+        if isinstance(rate, float):
+            print(
+                f"{'batchml 1 worker / ' + name:36} {one / rate:7.2f}  "
+                f"(batched: {b_one / rate:.2f})"
+            )
+    missed = [label for label, value, target in checks if value < target]
+    if server_us > TARGET_SERVER_US:
+        missed.append("server µs/item")
+    print(f"\ntargets {'met' if not missed else 'NOT met: ' + ', '.join(missed)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="an existing Redis (default: start one for this run)")
-    parser.add_argument("--items", type=int, default=5000, help="items per one-worker run")
+    parser.add_argument("--items", type=int, default=4000, help="items per worker and run")
     parser.add_argument("--ping-seconds", type=float, default=3.0, help="per repetition")
-    parser.add_argument("--repeat", type=int, default=3, help="samples of each loop")
-    options = parser.parse_args()
-    if options.url:
-        measure(options.url, options.items, options.ping_seconds * options.repeat, options.repeat)
+    parser.add_argument("--repeat", type=int, default=2, help="samples of each loop")
+    parser.add_argument("--peer-items", type=int, default=2000, help="jobs per peer run")
+    parser.add_argument(
+        "--peers", default=",".join(p.name.lower() for p in PEERS),
+        help="comma-separated peers to measure, or 'none'",
+    )  # fmt: skip
+    o = parser.parse_args()
+    peers = [] if o.peers == "none" else [p.strip().lower() for p in o.peers.split(",")]
+    args = (o.items, o.ping_seconds * o.repeat, o.repeat, o.peer_items, peers)
+    if o.url:
+        measure(o.url, *args)
         return
     with local_redis() as url:
-        measure(url, options.items, options.ping_seconds * options.repeat, options.repeat)
+        measure(url, *args)
 
 
 if __name__ == "__main__":

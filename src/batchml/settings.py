@@ -14,7 +14,7 @@ from pathlib import Path
 from batchml.errors import ConfigError
 from batchml.publish_modes import StorageMode
 from batchml.queue import ConnectOptions
-from batchml.queue.base import QueueOptions, RetryPolicy
+from batchml.queue.base import MAX_BATCH, QueueOptions, RetryPolicy
 from batchml.storage import Storage
 
 DEFAULT_ROOT = "./batchml-data"
@@ -49,8 +49,11 @@ class WorkerSettings:
     grace: float = 20.0  # after SIGTERM, time to finish the current item before releasing it
     max_items: int | None = None  # stop after this many items (tests, debugging)
     queue_retry: float = 120.0  # keep retrying an unreachable queue this long, then exit 69
+    prefetch: int = 1  # leases held at once; > 1 leases and commits in batches of that many
 
     def __post_init__(self) -> None:
+        if not 1 <= self.prefetch <= MAX_BATCH:
+            raise ConfigError(f"--prefetch must be 1 to {MAX_BATCH}, got {self.prefetch}")
         if self.lease_ttl <= 0:
             raise ConfigError(f"--lease-ttl must be positive, got {self.lease_ttl}")
         if self.grace < 0:

@@ -20,6 +20,7 @@ from batchml import exitcodes
 from batchml.errors import ConfigError, LeaseLost, QueueNotFound, QueueUnavailable
 from batchml.queue import ConnectOptions, open_queue
 from batchml.queue.base import (
+    Commit,
     ItemSpec,
     LineageHead,
     LineageStep,
@@ -257,6 +258,25 @@ def test_complete_and_lease_retried_after_a_lost_reply_gets_the_same_lease(
     assert queue.get("item-1").state == State.DONE and queue.get("item-3").state == State.READY
     last = queue.complete_and_lease("item-2", again.token, worker="w1", ttl=30)
     assert last and last.item.id == "item-3"
+
+
+def test_a_batch_retried_after_a_lost_reply_gets_the_same_leases(redis_url: str) -> None:
+    """Given a batch that committed two items and leased two more but lost its reply, when it
+    is retried, then the retry returns those two leases (one attempt each), not two more."""
+    queue = RedisQueue.from_url(redis_url)
+    queue.push([spec(i) for i in range(1, 7)])
+    held = queue.lease_many("w1", 30, 2)
+    commits = [Commit(h.item.id, h.token) for h in held]
+    queue._scripting = LostReply(queue._scripting, "commit_and_lease")
+    with pytest.raises(QueueUnavailable):
+        queue.complete_and_lease_many(commits, worker="w1", ttl=30, n=2)
+    again = queue.complete_and_lease_many(commits, worker="w1", ttl=30, n=2)
+    assert [(g.item.id, g.token, g.item.attempts) for g in again] == [
+        ("item-3", 1, 1), ("item-4", 1, 1),
+    ]  # fmt: skip
+    assert queue.counts()[State.DONE] == 2 and queue.counts()[State.READY] == 2
+    nxt = queue.lease_many("w1", 30, 5)
+    assert [g.item.id for g in nxt] == ["item-5", "item-6"]
 
 
 def test_complete_and_lease_retried_after_it_committed_and_leased_nothing_is_stale(

@@ -33,6 +33,7 @@ from batchml.queue.base import (
 )
 from batchml.storage import Publication
 from tests.support.clock import FakeClock
+from tests.support.queue_batch_contract import BatchContract
 
 TTL = 30.0
 
@@ -52,8 +53,8 @@ def _lease_all(url: str, worker: str, out: Any) -> None:
     out.put(got)
 
 
-class QueueContract:
-    """Subclass and implement make_queue."""
+class QueueContract(BatchContract):
+    """Subclass and implement make_queue (the batched half: BatchContract)."""
 
     def make_queue(self, tmp_path: Path, options: QueueOptions) -> WorkQueue:
         raise NotImplementedError

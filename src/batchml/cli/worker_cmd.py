@@ -60,6 +60,14 @@ def worker(
             help="Seconds to keep retrying an unreachable queue before exiting 69.",
         ),
     ] = 120.0,
+    prefetch: Annotated[
+        int,
+        typer.Option(
+            envvar="BATCHML_PREFETCH",
+            help="Leases held at once: N > 1 leases N items in one round trip and commits the "
+            "finished ones in one (items without a lineage step), for many small items.",
+        ),
+    ] = 1,
     check: Annotated[
         bool,
         typer.Option(
@@ -94,7 +102,7 @@ def worker(
     """Work through the queue; exit 0 once drained with nothing dead (1 if items are dead)."""
     s = settings(ctx).with_worker(
         lease_ttl=lease_ttl, heartbeat_every=heartbeat, grace=grace, poll_interval=poll,
-        max_items=max_items, queue_retry=queue_retry,
+        max_items=max_items, queue_retry=queue_retry, prefetch=prefetch,
     )  # fmt: skip
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise ConfigError(

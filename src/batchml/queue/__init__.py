@@ -7,6 +7,7 @@ from pathlib import Path
 
 from batchml.errors import ConfigError, QueueNotFound
 from batchml.queue.base import (
+    Commit,
     Item,
     ItemSpec,
     Lease,
@@ -21,6 +22,7 @@ from batchml.queue.base import (
 )
 
 __all__ = [
+    "Commit",
     "ConnectOptions",
     "Item",
     "ItemSpec",

@@ -185,6 +185,18 @@ class LineageStep:
 
 
 @dataclass(frozen=True)
+class Commit:
+    """One item's commit in a batch (:meth:`WorkQueue.complete_and_lease_many`): what
+    :meth:`WorkQueue.complete` takes for one item."""
+
+    item_id: str
+    token: int
+    result: dict[str, Any] | None = None
+    outputs: tuple[Publication, ...] = ()
+    lineage: LineageStep | None = None
+
+
+@dataclass(frozen=True)
 class AttemptRecord:
     """One ended attempt (or lease), for the status view and the run timeline."""
 
@@ -238,6 +250,9 @@ class WorkerInfo:
             last_seen=float(data.get("last_seen", 0.0)),
         )
 
+
+#: the most items one ``lease_many`` / ``complete_and_lease_many`` leases (a larger n is cut)
+MAX_BATCH = 1000
 
 #: worker reports older than this are dropped when a new report arrives
 WORKER_RETENTION = 24 * 3600.0
@@ -325,6 +340,26 @@ class WorkQueue(ABC):
         """
         self.complete(item_id, token, result, outputs=outputs, lineage=lineage)
         return self.lease(worker, ttl)
+
+    @abstractmethod
+    def lease_many(self, worker: str, ttl: float, n: int) -> list[Lease]:
+        """Up to ``n`` leases for ``worker`` in one step (one transaction, one round trip):
+        the items ``n`` calls of :meth:`lease` would hand out, in that order, each under its
+        own fencing token and with the same deadline. An empty list when nothing is ready.
+        At most MAX_BATCH items."""
+
+    @abstractmethod
+    def complete_and_lease_many(
+        self, commits: Sequence[Commit], *, worker: str, ttl: float, n: int
+    ) -> list[Lease]:
+        """A batch in one step: commit every item of ``commits`` (each exactly as
+        :meth:`complete` does, lineage steps included, in the order given), then lease up to
+        ``n`` items as :meth:`lease_many` does (``n`` = 0: none).
+
+        All or nothing: if one commit is refused (LeaseLost, LineageConflict, UnknownItem,
+        the error naming its item) nothing is committed and nothing leased. An item named
+        twice is refused the second time (LeaseLost), as a second ``complete`` would be.
+        At most MAX_BATCH commits (QueueError otherwise)."""
 
     @abstractmethod
     def fail(self, item_id: str, token: int, error: str, *, permanent: bool = False) -> State:

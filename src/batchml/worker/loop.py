@@ -32,6 +32,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import FrameType
@@ -46,10 +47,11 @@ from batchml.tasks import TaskContext, TaskRegistry
 from batchml.tasks.context import Shutdown
 from batchml.worker.dataloss import GenerationWatch
 from batchml.worker.heartbeat import Heartbeat
+from batchml.worker.held import HeldLeases
 from batchml.worker.observer import WorkerObserver
 from batchml.worker.publish import roll_forward
 from batchml.worker.retry import UnavailableRetry
-from batchml.worker.settle import Settle
+from batchml.worker.settle import Finished, Settle
 from batchml.worker.storage_probe import StorageProbe
 
 log = logging.getLogger("batchml.worker")
@@ -275,6 +277,8 @@ class Worker:
             raise
 
     def _loop(self) -> int:
+        if self.config.prefetch > 1:
+            return self._loop_batched()
         waiting = False
         done = 0
         limit = self.config.max_items
@@ -308,6 +312,92 @@ class Worker:
         log.info("stopped before the queue was drained")
         return exitcodes.TERMINATED
 
+    def _loop_batched(self) -> int:
+        """``--prefetch N``: lease N items in one call, run them in turn, then commit the
+        finished ones and lease the next N in one call. Held leases are renewed meanwhile
+        (:class:`~batchml.worker.held.HeldLeases`); on a stop the finished items are committed
+        and those not started are released at once."""
+        n, limit = self.config.prefetch, self.config.max_items
+        keeper = HeldLeases(self.queue, self.config.lease_ttl, self.config.heartbeat_interval, log)
+        keeper.start()
+        held: deque[Lease] = deque()
+        finished: list[Finished] = []
+        started, waiting = 0, False
+        try:
+            while not self._stopping.is_set():
+                if not held:
+                    want = n if limit is None else min(n, limit - started)
+                    held.extend(self._refill(finished, keeper, want))
+                    if not held and want <= 0:
+                        log.info("processed %d items; stopping as asked", started)
+                        return exitcodes.OK
+                    if not held:
+                        if self._stopping.is_set():
+                            break
+                        if self._retry("drained", self.queue.drained):
+                            self._watch.check()  # an empty queue may be one that lost its data
+                            log.info("Queue empty, exiting")
+                            return self._finish()
+                        self._idle(waiting)
+                        waiting = True
+                        continue
+                lease = held.popleft()
+                if self._stopping.is_set():
+                    held.appendleft(lease)
+                    break
+                if not keeper.drop(lease):
+                    continue  # its lease was lost while it waited its turn
+                waiting = False
+                self.observer.on_lease(lease)
+                self._report("working", lease.item.id, throttle=self.config.heartbeat_interval)
+                started += 1
+                before = len(finished)
+                self._process(lease, lease_next=False, defer=finished)
+                if len(finished) > before:
+                    keeper.hold(lease)  # renewed until its commit
+            log.info("stopped before the queue was drained")
+            return exitcodes.TERMINATED
+        finally:
+            self._wind_down(finished, held, keeper)
+
+    def _refill(self, finished: list[Finished], keeper: HeldLeases, want: int) -> list[Lease]:
+        """Commit the finished attempts and lease up to ``want`` items, in one call when the
+        batch commits whole; the leases are renewed by ``keeper`` until each runs."""
+        ttl = self.config.lease_ttl
+        leases: list[Lease] | None = None
+        if finished:
+            batch = finished[:]
+            finished.clear()
+            for f in batch:
+                keeper.forget(f.ctx.item.id)
+            outcomes, leases = self._settle.commit_batch(batch, self.id, ttl, max(want, 0))
+            for f, status in zip(batch, outcomes, strict=True):
+                self.outcomes.append(Ended(f.ctx.item.id, status, f.seconds))
+                self.observer.on_outcome(f.ctx.item.id, status, f.seconds)
+        if leases is None and want > 0:
+            try:
+                leases = self._retry(
+                    "lease",
+                    lambda: self.queue.lease_many(self.id, ttl, want),
+                    interrupt=self._stopping,
+                )
+            except QueueUnavailable:
+                if not self._stopping.is_set():
+                    raise
+        for lease in leases or ():
+            keeper.hold(lease)
+        return leases or []
+
+    def _wind_down(self, finished: list[Finished], held: deque[Lease], keeper: HeldLeases) -> None:
+        """Leaving the batched loop: commit what finished, give back what never started."""
+        try:
+            if finished:
+                self._refill(finished, keeper, 0)
+        finally:
+            keeper.stop()
+            for lease in held:
+                self._settle.release(lease.item.id, lease.token, RELEASE_BUDGET)
+
     def _idle(self, waiting: bool) -> None:
         """Nothing is ready but the queue is not drained: wait a poll interval."""
         if not waiting:
@@ -336,9 +426,12 @@ class Worker:
 
     # -- one item ----------------------------------------------------------------------------
 
-    def _process(self, lease: Lease, *, lease_next: bool) -> Lease | None:
+    def _process(
+        self, lease: Lease, *, lease_next: bool, defer: list[Finished] | None = None
+    ) -> Lease | None:
         """Run one leased item to its outcome. With ``lease_next`` (and no stop asked), its
-        commit also leases the worker's next item, which is returned."""
+        commit also leases the worker's next item, which is returned. With ``defer``, a success
+        without a lineage step is appended to it instead of committed (its batch commits it)."""
         item = lease.item
         payload = item.payload
         run = str(payload.get("run", self.settings.run))
@@ -365,19 +458,21 @@ class Worker:
         started = time.time()
         beat.start()
         try:
-            status, nxt = self._attempt(ctx, started, lease_next)
+            status, nxt = self._attempt(ctx, started, lease_next, defer)
         finally:
             beat.stop()
         seconds = time.time() - started
-        self.outcomes.append(Ended(item.id, status, seconds))
-        self.observer.on_outcome(item.id, status, seconds)
+        if status is not None:  # else deferred: recorded when its batch commits
+            self.outcomes.append(Ended(item.id, status, seconds))
+            self.observer.on_outcome(item.id, status, seconds)
         if beat.vanished:  # the heartbeat found the item gone: the queue lost its data
             self._watch.vanished(item.id)
         return nxt
 
     def _attempt(
-        self, ctx: TaskContext, started: float, lease_next: bool
-    ) -> tuple[Outcome, Lease | None]:
+        self, ctx: TaskContext, started: float, lease_next: bool,
+        defer: list[Finished] | None = None,
+    ) -> tuple[Outcome | None, Lease | None]:  # fmt: skip
         item = ctx.item
         try:
             result = self._run_task(ctx)
@@ -400,6 +495,9 @@ class Worker:
         except Exception as exc:  # the task failed: retry, or dead
             self._settle.discard(ctx)
             return self._settle.fail(ctx, exc), None
+        if defer is not None and ctx.lineage_step is None:
+            defer.append(Finished(ctx, result, outputs, started, time.time() - started))
+            return None, None
         then = (self.id, self.config.lease_ttl) if not self._stopping.is_set() else None
         return self._settle.commit(ctx, result, outputs, started, then if lease_next else None)
 

@@ -26,10 +26,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
-from batchml.errors import DataLoss, LeaseLost, QueueUnavailable, UnknownItem, is_permanent
-from batchml.queue.base import Lease, Outcome, State, WorkQueue
+from batchml.errors import (
+    BatchmlError,
+    DataLoss,
+    LeaseLost,
+    QueueUnavailable,
+    UnknownItem,
+    is_permanent,
+)
+from batchml.queue.base import Commit, Lease, Outcome, State, WorkQueue
 from batchml.storage import Publication, Storage
 from batchml.tasks import TaskContext
 from batchml.worker.retry import UnavailableRetry
@@ -43,6 +51,17 @@ def _vanished(item_id: str) -> NoReturn:
         f"the queue lost its data: item {item_id} vanished while it ran (purged, or a Redis "
         "restarted without appendonly yes?)"
     )
+
+
+@dataclass
+class Finished:
+    """An attempt that ran to success and whose commit waits for its batch (``--prefetch``)."""
+
+    ctx: TaskContext
+    result: dict[str, Any]
+    outputs: list[Publication]
+    started: float
+    seconds: float
 
 
 class Settle:
@@ -137,6 +156,50 @@ class Settle:
                 raise
             log.info("%s: the commit whose reply was lost did land", ctx.item.id)
             return None
+
+    def commit_batch(
+        self, batch: list[Finished], worker: str, ttl: float, n: int
+    ) -> tuple[list[Outcome], list[Lease] | None]:
+        """Commit every attempt of ``batch`` and lease up to ``n`` items for ``worker``, in one
+        call (all commits or none), then publish the outputs of each. If the batch is refused
+        (a lease was lost, a result refused; or it is the retry of a batch whose reply was lost)
+        each attempt is settled on its own, and nothing is leased. Returns the outcome of each
+        attempt and the leases (None when the batch was settled one by one)."""
+        commits = [
+            Commit(f.ctx.item.id, f.ctx.token, f.result, outputs=tuple(f.outputs)) for f in batch
+        ]
+        try:
+            leases = self.retry(
+                f"commit {len(batch)} items",
+                lambda: self.queue.complete_and_lease_many(commits, worker=worker, ttl=ttl, n=n),
+            )
+        except QueueUnavailable:
+            log.error("could not commit %d items: the queue stayed unreachable", len(batch))
+            raise
+        except DataLoss:
+            raise
+        except BatchmlError as exc:
+            log.info("batch of %d commits refused (%s): settling each", len(batch), exc)
+            return [self._settle_one(f) for f in batch], None
+        for f in batch:
+            self.storage.publish_all(f.outputs)
+            log.info("committed %s in %.2fs", f.ctx.item.id, f.seconds)
+        return [Outcome.DONE] * len(batch), leases
+
+    def _settle_one(self, f: Finished) -> Outcome:
+        """One attempt of a refused batch: published if its commit landed after all (a lost
+        reply's first try), else committed on its own."""
+        item_id = f.ctx.item.id
+        try:
+            item = self.retry(f"read {item_id}", lambda: self.queue.get(item_id))
+        except UnknownItem:
+            self.discard(f.ctx)
+            self.on_vanished(item_id)
+        if item.state == State.DONE and item.token == f.ctx.token:
+            self.storage.publish_all(f.outputs)
+            log.info("%s: the commit whose reply was lost did land", item_id)
+            return Outcome.DONE
+        return self.commit(f.ctx, f.result, f.outputs, f.started)[0]
 
     def release(self, item_id: str, token: int, budget: float) -> Outcome:
         """Give the item back at once (not an attempt); if the queue cannot be reached in

@@ -54,6 +54,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "heartbeat": ("items", "deadlines"),
     "complete": (*_MOVES, "deadlines", "history", "lineage-head", "lineage"),
     "complete_and_lease": (*_MOVES, "deadlines", "history", "lineage-head", "lineage"),
+    "commit_and_lease": (*_MOVES, "deadlines", "history", "lineage-head", "lineage"),
     "fail": (*_MOVES, "deadlines", "history"),
     "release": (*_MOVES, "deadlines", "history"),
     "requeue_dead": _MOVES,

@@ -45,8 +45,10 @@ import redis
 from batchml.errors import LeaseLost, LineageConflict, QueueError, QueueUnavailable, UnknownItem
 from batchml.queue import ConnectOptions
 from batchml.queue.base import (
+    MAX_BATCH,
     WORKER_RETENTION,
     AttemptRecord,
+    Commit,
     Item,
     ItemSpec,
     Lease,
@@ -245,6 +247,13 @@ class RedisQueue(WorkQueue):
         args = (self._now(), worker, _ms(ttl), request, retry, HISTORY_LIMIT)
         return self._lease_from(self._leasing(worker, request, "lease", *args), worker)
 
+    def lease_many(self, worker: str, ttl: float, n: int) -> list[Lease]:
+        if n < 1:
+            return []
+        request, retry = self._request(worker)
+        args = (self._now(), worker, _ms(ttl), request, retry, HISTORY_LIMIT, min(n, MAX_BATCH))
+        return self._leases_from(self._leasing(worker, request, "lease", *args), worker)
+
     def heartbeat(self, item_id: str, token: int, ttl: float) -> float:
         reply = self._run("heartbeat", self._now(), item_id, token, _ms(ttl))
         if reply[0] != "ok":
@@ -292,6 +301,29 @@ class RedisQueue(WorkQueue):
             raise self._refused(reply, item_id, token, lineage)
         return self._lease_from(reply, worker)
 
+    def complete_and_lease_many(
+        self, commits: Sequence[Commit], *, worker: str, ttl: float, n: int
+    ) -> list[Lease]:
+        # One script: every commit is checked before any is written (all or none). A retry
+        # after a lost reply reuses the request id, as complete_and_lease's does.
+        if len(commits) > MAX_BATCH:
+            raise QueueError(f"{len(commits)} commits in one batch: at most {MAX_BATCH}")
+        request, retry = self._request(worker)
+        args: list[str | int] = [
+            self._now(), HISTORY_LIMIT, worker, _ms(ttl), request, retry, min(max(n, 0), MAX_BATCH)
+        ]  # fmt: skip
+        for c in commits:
+            args += [c.item_id, c.token, _committed(c.result, c.outputs)]
+            step = self._lineage_args(c.lineage)
+            args += ["1", *step] if step else ["0"]
+        reply = self._leasing(worker, request, "commit_and_lease", *args)
+        if reply[0] == "refused":
+            c = commits[int(reply[1]) - 1]
+            raise self._refused(reply[2:], c.item_id, c.token, c.lineage)
+        if reply[0] not in ("ok", "none"):
+            raise QueueError(f"{self.url}: unexpected reply {reply!r} to a batch commit")
+        return self._leases_from(reply, worker)
+
     def _request(self, worker: str) -> tuple[str, int]:
         """The request id of the next leasing call: the one whose reply was lost, if any
         (then the call is a retry: 1), else a new one."""
@@ -317,13 +349,20 @@ class RedisQueue(WorkQueue):
             canonical_json(head.to_json()),
         ]
 
+    @classmethod
+    def _lease_from(cls, reply: list[Any], worker: str) -> Lease | None:
+        leases = cls._leases_from(reply, worker)
+        return leases[0] if leases else None
+
     @staticmethod
-    def _lease_from(reply: list[Any], worker: str) -> Lease | None:
-        if reply[0] == "none":
-            return None
-        item = _item(reply[1])
-        assert item.deadline is not None, "a leased item has a deadline"
-        return Lease(item=item, token=item.token, worker=worker, deadline=item.deadline)
+    def _leases_from(reply: list[Any], worker: str) -> list[Lease]:
+        """The leases of a reply {'ok', view...} | {'none'}."""
+        leases = []
+        for view in reply[1:] if reply[0] == "ok" else ():
+            item = _item(view)
+            assert item.deadline is not None, "a leased item has a deadline"
+            leases.append(Lease(item=item, token=item.token, worker=worker, deadline=item.deadline))
+        return leases
 
     def fail(self, item_id: str, token: int, error: str, *, permanent: bool = False) -> State:
         retry = self.retry

@@ -31,7 +31,10 @@ def script_source(name: str) -> tuple[str, str]:
         folder = resources.files("batchml.queue.redis").joinpath("lua")
         source = _key_binding(SCRIPT_KEYS[name]) + "\n"
         source += folder.joinpath("prelude.lua").read_text() + "\n"
-        source += folder.joinpath(f"{name}.lua").read_text()
+        # the body runs as a function, so that the records it saved are written back (flush)
+        # whichever of its returns it takes
+        source += "local function main()\n" + folder.joinpath(f"{name}.lua").read_text()
+        source += "\nend\nlocal reply = main()\nflush()\nreturn reply\n"
         _SCRIPTS[name] = (source, hashlib.sha1(source.encode()).hexdigest())
     return _SCRIPTS[name]
 

@@ -35,8 +35,10 @@ from batchml.errors import (
     UnknownItem,
 )
 from batchml.queue.base import (
+    MAX_BATCH,
     WORKER_RETENTION,
     AttemptRecord,
+    Commit,
     Item,
     ItemSpec,
     Lease,
@@ -341,24 +343,37 @@ class SqliteQueue(WorkQueue):
 
     def _lease(self, db: sqlite3.Connection, worker: str, ttl: float, now: float) -> Lease | None:
         """Reclaim expired leases, then lease the next ready item (inside a transaction)."""
+        leases = self._lease_many(db, worker, ttl, now, 1)
+        return leases[0] if leases else None
+
+    def _lease_many(
+        self, db: sqlite3.Connection, worker: str, ttl: float, now: float, n: int
+    ) -> list[Lease]:
+        """Reclaim expired leases, then lease up to ``n`` ready items (inside a transaction)."""
         self._reclaim(db, now)
-        row = db.execute(
+        rows = db.execute(
             "SELECT id FROM items WHERE state = 'ready' AND available_at <= ? "
-            "ORDER BY priority DESC, seq LIMIT 1",
-            (now,),
-        ).fetchone()
-        if row is None:
-            return None
+            "ORDER BY priority DESC, seq LIMIT ?",
+            (now, min(n, MAX_BATCH)),
+        ).fetchall()
         deadline = now + ttl
-        db.execute(
-            "UPDATE items SET state = 'leased', token = token + 1, attempts = attempts + 1, "
-            "worker = ?, leased_at = ?, deadline = ?, updated_at = ? WHERE id = ?",
-            (worker, now, deadline, now, row[0]),
-        )
-        item = self._item(
-            db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (row[0],)).fetchone()
-        )
-        return Lease(item=item, token=item.token, worker=worker, deadline=deadline)
+        leases = []
+        for (item_id,) in rows:
+            db.execute(
+                "UPDATE items SET state = 'leased', token = token + 1, attempts = attempts + 1, "
+                "worker = ?, leased_at = ?, deadline = ?, updated_at = ? WHERE id = ?",
+                (worker, now, deadline, now, item_id),
+            )
+            item = self._item(
+                db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
+            )
+            leases.append(Lease(item=item, token=item.token, worker=worker, deadline=deadline))
+        return leases
+
+    def lease_many(self, worker: str, ttl: float, n: int) -> list[Lease]:
+        now = self.clock()
+        with self._tx() as db:
+            return self._lease_many(db, worker, ttl, now, n) if n > 0 else []
 
     def heartbeat(self, item_id: str, token: int, ttl: float) -> float:
         now = self.clock()
@@ -399,6 +414,17 @@ class SqliteQueue(WorkQueue):
         with self._tx() as db:  # a refused completion raises: the transaction leases nothing
             self._complete(db, item_id, token, result, outputs, lineage, now)
             return self._lease(db, worker, ttl, now)
+
+    def complete_and_lease_many(
+        self, commits: Sequence[Commit], *, worker: str, ttl: float, n: int
+    ) -> list[Lease]:
+        if len(commits) > MAX_BATCH:
+            raise QueueError(f"{len(commits)} commits in one batch: at most {MAX_BATCH}")
+        now = self.clock()
+        with self._tx() as db:  # a refused commit raises: the transaction rolls back whole
+            for c in commits:
+                self._complete(db, c.item_id, c.token, c.result, c.outputs, c.lineage, now)
+            return self._lease_many(db, worker, ttl, now, n) if n > 0 else []
 
     def _complete(
         self, db: sqlite3.Connection, item_id: str, token: int, result: dict[str, Any] | None,

@@ -8,8 +8,9 @@
 -- ARGV[5] = '1' when this request is a retry of one whose reply was lost: if it leased an item
 --           that this worker still holds, unexpired, that same lease is returned
 -- ARGV[6] = number of history records kept
--- Reply: {'none'} or {'ok', the item as prelude.lua's view gives it}
--- Cost: O(log n + expired + due); a retry also reads the (few) leased items.
+-- ARGV[7] = how many items to lease at most (lease_many; 1 when absent)
+-- Reply: {'none'} or {'ok', each item leased as prelude.lua's view gives it}
+-- Cost: O(n log N + expired + due); a retry also reads the (few) leased items.
 
 local now, worker, ttl = clock_ms(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local request, retry, limit = ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
@@ -17,4 +18,4 @@ if retry then
   local earlier = earlier_lease(now, worker, request)
   if earlier then return earlier end
 end
-return lease_next(now, worker, ttl, request, limit)
+return lease_next(now, worker, ttl, request, limit, tonumber(ARGV[7] or '1'))

@@ -40,14 +40,70 @@ local function clock_ms(arg)
   return tonumber(arg)
 end
 
+-- Item records are read through a cache and written back once, when the script ends (flush,
+-- which the loader calls after the script's body): an item saved twice is packed and written
+-- once, and one HSET writes every changed record. load(id) always sees the script's own saves.
+local cache, dirty = {}, {}
+
 local function load(id)
+  local it = cache[id]
+  if it then return it end
   local raw = redis.call('HGET', K.items, id)
   if not raw then return nil end
-  return cmsgpack.unpack(raw)
+  it = cmsgpack.unpack(raw)
+  cache[id] = it
+  return it
+end
+
+-- Read the records of `ids` into the cache with one HMGET (a batch reads its items at once).
+local function preload(ids)
+  local wanted = {}
+  for _, id in ipairs(ids) do
+    if not cache[id] then wanted[#wanted + 1] = id end
+  end
+  if #wanted == 0 then return end
+  local raws = redis.call('HMGET', K.items, unpack(wanted))
+  for i, id in ipairs(wanted) do
+    if raws[i] then cache[id] = cmsgpack.unpack(raws[i]) end
+  end
 end
 
 local function save(id, it)
-  redis.call('HSET', K.items, id, cmsgpack.pack(it))
+  if not dirty[id] then dirty[#dirty + 1] = id end
+  dirty[id] = true
+  cache[id] = it
+end
+
+-- Whether the queue holds `id`, saved by this script or before it.
+local function exists(id)
+  return cache[id] ~= nil or redis.call('HEXISTS', K.items, id) == 1
+end
+
+-- ended attempts recorded by this script (JSON), appended to the history by flush
+local history, history_limit = {}, 0
+
+-- the history list is trimmed back to its limit once it holds this many records more
+local TRIM_EVERY = 100
+
+-- Lua's unpack takes a few thousand values at most: long writes go in chunks.
+local CHUNK = 1000
+
+local function flush()
+  local args = {}
+  for _, id in ipairs(dirty) do
+    args[#args + 1] = id
+    args[#args + 1] = cmsgpack.pack(cache[id])
+    if #args >= CHUNK then
+      redis.call('HSET', K.items, unpack(args))
+      args = {}
+    end
+  end
+  if #args > 0 then redis.call('HSET', K.items, unpack(args)) end
+  local n = 0
+  for first = 1, #history, CHUNK do
+    n = redis.call('RPUSH', K.history, unpack(history, first, math.min(first + CHUNK - 1, #history)))
+  end
+  if n > history_limit + TRIM_EVERY then redis.call('LTRIM', K.history, -history_limit, -1) end
 end
 
 -- A JSON string, or null
@@ -103,14 +159,14 @@ local function make_ready(id, it, now, available)
   end
 end
 
--- the history list is trimmed back to its limit once it holds this many records more
-local TRIM_EVERY = 100
-
+-- One ended attempt, kept as JSON for the history (formatted, not cjson-encoded from a table:
+-- half the cost; the strings are encoded one by one). flush appends it.
 local function log_attempt(id, it, now, outcome, err, limit)
-  local n = redis.call('RPUSH', K.history, cjson.encode({
-    item_id = id, token = it.token, worker = it.worker or '', started_at = it.leased_at or now,
-    ended_at = now, outcome = outcome, error = err}))
-  if n > limit + TRIM_EVERY then redis.call('LTRIM', K.history, -limit, -1) end
+  history[#history + 1] = string.format(
+    '{"item_id":%s,"token":%d,"worker":%s,"started_at":%d,"ended_at":%d,"outcome":"%s",'
+    .. '"error":%s}', cjson.encode(id), it.token, cjson.encode(it.worker or ''),
+    it.leased_at or now, now, outcome, json_text(err))
+  history_limit = limit
 end
 
 -- The lease of `it` ends (committed, failed, released or expired).
@@ -242,18 +298,33 @@ local function held(id, token)
   return it
 end
 
--- Commit `id`, leased under `token`: keep `committed` (its result and outputs, JSON; '' when
--- there is neither) and, given a lineage `step` (see lineage_step), advance the run's head by
--- compare-and-set - both or neither. Returns nil once done, or the refusal: {'lost', state,
--- token} | {'unknown'} | {'conflict', current head version}.
-local function complete_item(now, id, token, committed, limit, step)
+-- Whether `id`, leased under `token`, may be committed with the lineage `step` (nil or see
+-- lineage_step): the item, or nil and the refusal {'lost', state, token} | {'unknown'} |
+-- {'conflict', current head version}. Checks only. `heads` (run -> version) holds the heads
+-- that commits checked before this one in the same script will have moved; `seen` their ids
+-- (an id committed twice in one script is refused the second time, as a stale token).
+local function commit_check(id, token, step, heads, seen)
   local it, refused = held(id, token)
-  if not it then return refused end
+  if not it then return nil, refused end
+  if seen[id] then return nil, {'lost', 'done', tostring(token)} end
+  seen[id] = true
   if step then
-    local raw = redis.call('HGET', K.lineage_head, step.run)
-    local current = 0
-    if raw then current = tonumber(cjson.decode(raw).version) end
-    if current ~= step.expected then return {'conflict', tostring(current)} end
+    local current = heads[step.run]
+    if current == nil then
+      local raw = redis.call('HGET', K.lineage_head, step.run)
+      current = 0
+      if raw then current = tonumber(cjson.decode(raw).version) end
+    end
+    if current ~= step.expected then return nil, {'conflict', tostring(current)} end
+    heads[step.run] = step.expected + 1
+  end
+  return it
+end
+
+-- Commit `it` (checked by commit_check): keep `committed` (its result and outputs, JSON; ''
+-- when there is neither) and advance the run's head by the lineage `step`, if any.
+local function commit_apply(now, id, it, committed, limit, step)
+  if step then
     redis.call('HSET', K.lineage, step.field, step.head)
     redis.call('HSET', K.lineage_head, step.run, step.head)
   end
@@ -264,6 +335,14 @@ local function complete_item(now, id, token, committed, limit, step)
   set_state(id, it, 'done', now)
   save(id, it)
   end_item(it, now)
+end
+
+-- Commit `id`, leased under `token`, with its lineage `step` (see lineage_step), if any: both
+-- or neither. Returns nil once done, or the refusal (commit_check).
+local function complete_item(now, id, token, committed, limit, step)
+  local it, refused = commit_check(id, token, step, {}, {})
+  if not it then return refused end
+  commit_apply(now, id, it, committed, limit, step)
   return nil
 end
 
@@ -275,15 +354,17 @@ local function lineage_step(first)
           head = ARGV[first + 3]}
 end
 
--- The lease an earlier request of `worker` with this id made, if this worker still holds it
--- unexpired (its reply was lost): {'ok', view of the item}, or nil.
+-- The leases an earlier request of `worker` with this id made, if this worker still holds
+-- them unexpired (its reply was lost): {'ok', view of each item}, or nil.
 local function earlier_lease(now, worker, request)
+  local found = {'ok'}
   for _, id in ipairs(redis.call('ZRANGE', K.deadlines, 0, -1)) do
     local it = load(id)
     if it.worker == worker and it.request == request and it.deadline > now then
-      return {'ok', view(id, it)}
+      found[#found + 1] = view(id, it)
     end
   end
+  if #found > 1 then return found end
   return nil
 end
 
@@ -306,10 +387,10 @@ local function reclaim_expired(now, limit)
   end
 end
 
--- Reclaim expired leases, make due retries leasable, then lease the next ready item to
--- `worker` (highest priority first, FIFO within a priority) under a new fencing token.
--- Returns {'ok', view of the item} or {'none'}. Cost: O(log n + expired + due).
-local function lease_next(now, worker, ttl, request, limit)
+-- Reclaim expired leases, make due retries leasable, then lease up to `n` ready items to
+-- `worker` (highest priority first, FIFO within a priority), each under a new fencing token.
+-- Returns {'ok', view of each item} or {'none'}. Cost: O(n log n + expired + due).
+local function lease_next(now, worker, ttl, request, limit, n)
   reclaim_expired(now, limit)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now)
   for _, id in ipairs(due) do
@@ -318,19 +399,28 @@ local function lease_next(now, worker, ttl, request, limit)
   end
   if #due > 0 then redis.call('ZREMRANGEBYSCORE', K.delayed, '-inf', now) end
 
-  local top = redis.call('ZPOPMIN', K.queue)
+  local top = redis.call('ZPOPMIN', K.queue, n or 1)
   if #top == 0 then return {'none'} end
-  redis.call('LPOP', K.ready)
-  local id = string.sub(top[1], 17)
-  local it = load(id)
-  set_state(id, it, 'leased', now)
-  it.token = it.token + 1
-  it.attempts = it.attempts + 1
-  it.worker = worker
-  it.request = request
-  it.leased_at = now
-  it.deadline = now + ttl
-  save(id, it)
-  redis.call('ZADD', K.deadlines, it.deadline, id)
-  return {'ok', view(id, it)}
+  local taken = #top / 2
+  redis.call('LTRIM', K.ready, taken, -1)  -- the KEDA list shrinks by as many
+  local reply, deadline, scored, ids = {'ok'}, now + ttl, {}, {}
+  for i = 1, #top, 2 do ids[#ids + 1] = string.sub(top[i], 17) end
+  if #ids > 1 then preload(ids) end
+  for i = 1, #top, 2 do
+    local id = string.sub(top[i], 17)
+    local it = load(id)
+    set_state(id, it, 'leased', now)
+    it.token = it.token + 1
+    it.attempts = it.attempts + 1
+    it.worker = worker
+    it.request = request
+    it.leased_at = now
+    it.deadline = deadline
+    save(id, it)
+    scored[#scored + 1] = deadline
+    scored[#scored + 1] = id
+    reply[#reply + 1] = view(id, it)
+  end
+  redis.call('ZADD', K.deadlines, unpack(scored))  -- n is a worker's batch: a few hundred at most
+  return reply
 end

@@ -113,7 +113,7 @@ local outcomes = {'ok'}
 for i = 0, count - 1 do
   local b = 4 + i * 5
   local id = ARGV[b]
-  if actions[i] == 'add' and redis.call('HEXISTS', K.items, id) == 0 then
+  if actions[i] == 'add' and not exists(id) then
     add(id, ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]) or default_max,
         ARGV[b + 4])
     outcomes[#outcomes + 1] = 'added'
