@@ -58,7 +58,7 @@ import redis
 
 from batchml.errors import LeaseLost
 from batchml.queue import Lease, State, WorkQueue, open_queue
-from batchml.queue.base import ItemSpec
+from batchml.queue.base import Commit, ItemSpec
 
 RECLAIM_SIZES = (0, None, 100)  # None: as many leases as workers killed
 POLL_INTERVAL = 0.5  # batchml's worker.poll_interval: the wait when nothing is ready
@@ -68,14 +68,17 @@ POLL_INTERVAL = 0.5  # batchml's worker.poll_interval: the wait when nothing is 
 
 
 def commit_and_lease(
-    queue: WorkQueue, held: list[Lease], worker: str, ttl: float
+    queue: WorkQueue, held: list[Lease], worker: str, ttl: float, batch: int = 1
 ) -> tuple[list[Lease], list[Lease]]:
     """Commit the leases in ``held`` and lease the next item(s): the worker's steady state.
 
     Returns the leases whose commit landed and the new leases (none when nothing was ready or
     the last commit was refused). A refused commit (the lease ran out and another worker took
     the item: LeaseLost) is dropped, as batchml's worker drops it. With nothing held it only
-    leases."""
+    leases. ``batch`` > 1 is ``worker --prefetch``: every commit and the next ``batch`` leases
+    in one call (``complete_and_lease_many``); a refused batch is committed item by item."""
+    if batch > 1:
+        return _commit_and_lease_many(queue, held, worker, ttl, batch)
     if not held:
         first = queue.lease(worker, ttl)
         return [], [] if first is None else [first]
@@ -92,6 +95,25 @@ def commit_and_lease(
     except LeaseLost:
         return committed, []
     return [*committed, last], [] if nxt is None else [nxt]
+
+
+def _commit_and_lease_many(
+    queue: WorkQueue, held: list[Lease], worker: str, ttl: float, batch: int
+) -> tuple[list[Lease], list[Lease]]:
+    if not held:
+        return [], queue.lease_many(worker, ttl, batch)
+    commits = [Commit(lease.item.id, lease.token) for lease in held]
+    try:
+        return held, queue.complete_and_lease_many(commits, worker=worker, ttl=ttl, n=batch)
+    except LeaseLost:  # all or nothing: settle one by one, as the worker's Settle does
+        committed = []
+        for lease in held:
+            try:
+                queue.complete(lease.item.id, lease.token)
+                committed.append(lease)
+            except LeaseLost:
+                pass
+        return committed, []
 
 
 # -- Redis ----------------------------------------------------------------------------------
@@ -151,7 +173,9 @@ def per_million(value: float, items: int) -> float:
 # -- the workers ----------------------------------------------------------------------------
 
 
-def worker_main(url: str, log_path: str, ttl: float, ready: Any, start: Any, stop_at: Any) -> None:
+def worker_main(
+    url: str, log_path: str, ttl: float, ready: Any, start: Any, stop_at: Any, batch: int = 1
+) -> None:
     """One worker process: the worker's loop until nothing is ready or the budget is over.
 
     Logs its id (``W id 0``), ``L id token`` for each lease it got, ``C id token`` for each
@@ -166,7 +190,7 @@ def worker_main(url: str, log_path: str, ttl: float, ready: Any, start: Any, sto
     deadline = stop_at.value
     held: list[Lease] = []
     while time.time() < deadline:
-        committed, nxt = commit_and_lease(queue, held, worker, ttl)
+        committed, nxt = commit_and_lease(queue, held, worker, ttl, batch)
         lines = [f"C {lease.item.id} {lease.token}\n" for lease in committed]
         lines += [f"X {lease.item.id} {lease.token}\n" for lease in held if lease not in committed]
         lines += [f"L {lease.item.id} {lease.token}\n" for lease in nxt]
@@ -233,7 +257,8 @@ def run_workers(url: str, n: int, kill: int, options: argparse.Namespace, folder
     logs = [folder / f"worker-{i}.log" for i in range(n)]
     procs = [
         ctx.Process(
-            target=worker_main, args=(url, str(log), options.lease_ttl, ready, start, stop_at)
+            target=worker_main,
+            args=(url, str(log), options.lease_ttl, ready, start, stop_at, options.batch),
         )
         for log in logs
     ]
@@ -377,6 +402,9 @@ def main() -> None:
     parser.add_argument("--kill", type=int, help="workers SIGKILLed (default: 10 %%)")
     parser.add_argument("--kill-at", type=float, default=0.25, help="of the budget")
     parser.add_argument("--lease-ttl", type=float, default=5.0, help="seconds")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="items per lease call (worker --prefetch)"
+    )
     parser.add_argument("--status", action="store_true", help="time `batchml queue status`")
     parser.add_argument("--sqlite-workers", type=int, default=4, help="0: no SQLite line")
     parser.add_argument("--sqlite-items", type=int, default=20_000)
