@@ -54,6 +54,24 @@ def test_user_task_outputs_and_records_are_published_after_commit(env) -> None: 
     assert not any((storage.root / ".staging").rglob("*.txt"))
 
 
+def test_each_staged_file_is_hashed_once_per_attempt(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A train step's checkpoint is MBs: the worker hashed every output twice (once for the
+    record, again for the commit). Each staged file is read for its sha256 once now."""
+    queue, storage, settings = env
+    hashed: list[str] = []
+    real = Storage.sha256
+
+    def counting(self: Storage, rel: str, *args: object, **kwargs: object) -> str:
+        hashed.append(str(rel).split("/", 3)[-1])
+        return real(self, rel, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Storage, "sha256", counting)
+    queue.push([item("write_output", "a")])
+    assert Worker(queue, storage, settings, "w1").run() == exitcodes.OK
+    assert sorted(hashed) == sorted(set(hashed)) and len(hashed) == 2, hashed
+    assert queue.get("a").outputs[0].sha256 == real(storage, "runs/default/out/a.txt")
+
+
 def test_poison_item_is_retried_then_dead_and_the_others_complete(env) -> None:  # type: ignore[no-untyped-def]
     queue, storage, settings = env
     queue.push(

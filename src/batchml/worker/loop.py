@@ -42,7 +42,7 @@ from batchml import exitcodes
 from batchml.errors import BatchmlError, DataLoss, LeaseLost, QueueNotFound, QueueUnavailable
 from batchml.queue.base import Lease, Outcome, State, WorkerInfo, WorkQueue, canonical_json
 from batchml.settings import Settings
-from batchml.storage import Storage, safe_name
+from batchml.storage import Publication, Storage, safe_name
 from batchml.tasks import TaskContext, TaskRegistry
 from batchml.tasks.context import Shutdown
 from batchml.worker.dataloss import GenerationWatch
@@ -477,8 +477,7 @@ class Worker:
         try:
             result = self._run_task(ctx)
             ctx.check()
-            self._write_record(ctx, result, started)
-            outputs = ctx.publications()
+            outputs = self._write_record(ctx, result, started)
             self.storage.seal(outputs)  # durable before the commit promises them
         except Shutdown:
             self._settle.discard(ctx)
@@ -511,10 +510,16 @@ class Worker:
             self._in_task = False
             self._cancel_grace_timer()
 
-    def _write_record(self, ctx: TaskContext, result: dict[str, Any], started: float) -> None:
-        """Stage ``runs/<run>/records/<item>.json``: the committed item, as the report reads it."""
+    def _write_record(
+        self, ctx: TaskContext, result: dict[str, Any], started: float
+    ) -> list[Publication]:
+        """Stage ``runs/<run>/records/<item>.json``: the committed item, as the report reads it.
+
+        Returns every publication of the attempt, the record last: each staged file is hashed
+        once (a train step's checkpoint is MBs)."""
         item = ctx.item
-        outputs = [p.to_json() for p in ctx.publications()]
+        publications = ctx.publications()
+        outputs = [p.to_json() for p in publications]
         record = {
             "item_id": item.id,
             "task": item.payload.get("task"),
@@ -532,3 +537,4 @@ class Worker:
         }
         final = self.storage.run_path(ctx.run, "records", f"{safe_name(item.id)}.json")
         ctx.output(final).write_text(canonical_json(record) + "\n")
+        return [*publications, ctx.publication(final)]
