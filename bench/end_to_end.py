@@ -40,7 +40,7 @@ from typing import Any
 
 from batchml.fraud import plan
 from batchml.fraud.data import datasets
-from batchml.fraud.data.simulate import SimulationConfig, simulate, split_by_day
+from batchml.fraud.data.simulate import SimulationConfig, simulate
 from batchml.fraud.evaluation.evaluate import evaluate
 from batchml.queue.sqlite.queue import SqliteQueue
 from batchml.settings import Settings
@@ -74,7 +74,7 @@ def import_days(root: Path, config: SimulationConfig) -> tuple[list[str], int, f
     storage = Settings(root=root).storage()
     started = time.perf_counter()
     days = []
-    for day, part in split_by_day(frame):
+    for day, part in datasets.split_days(frame):
         datasets.write_day(storage, day, part)
         days.append(day)
     return days, len(frame), time.perf_counter() - started

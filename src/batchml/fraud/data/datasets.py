@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -207,11 +208,22 @@ def check_named_day(path: Path, days: list[str]) -> None:
 
 
 def split_days(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(day, rows of that day sorted by time and id) in date order."""
-    days = df["TX_DATETIME"].dt.strftime("%Y-%m-%d")
-    for day, part in df.groupby(days, sort=True):
-        ordered = part.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable")
-        yield str(day), ordered.reset_index(drop=True)
+    """``("YYYY-MM-DD", rows of that calendar day)`` in date order, one per day present.
+
+    The one day-splitter (``data import`` and ``data generate``). Within a day rows are in
+    ``TX_DATETIME`` order and equal timestamps keep their order in ``df`` (a stable sort):
+    pandas' rule, the one the features follow for same-instant transactions of one card, so a
+    stored day holds its ties in file order. Each part gets a fresh RangeIndex; every row
+    appears in exactly one part.
+    """
+    stamps = df["TX_DATETIME"].to_numpy(dtype="datetime64[ns]")
+    if len(stamps) == 0:
+        return
+    order = np.argsort(stamps, kind="stable")
+    day = stamps[order].astype("datetime64[D]")
+    bounds = np.flatnonzero(day[1:] != day[:-1]) + 1
+    for start, rows in zip([0, *bounds.tolist()], np.split(order, bounds), strict=True):
+        yield str(day[start]), df.iloc[rows].reset_index(drop=True)
 
 
 def write_day(storage: Storage, day: str, df: pd.DataFrame) -> str:
