@@ -32,6 +32,7 @@ from batchml.fraud.features import pipeline
 from batchml.fraud.features.pipeline import FeatureSpec
 from batchml.fraud.models import checkpoint
 from batchml.fraud.models.model import make_model
+from batchml.fraud.models.model_base import CLASSES, fraud_scores
 from batchml.storage import Storage
 
 
@@ -54,8 +55,8 @@ def bare_run(storage: Storage, train: list[str], test: list[str]) -> dict[str, o
     last_metrics: dict[str, object] = {}
     for version, day in enumerate(train, start=1):
         X, y = pipeline.xy(tables[day], spec)
-        model.partial_fit(X, y)
-        metrics.summary(y, model.predict_proba(X))
+        model.partial_fit(X, y, classes=CLASSES)  # as the fraud.train task does
+        metrics.summary(y, fraud_scores(model, X))
         scores = test_sets.scores(test_set, model, str(version - 1), str(version))
         last_metrics = test_set.metrics(scores, protocol.top_k)
     return {

@@ -49,7 +49,7 @@ bit-identical features from any input that holds its look-back.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,22 +128,57 @@ def compute_features(
     up): ``TRANSACTION_ID`` then :func:`feature_columns` ``(windows)``. The two flags are int64;
     counts, means and risks are float64, as in the handbook's pandas code.
     """
-    checked, delay = _check_parameters(windows, delay_days)
-    columns = _Columns.from_frame(tx)
-    names = feature_columns(checked)
-    values = np.empty((len(names) - 2, len(tx)))  # one row per float column
-    if len(tx):
-        timeline = _Timeline.build(columns)
-        half = 2 * len(checked)
-        _customer_features(columns, timeline, checked, values[:half])
-        _terminal_features(columns, timeline, checked, delay, values[half:])
-    weekend, night = _time_flags(columns.times)
+    missing = [c for c in REQUIRED_COLUMNS if c not in tx.columns]
+    if missing:
+        raise DatasetError(
+            f"cannot compute features: missing column(s) {', '.join(missing)}; "
+            "normalize the dataset with batchml.fraud.data.schema.normalize first"
+        )
+    arrays = {
+        "TRANSACTION_ID": tx["TRANSACTION_ID"].to_numpy(dtype=np.int64),
+        "TX_DATETIME": tx["TX_DATETIME"].to_numpy(dtype="datetime64[ns]"),
+        **{c: tx[c].to_numpy(dtype=np.int64) for c in ("CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD")},
+        "TX_AMOUNT": tx["TX_AMOUNT"].to_numpy(dtype=np.float64),
+    }
+    names, weekend, night, values = _features(arrays, windows, delay_days)
     flags = pd.DataFrame(
-        {"TRANSACTION_ID": columns.transaction_ids, names[0]: weekend, names[1]: night},
+        {"TRANSACTION_ID": arrays["TRANSACTION_ID"], names[0]: weekend, names[1]: night},
         index=tx.index,
     )
     windowed = pd.DataFrame(values.T, columns=list(names[2:]), index=tx.index, copy=False)
     return pd.concat([flags, windowed], axis=1)
+
+
+def feature_arrays(
+    columns: Mapping[str, npt.NDArray[Any]],
+    *,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    delay_days: int = DEFAULT_DELAY_DAYS,
+) -> dict[str, npt.NDArray[Any]]:
+    """:func:`compute_features` on plain arrays: the :data:`REQUIRED_COLUMNS` (``TX_DATETIME``
+    as datetime64[ns], the others int64, ``TX_AMOUNT`` float64) in, one array per
+    :func:`feature_columns` ``(windows)`` out, in that order and in the input's row order.
+    The same values as :func:`compute_features`, without a DataFrame on either side (the
+    feature tables are built from these arrays with no copy)."""
+    names, weekend, night, values = _features(columns, windows, delay_days)
+    return {names[0]: weekend, names[1]: night, **dict(zip(names[2:], values, strict=True))}
+
+
+def _features(
+    columns: Mapping[str, npt.NDArray[Any]], windows: Sequence[int], delay_days: int
+) -> tuple[tuple[str, ...], Int64Array, Int64Array, FloatArray]:
+    """Names, the two flags, and the float features as one row each of a 2-D array."""
+    checked, delay = _check_parameters(windows, delay_days)
+    data = _Columns.from_arrays(columns)
+    names = feature_columns(checked)
+    values = np.empty((len(names) - 2, len(data.times)))  # one row per float column
+    if len(data.times):
+        timeline = _Timeline.build(data)
+        half = 2 * len(checked)
+        _customer_features(data, timeline, checked, values[:half])
+        _terminal_features(data, timeline, checked, delay, values[half:])
+    weekend, night = _time_flags(data.times)
+    return names, weekend, night, values
 
 
 def _check_parameters(windows: Sequence[int], delay_days: int) -> tuple[tuple[int, ...], int]:
@@ -175,27 +210,27 @@ class _Columns:
     frauds: Int64Array
 
     @classmethod
-    def from_frame(cls, tx: pd.DataFrame) -> _Columns:
-        missing = [c for c in REQUIRED_COLUMNS if c not in tx.columns]
+    def from_arrays(cls, columns: Mapping[str, npt.NDArray[Any]]) -> _Columns:
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise DatasetError(
                 f"cannot compute features: missing column(s) {', '.join(missing)}; "
                 "normalize the dataset with batchml.fraud.data.schema.normalize first"
             )
-        stamps = tx["TX_DATETIME"].to_numpy(dtype="datetime64[ns]")
-        amounts = tx["TX_AMOUNT"].to_numpy(dtype=np.float64)
+        stamps = np.asarray(columns["TX_DATETIME"], dtype="datetime64[ns]")
+        amounts = np.asarray(columns["TX_AMOUNT"], dtype=np.float64)
         if np.isnat(stamps).any() or not np.isfinite(amounts).all():
             raise DatasetError(
                 "cannot compute features: TX_DATETIME or TX_AMOUNT has missing or "
                 "non-finite values; normalize the dataset first"
             )
         return cls(
-            transaction_ids=tx["TRANSACTION_ID"].to_numpy(dtype=np.int64),
+            transaction_ids=np.asarray(columns["TRANSACTION_ID"], dtype=np.int64),
             times=stamps.view(np.int64),
-            customers=tx["CUSTOMER_ID"].to_numpy(dtype=np.int64),
-            terminals=tx["TERMINAL_ID"].to_numpy(dtype=np.int64),
+            customers=np.asarray(columns["CUSTOMER_ID"], dtype=np.int64),
+            terminals=np.asarray(columns["TERMINAL_ID"], dtype=np.int64),
             amounts=amounts,
-            frauds=tx["TX_FRAUD"].to_numpy(dtype=np.int64),
+            frauds=np.asarray(columns["TX_FRAUD"], dtype=np.int64),
         )
 
 
@@ -367,8 +402,8 @@ class _ExactSums:
     set the number of limbs.
     """
 
-    positive: list[Int64Array]
-    negative: list[Int64Array]
+    positive: list[Int64Array | None]  # None: a limb that is 0 in every value
+    negative: list[Int64Array | None]
 
     @classmethod
     def of(cls, values: FloatArray) -> _ExactSums:
@@ -384,14 +419,21 @@ class _ExactSums:
         )
 
     @staticmethod
-    def _prefixes(magnitudes: FloatArray, limbs: int) -> list[Int64Array]:
-        prefixes = []
-        for j in range(limbs):
+    def _prefixes(magnitudes: FloatArray, limbs: int) -> list[Int64Array | None]:
+        """Prefix sums of each limb; None for a limb that is 0 in every value (its window sums
+        are 0): the top one always (it only holds carries), often the lowest ones. Skipping
+        them leaves every digit and the rounding unchanged."""
+        prefixes: list[Int64Array | None] = []
+        for j in range(limbs - 1):
             scaled = np.floor(np.ldexp(magnitudes, -(_LOWEST_BIT + _LIMB_BITS * j)))
             digit = np.fmod(scaled, float(1 << _LIMB_BITS)).astype(np.int64)
+            if not digit.any():
+                prefixes.append(None)
+                continue
             prefix = np.zeros(len(magnitudes) + 1, dtype=np.int64)
             np.cumsum(digit, out=prefix[1:])
             prefixes.append(prefix)
+        prefixes.append(None)  # magnitudes < 2**(LOWEST + 32 (limbs - 1)): no bit in the top limb
         return prefixes
 
     def up_to_each(self, starts: Int64Array) -> FloatArray:
@@ -402,14 +444,24 @@ class _ExactSums:
         return total
 
     @staticmethod
-    def _rounded(prefixes: list[Int64Array], starts: Int64Array) -> FloatArray:
-        digits = []
-        carry = np.zeros(len(starts), dtype=np.int64)
+    def _rounded(prefixes: list[Int64Array | None], starts: Int64Array) -> FloatArray:
+        digits: list[Int64Array | None] = []
+        carry: Int64Array | None = None  # None: 0 everywhere
         for prefix in prefixes:
-            limb_sum = prefix[1:] - prefix[starts] + carry
+            if prefix is None:
+                limb_sum = carry
+            else:
+                limb_sum = prefix[1:] - prefix[starts]
+                if carry is not None:
+                    limb_sum += carry
+            if limb_sum is None:
+                digits.append(None)
+                continue
             digits.append(limb_sum & _LIMB_MASK)
             carry = limb_sum >> _LIMB_BITS
         total = np.zeros(len(starts))
-        for j in range(len(digits) - 1, -1, -1):  # highest digit first
-            total += np.ldexp(digits[j].astype(np.float64), _LOWEST_BIT + _LIMB_BITS * j)
+        for j in range(len(digits) - 1, -1, -1):  # highest digit first; a 0 digit adds nothing
+            digit = digits[j]
+            if digit is not None:
+                total += np.ldexp(digit.astype(np.float64), _LOWEST_BIT + _LIMB_BITS * j)
         return total
