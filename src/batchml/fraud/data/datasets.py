@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -73,17 +73,32 @@ def frame_to_parquet_bytes(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def read_table(storage: Storage, relpath: str) -> pa.Table:
-    """Read and validate a stored dataset as an Arrow table; errors name the file."""
+def read_table(
+    storage: Storage, relpath: str, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Read and validate a stored dataset as an Arrow table; errors name the file.
+
+    With ``columns``, only those columns (canonical names) are decoded when the file is in the
+    canonical schema already (what batchml stores): the table holds them, validated as the
+    whole file would be. Other files are read whole and normalised first."""
     path = storage.resolve(relpath, what="dataset path")
     try:
         with pq.ParquetFile(path) as handle:
+            if columns is not None and _canonical_file(handle):
+                table = handle.read(columns=list(columns))
+                if table.num_rows and not any(c.null_count for c in table.columns):
+                    return table
             table = handle.read()
     except FileNotFoundError:
         raise DatasetError(f"{relpath}: no such dataset under {storage.root}") from None
     except (pa.ArrowException, OSError) as exc:
         raise DatasetError(f"{relpath}: corrupt or unreadable Parquet file ({exc})") from None
-    return canonical_table(table, relpath)
+    canonical = canonical_table(table, relpath)
+    return canonical if columns is None else canonical.select(list(columns))
+
+
+def _canonical_file(handle: pq.ParquetFile) -> bool:
+    return bool(handle.schema_arrow.remove_metadata().equals(ARROW_SCHEMA))
 
 
 def read_parquet(storage: Storage, relpath: str) -> pd.DataFrame:

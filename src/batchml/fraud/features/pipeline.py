@@ -212,7 +212,7 @@ def _read_days(days: list[str], storage: Storage) -> Iterator[tuple[str, pa.Tabl
 
     def read(day: str) -> pa.Table | DatasetError:
         try:
-            return datasets.read_table(storage, datasets.day_path(day))
+            return datasets.read_table(storage, datasets.day_path(day), _RAW_COLUMNS)
         except DatasetError as exc:
             return exc
 
