@@ -73,9 +73,7 @@ def frame_to_parquet_bytes(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def read_table(
-    storage: Storage, relpath: str, columns: Sequence[str] | None = None
-) -> pa.Table:
+def read_table(storage: Storage, relpath: str, columns: Sequence[str] | None = None) -> pa.Table:
     """Read and validate a stored dataset as an Arrow table; errors name the file.
 
     With ``columns``, only those columns (canonical names) are decoded when the file is in the

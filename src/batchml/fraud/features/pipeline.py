@@ -193,11 +193,13 @@ def _compute_segment(
             day_rows = both.iloc[rows[day][0] : rows[day][1]]
             result.tables[day] = _to_arrow(feature_table(day_rows, history, spec))
         return
-    whole = _arrow_table(columns, spec)  # sliced per day: the same bytes as alone
+    kept = [d for d in wanted if d in rows]
+    offset = rows[kept[0]][0] if kept else len(columns["TRANSACTION_ID"])
+    whole = _arrow_table(columns, spec, offset)  # sliced per day: the same bytes as alone
     del columns
-    for day in (d for d in wanted if d in rows):
+    for day in kept:
         start, end = rows[day]
-        result.tables[day] = whole.slice(start, end - start)
+        result.tables[day] = whole.slice(start - offset, end - start)
 
 
 #: the raw columns a feature table is made of
@@ -220,12 +222,17 @@ def _read_days(days: list[str], storage: Storage) -> Iterator[tuple[str, pa.Tabl
         yield from zip(days, pool.map(read, days), strict=True)
 
 
-def _arrow_table(columns: dict[str, npt.NDArray[Any]], spec: FeatureSpec) -> pa.Table:
-    """The feature table of raw rows given as arrays, built on them and on the feature arrays
-    without a copy; the same table as :func:`_to_arrow` of :func:`_table` on those rows."""
-    feats = feature_arrays(columns, windows=spec.windows, delay_days=spec.delay_days)
+def _arrow_table(columns: dict[str, npt.NDArray[Any]], spec: FeatureSpec, first: int) -> pa.Table:
+    """The feature table of the raw rows from position ``first`` on (those before are their
+    look-back), given as arrays; built on them and on the feature arrays without a copy, it is
+    the same table as :func:`_to_arrow` of :func:`_table` on those rows."""
+    feats = feature_arrays(
+        columns, windows=spec.windows, delay_days=spec.delay_days, first_row=first
+    )
     names = [*KEY_COLUMNS, "TX_AMOUNT", *spec.inputs[1:], LABEL]
-    return pa.table({name: pa.array(feats.get(name, columns.get(name))) for name in names})
+    return pa.table(
+        {name: pa.array(feats[name] if name in feats else columns[name][first:]) for name in names}
+    )
 
 
 def _history_for(storage: Storage, first_day: str, spec: FeatureSpec) -> pd.DataFrame:
