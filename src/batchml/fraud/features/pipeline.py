@@ -6,15 +6,19 @@ features: the handbook's 15 inputs) and the label ``TX_FRAUD``.
 
 A day's features need the previous ``history_days_needed()`` (37) days of raw transactions.
 :func:`compute_days` computes many days in one pass, reading each day once (a block of K days
-reads K + 37 days, not 38 K); the ``fraud.features`` task does so for a block of days and
-publishes ``<root>/features/<featureset>/<day>.parquet`` per day. Readers use that cache when it
-is there and compute the same values themselves when it is not. The bytes are identical either
-way: a transaction's features depend only on the rows of its look-back (see
-:mod:`batchml.fraud.features`), so a day computed alone or within any block gives the same table.
+reads K + 37 days, not 38 K, only the six columns the features use, and computes windows only
+for the K days' rows: the look-back rows are only summed); the ``fraud.features`` task does so
+for a block of days and publishes ``<root>/features/<featureset>/<day>.parquet`` per day.
+Readers use that cache when it is there and compute the same values themselves when it is not.
+The bytes are identical either way: a transaction's features depend only on the rows of its
+look-back (see :mod:`batchml.fraud.features`), so a day computed alone or within any block
+gives the same table.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -233,6 +237,20 @@ def _arrow_table(columns: dict[str, npt.NDArray[Any]], spec: FeatureSpec, first:
     return pa.table(
         {name: pa.array(feats[name] if name in feats else columns[name][first:]) for name in names}
     )
+
+
+def release_memory() -> None:
+    """Hand back to the system the memory a features computation freed: Arrow's pool keeps
+    freed blocks, and glibc's malloc keeps freed heap below its trim threshold. A worker then
+    starts its next item (a train step holding its model) from what it really holds."""
+    pa.default_memory_pool().release_unused()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
 
 
 def _history_for(storage: Storage, first_day: str, spec: FeatureSpec) -> pd.DataFrame:
