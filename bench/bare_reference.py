@@ -32,6 +32,7 @@ from batchml.fraud.features import pipeline
 from batchml.fraud.features.pipeline import FeatureSpec
 from batchml.fraud.models import checkpoint
 from batchml.fraud.models.model import make_model
+from batchml.fraud.models.model_base import CLASSES, fraud_scores
 from batchml.storage import Storage
 
 
@@ -54,7 +55,7 @@ def bare_run(storage: Storage, train: list[str], test: list[str]) -> dict[str, o
     last_metrics: dict[str, object] = {}
     for version, day in enumerate(train, start=1):
         X, y = pipeline.xy(tables[day], spec)
-        model.partial_fit(X, y)
+        model.partial_fit(X, y, classes=CLASSES)  # as the fraud.train task does
         metrics.train_metrics(model, X, y)  # as the train task measures a version
         scores = test_sets.scores(test_set, model, str(version - 1), str(version))
         last_metrics = test_set.metrics(scores, protocol.top_k)

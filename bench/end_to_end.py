@@ -2,9 +2,9 @@
 evaluation, with 1 and with 2 worker processes, on the SQLite queue.
 
 For each worker count, on a fresh storage root: the simulated days are imported (validated
-Parquet, one file per day), the run is queued (a ``fraud.features`` item per day, a chain of
-``fraud.train`` items over every day but the last 14, each version tested on the last 7 days
-after the 7-day delay), N ``batchml worker`` processes drain the queue, and the head is
+Parquet, one file per day), the run is queued (a ``fraud.features`` item per block of 7 days,
+a chain of ``fraud.train`` items over every day but the last 14, each version tested on the
+last 7 days after the 7-day delay), N ``batchml worker`` processes drain the queue, and the head is
 evaluated with the handbook's protocol. Printed: wall times, transactions per second (all
 featurised days over the workers' wall time), the 2-vs-1 speed-up, each worker's peak memory
 (its maximum resident set size, from ``os.wait4``), and where the workers' time went: the
@@ -40,7 +40,7 @@ from typing import Any
 
 from batchml.fraud import plan
 from batchml.fraud.data import datasets
-from batchml.fraud.data.simulate import SimulationConfig, simulate, split_by_day
+from batchml.fraud.data.simulate import SimulationConfig, simulate
 from batchml.fraud.evaluation.evaluate import evaluate
 from batchml.queue.sqlite.queue import SqliteQueue
 from batchml.settings import Settings
@@ -74,7 +74,7 @@ def import_days(root: Path, config: SimulationConfig) -> tuple[list[str], int, f
     storage = Settings(root=root).storage()
     started = time.perf_counter()
     days = []
-    for day, part in split_by_day(frame):
+    for day, part in datasets.split_days(frame):
         datasets.write_day(storage, day, part)
         days.append(day)
     return days, len(frame), time.perf_counter() - started

@@ -13,7 +13,7 @@ from pathlib import Path
 from batchml import exitcodes
 from batchml.cli.demo_cmd import MARKER, MARKER_TEXT
 from batchml.fraud.data import datasets
-from batchml.fraud.data.simulate import SimulationConfig, simulate, split_by_day
+from batchml.fraud.data.simulate import SimulationConfig, simulate
 from batchml.storage import Storage
 from tests.support.cli import Result, run_batchml
 
@@ -42,7 +42,7 @@ def imported_root(tmp_path: Path) -> Path:
     """A root holding three days imported by ``data import`` (simulated with seed 1, unlike
     the demo's and ``data generate``'s default seed 0), and a notes file of the user's."""
     source, root = Storage(tmp_path / "source"), tmp_path / "mine"
-    for day, part in split_by_day(simulate(THEIRS)):
+    for day, part in datasets.split_days(simulate(THEIRS)):
         datasets.write_day(source, day, part)
     assert run_batchml("--root", str(root), "data", "import", str(source.root)).code == 0
     (root / "notes.txt").write_text("my notes\n")

@@ -135,3 +135,38 @@ def test_tutorial_files_import_through_the_cli(capsys, tmp_path: Path) -> None: 
     ]
     test = datasets.read_parquet(storage, "datasets/testing/test_dataset.parquet")
     assert len(test) == 9651 and test["TX_FRAUD"].sum() == 22
+
+
+def test_same_second_transactions_keep_their_file_order_through_import(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """pandas' rule for ties: a card's same-second transactions stay in file order (a stable
+    sort by time), whatever their ids; the stored day's features are those of the file."""
+    from batchml.fraud.features.engineered import FEATURE_COLUMNS, compute_features
+    from batchml.fraud.features.pipeline import FeatureSpec, compute_day
+
+    tx = frame(6)
+    second = pd.Timestamp("2018-04-01 12:00:00")
+    tx.loc[[1, 2, 3], "TX_DATETIME"] = second  # one card, one second, ids 30 20 10 in the file
+    tx.loc[[1, 2, 3], "CUSTOMER_ID"] = 7
+    tx.loc[[1, 2, 3], "TRANSACTION_ID"] = [30, 20, 10]
+    tx.loc[[1, 2, 3], "TX_AMOUNT"] = [1.0, 100.0, 10_000.0]
+    tx = tx.sort_values("TX_DATETIME", kind="stable").reset_index(drop=True)
+    src = tmp_path / "2018-04-01.csv"
+    tx.to_csv(src, index=False)
+    datasets.import_files(storage, [src])
+
+    stored = datasets.read_parquet(storage, "datasets/training/2018-04-01.parquet")
+    assert stored["TRANSACTION_ID"].tolist() == tx["TRANSACTION_ID"].tolist()
+    [(_, part)] = list(datasets.split_days(tx.iloc[::-1]))  # reversed: ties reversed too
+    at_second = part[part["TX_DATETIME"] == second]
+    assert at_second["TRANSACTION_ID"].tolist() == [10, 20, 30]
+
+    features = compute_day(storage, "2018-04-01", FeatureSpec()).set_index("TRANSACTION_ID")
+    expected = compute_features(tx).set_index("TRANSACTION_ID")
+    assert features.loc[[30, 20, 10], "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"].tolist() == [
+        1.0, 50.5, 3367.0,
+    ]  # fmt: skip
+    pd.testing.assert_frame_equal(
+        features[list(FEATURE_COLUMNS)], expected.loc[features.index, list(FEATURE_COLUMNS)]
+    )

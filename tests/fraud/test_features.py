@@ -397,3 +397,27 @@ def test_missing_columns_or_values_are_refused() -> None:
         compute_features(tx.drop(columns="TX_FRAUD"))
     with pytest.raises(DatasetError, match="non-finite"):
         compute_features(tx.assign(TX_AMOUNT=[1.0, float("nan")]))
+
+
+@pytest.mark.parametrize("time_key", ["scaled time", "time ranks"])
+@settings(max_examples=60, deadline=None)
+@given(tx=transactions(), cut=st.floats(0, 1))
+def test_first_row_gives_the_same_bits_for_the_rows_it_keeps(
+    tx: pd.DataFrame, cut: float, time_key: str
+) -> None:
+    # Given random transactions and a first row (the rows before it are only look-back)
+    first = round(cut * len(tx))
+    arrays = {c: tx[c].to_numpy() for c in features.REQUIRED_COLUMNS}
+    limit = 0 if time_key == "time ranks" else features._KEY_LIMIT
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features, "_KEY_LIMIT", limit)
+        # When only the rows from it on get features
+        every = features.feature_arrays(arrays)
+        kept = features.feature_arrays(arrays, first_row=first)
+    # Then they are bit for bit those rows' features computed with all the others
+    assert list(kept) == list(every)
+    for name, values in every.items():
+        assert kept[name].dtype == values.dtype
+        assert kept[name].tobytes() == values[first:].tobytes(), name
+    with pytest.raises(ConfigError, match="first_row"):
+        features.feature_arrays(arrays, first_row=len(tx) + 1)

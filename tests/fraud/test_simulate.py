@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from batchml.errors import ConfigError
-from batchml.fraud.data import schema
+from batchml.fraud.data import datasets, schema
 from batchml.fraud.data import simulate as sim
-from batchml.fraud.data.simulate import SimulationConfig, simulate, split_by_day
+from batchml.fraud.data.simulate import SimulationConfig, simulate
 
 # A radius of 10 on this sparser grid gives each customer ~12 terminals, as 5 does at full size.
 SMALL = SimulationConfig(n_customers=200, n_terminals=400, n_days=40, radius=10.0, seed=7)
@@ -261,8 +261,8 @@ def test_in_any_window_matches_a_brute_force_check() -> None:
     assert 0 < got.sum() < len(got)
 
 
-def test_split_by_day_covers_every_row_once_in_date_order(small: pd.DataFrame) -> None:
-    parts = list(split_by_day(small))
+def test_split_days_covers_every_row_once_in_date_order(small: pd.DataFrame) -> None:
+    parts = list(datasets.split_days(small))
     days = [day for day, _ in parts]
     expected_days = pd.date_range(SMALL.start_date, periods=SMALL.n_days).strftime("%Y-%m-%d")
     assert days == list(expected_days)
@@ -273,17 +273,18 @@ def test_split_by_day_covers_every_row_once_in_date_order(small: pd.DataFrame) -
     pd.testing.assert_frame_equal(pd.concat([p for _, p in parts], ignore_index=True), small)
 
 
-def test_split_by_day_groups_unsorted_rows_and_keeps_their_order_within_a_day(
+def test_split_days_groups_unsorted_rows_in_time_order_ties_in_input_order(
     small: pd.DataFrame,
 ) -> None:
     shuffled = small.sample(frac=1.0, random_state=0).reset_index(drop=True)
-    parts = dict(split_by_day(shuffled))
+    parts = dict(datasets.split_days(shuffled))
     assert list(parts) == sorted(parts)
     assert sum(len(p) for p in parts.values()) == len(small)
     day_3 = pd.Timestamp(SMALL.start_date) + pd.Timedelta(days=3)
-    expected = shuffled[shuffled["TX_DATETIME"].dt.normalize() == day_3].reset_index(drop=True)
+    rows = shuffled[shuffled["TX_DATETIME"].dt.normalize() == day_3]
+    expected = rows.sort_values("TX_DATETIME", kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(parts[str(day_3.date())], expected)
-    assert list(split_by_day(small.iloc[:0])) == []
+    assert list(datasets.split_days(small.iloc[:0])) == []
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 
 from batchml.fraud.data import datasets
-from batchml.fraud.data.simulate import SimulationConfig, simulate, split_by_day
+from batchml.fraud.data.simulate import SimulationConfig, simulate
 from batchml.storage import Storage
 
 SMALL = SimulationConfig(n_customers=150, n_terminals=300, n_days=40, seed=7)
@@ -16,7 +16,10 @@ SMALL = SimulationConfig(n_customers=150, n_terminals=300, n_days=40, seed=7)
 @cache
 def _generated(config: SimulationConfig, folder: str) -> list[str]:
     storage = Storage(folder)
-    return [datasets.write_day(storage, day, part) for day, part in split_by_day(simulate(config))]
+    return [
+        datasets.write_day(storage, day, part)
+        for day, part in datasets.split_days(simulate(config))
+    ]
 
 
 def small_root(cache_dir: Path, root: Path, config: SimulationConfig = SMALL) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from batchml.fraud import plan
 from batchml.fraud.data import datasets
-from batchml.fraud.data.simulate import SimulationConfig, simulate, split_by_day
+from batchml.fraud.data.simulate import SimulationConfig, simulate
 from batchml.fraud.models.lineage import ModelConfig
 from batchml.queue.base import QueueOptions, RetryPolicy, WorkQueue
 from batchml.queue.sqlite.queue import SqliteQueue
@@ -51,7 +51,7 @@ def make_env(root: Path, run: str = "default") -> Env:
     )
     storage = settings.storage()
     days = []
-    for day, part in split_by_day(simulate(SMALL)):
+    for day, part in datasets.split_days(simulate(SMALL)):
         datasets.write_day(storage, day, part)
         days.append(day)
     retry = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_factor=1.0)

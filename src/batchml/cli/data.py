@@ -60,7 +60,7 @@ def generate_days(
     Nothing is written if a stored day would change (imported data, or other simulation
     settings), unless ``force``: the error names the first few days, their count and ``hint``."""
     from batchml.fraud.data import datasets
-    from batchml.fraud.data.simulate import simulate, split_by_day
+    from batchml.fraud.data.simulate import simulate
 
     with progress_bars() as bars:
         sim = bars.bar("simulating transactions", 1)
@@ -68,7 +68,7 @@ def generate_days(
         sim.advance()
         encode = bars.bar("encoding daily datasets", config.n_days)
         encoded: dict[str, bytes] = {}
-        for day, part in split_by_day(frame):
+        for day, part in datasets.split_days(frame):
             encoded[day] = datasets.frame_to_parquet_bytes(part)
             encode.advance()
         clash = [] if force else datasets.overwritten_days(storage, encoded)

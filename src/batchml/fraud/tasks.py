@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchml.errors import ConfigError, DatasetError, PayloadError
@@ -169,21 +170,32 @@ def features_task(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
         raise computed.invalid[days[0]]
     clock.lap("features")
     ctx.check()
-    per_day: dict[str, dict[str, int]] = {}
-    for day, table in computed.tables.items():
-        ctx.output(spec.cache_path(day)).write_bytes(pipeline.arrow_to_bytes(table))
-        frauds = pc.sum(table.column(pipeline.LABEL)).as_py() or 0
-        per_day[day] = {"rows": table.num_rows, "frauds": int(frauds)}
+    per_day = _stage_tables(ctx, spec, computed.tables)
+    invalid = computed.invalid
+    del computed
+    pipeline.release_memory()  # the block's rows and arrays: a worker's peak is what it holds
     clock.lap("io")
     if len(days) == 1:
         return {**per_day[days[0]], "seconds": clock.seconds}
-    for day, error in computed.invalid.items():
+    for day, error in invalid.items():
         log.warning("%s: features of %s not computed: %s", ctx.item.id, day, error)
     return {
         "days": per_day,
-        "invalid": {day: str(error) for day, error in computed.invalid.items()},
+        "invalid": {day: str(error) for day, error in invalid.items()},
         "seconds": clock.seconds,
     }
+
+
+def _stage_tables(
+    ctx: TaskContext, spec: FeatureSpec, tables: dict[str, pa.Table]
+) -> dict[str, dict[str, int]]:
+    """Stage each day's feature table for the cache; its rows and frauds, per day."""
+    per_day: dict[str, dict[str, int]] = {}
+    for day, table in tables.items():
+        ctx.output(spec.cache_path(day)).write_bytes(pipeline.arrow_to_bytes(table))
+        frauds = pc.sum(table.column(pipeline.LABEL)).as_py() or 0
+        per_day[day] = {"rows": table.num_rows, "frauds": int(frauds)}
+    return per_day
 
 
 def _test_metrics(

@@ -10,11 +10,12 @@ from __future__ import annotations
 import fnmatch
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -72,17 +73,30 @@ def frame_to_parquet_bytes(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def read_table(storage: Storage, relpath: str) -> pa.Table:
-    """Read and validate a stored dataset as an Arrow table; errors name the file."""
+def read_table(storage: Storage, relpath: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read and validate a stored dataset as an Arrow table; errors name the file.
+
+    With ``columns``, only those columns (canonical names) are decoded when the file is in the
+    canonical schema already (what batchml stores): the table holds them, validated as the
+    whole file would be. Other files are read whole and normalised first."""
     path = storage.resolve(relpath, what="dataset path")
     try:
         with pq.ParquetFile(path) as handle:
+            if columns is not None and _canonical_file(handle):
+                table = handle.read(columns=list(columns))
+                if table.num_rows and not any(c.null_count for c in table.columns):
+                    return table
             table = handle.read()
     except FileNotFoundError:
         raise DatasetError(f"{relpath}: no such dataset under {storage.root}") from None
     except (pa.ArrowException, OSError) as exc:
         raise DatasetError(f"{relpath}: corrupt or unreadable Parquet file ({exc})") from None
-    return canonical_table(table, relpath)
+    canonical = canonical_table(table, relpath)
+    return canonical if columns is None else canonical.select(list(columns))
+
+
+def _canonical_file(handle: pq.ParquetFile) -> bool:
+    return bool(handle.schema_arrow.remove_metadata().equals(ARROW_SCHEMA))
 
 
 def read_parquet(storage: Storage, relpath: str) -> pd.DataFrame:
@@ -207,11 +221,22 @@ def check_named_day(path: Path, days: list[str]) -> None:
 
 
 def split_days(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(day, rows of that day sorted by time and id) in date order."""
-    days = df["TX_DATETIME"].dt.strftime("%Y-%m-%d")
-    for day, part in df.groupby(days, sort=True):
-        ordered = part.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable")
-        yield str(day), ordered.reset_index(drop=True)
+    """``("YYYY-MM-DD", rows of that calendar day)`` in date order, one per day present.
+
+    The one day-splitter (``data import`` and ``data generate``). Within a day rows are in
+    ``TX_DATETIME`` order and equal timestamps keep their order in ``df`` (a stable sort):
+    pandas' rule, the one the features follow for same-instant transactions of one card, so a
+    stored day holds its ties in file order. Each part gets a fresh RangeIndex; every row
+    appears in exactly one part.
+    """
+    stamps = df["TX_DATETIME"].to_numpy(dtype="datetime64[ns]")
+    if len(stamps) == 0:
+        return
+    order = np.argsort(stamps, kind="stable")
+    day = stamps[order].astype("datetime64[D]")
+    bounds = np.flatnonzero(day[1:] != day[:-1]) + 1
+    for start, rows in zip([0, *bounds.tolist()], np.split(order, bounds), strict=True):
+        yield str(day[start]), df.iloc[rows].reset_index(drop=True)
 
 
 def write_day(storage: Storage, day: str, df: pd.DataFrame) -> str:

@@ -19,7 +19,6 @@ day; the distributions are the same, the individual draws are not.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -325,19 +324,3 @@ def simulate(config: SimulationConfig) -> pd.DataFrame:
         }
     )
     return frame.astype(COLUMNS)
-
-
-def split_by_day(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Yield ``("YYYY-MM-DD", rows of that calendar day)`` in date order, one per day present.
-
-    Days come from ``TX_DATETIME``; rows keep their order within a day and each part gets a
-    fresh RangeIndex. Every row appears in exactly one part.
-    """
-    day = df["TX_DATETIME"].to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
-    if len(day) == 0:
-        return
-    order = np.argsort(day, kind="stable")
-    sorted_day = day[order]
-    bounds = np.flatnonzero(sorted_day[1:] != sorted_day[:-1]) + 1
-    for rows in np.split(order, bounds):
-        yield str(day[rows[0]]), df.iloc[rows].reset_index(drop=True)

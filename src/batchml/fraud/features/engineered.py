@@ -49,7 +49,7 @@ bit-identical features from any input that holds its look-back.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,22 +128,66 @@ def compute_features(
     up): ``TRANSACTION_ID`` then :func:`feature_columns` ``(windows)``. The two flags are int64;
     counts, means and risks are float64, as in the handbook's pandas code.
     """
-    checked, delay = _check_parameters(windows, delay_days)
-    columns = _Columns.from_frame(tx)
-    names = feature_columns(checked)
-    values = np.empty((len(names) - 2, len(tx)))  # one row per float column
-    if len(tx):
-        timeline = _Timeline.build(columns)
-        half = 2 * len(checked)
-        _customer_features(columns, timeline, checked, values[:half])
-        _terminal_features(columns, timeline, checked, delay, values[half:])
-    weekend, night = _time_flags(columns.times)
+    missing = [c for c in REQUIRED_COLUMNS if c not in tx.columns]
+    if missing:
+        raise DatasetError(
+            f"cannot compute features: missing column(s) {', '.join(missing)}; "
+            "normalize the dataset with batchml.fraud.data.schema.normalize first"
+        )
+    arrays = {
+        "TRANSACTION_ID": tx["TRANSACTION_ID"].to_numpy(dtype=np.int64),
+        "TX_DATETIME": tx["TX_DATETIME"].to_numpy(dtype="datetime64[ns]"),
+        **{c: tx[c].to_numpy(dtype=np.int64) for c in ("CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD")},
+        "TX_AMOUNT": tx["TX_AMOUNT"].to_numpy(dtype=np.float64),
+    }
+    names, weekend, night, values = _features(arrays, windows, delay_days, 0)
     flags = pd.DataFrame(
-        {"TRANSACTION_ID": columns.transaction_ids, names[0]: weekend, names[1]: night},
+        {"TRANSACTION_ID": arrays["TRANSACTION_ID"], names[0]: weekend, names[1]: night},
         index=tx.index,
     )
     windowed = pd.DataFrame(values.T, columns=list(names[2:]), index=tx.index, copy=False)
     return pd.concat([flags, windowed], axis=1)
+
+
+def feature_arrays(
+    columns: Mapping[str, npt.NDArray[Any]],
+    *,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    delay_days: int = DEFAULT_DELAY_DAYS,
+    first_row: int = 0,
+) -> dict[str, npt.NDArray[Any]]:
+    """:func:`compute_features` on plain arrays: the :data:`REQUIRED_COLUMNS` (``TX_DATETIME``
+    as datetime64[ns], the others int64, ``TX_AMOUNT`` float64) in, one array per
+    :func:`feature_columns` ``(windows)`` out, in that order and in the input's row order.
+    The same values as :func:`compute_features`, without a DataFrame on either side (the
+    feature tables are built from these arrays with no copy).
+
+    With ``first_row``, only the rows from that position on get features (the arrays are
+    ``first_row`` shorter): the rows before it are only the look-back of the others' windows.
+    Their values are the same as with ``first_row=0``; the windows of the rows left out are
+    never computed, which saves their time and memory."""
+    names, weekend, night, values = _features(columns, windows, delay_days, first_row)
+    return {names[0]: weekend, names[1]: night, **dict(zip(names[2:], values, strict=True))}
+
+
+def _features(
+    columns: Mapping[str, npt.NDArray[Any]], windows: Sequence[int], delay_days: int, first: int
+) -> tuple[tuple[str, ...], Int64Array, Int64Array, FloatArray]:
+    """Names, the two flags, and the float features as one row each of a 2-D array, of the
+    rows from position ``first`` on."""
+    checked, delay = _check_parameters(windows, delay_days)
+    data = _Columns.from_arrays(columns)
+    if not 0 <= first <= len(data.times):
+        raise ConfigError(f"first_row must be within 0 … {len(data.times)}, got {first}")
+    names = feature_columns(checked)
+    values = np.empty((len(names) - 2, len(data.times) - first))  # one row per float column
+    if len(data.times) > first:
+        timeline = _Timeline.build(data)
+        half = 2 * len(checked)
+        _customer_features(data, timeline, checked, first, values[:half])
+        _terminal_features(data, timeline, checked, delay, first, values[half:])
+    weekend, night = _time_flags(data.times[first:])
+    return names, weekend, night, values
 
 
 def _check_parameters(windows: Sequence[int], delay_days: int) -> tuple[tuple[int, ...], int]:
@@ -175,27 +219,27 @@ class _Columns:
     frauds: Int64Array
 
     @classmethod
-    def from_frame(cls, tx: pd.DataFrame) -> _Columns:
-        missing = [c for c in REQUIRED_COLUMNS if c not in tx.columns]
+    def from_arrays(cls, columns: Mapping[str, npt.NDArray[Any]]) -> _Columns:
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise DatasetError(
                 f"cannot compute features: missing column(s) {', '.join(missing)}; "
                 "normalize the dataset with batchml.fraud.data.schema.normalize first"
             )
-        stamps = tx["TX_DATETIME"].to_numpy(dtype="datetime64[ns]")
-        amounts = tx["TX_AMOUNT"].to_numpy(dtype=np.float64)
+        stamps = np.asarray(columns["TX_DATETIME"], dtype="datetime64[ns]")
+        amounts = np.asarray(columns["TX_AMOUNT"], dtype=np.float64)
         if np.isnat(stamps).any() or not np.isfinite(amounts).all():
             raise DatasetError(
                 "cannot compute features: TX_DATETIME or TX_AMOUNT has missing or "
                 "non-finite values; normalize the dataset first"
             )
         return cls(
-            transaction_ids=tx["TRANSACTION_ID"].to_numpy(dtype=np.int64),
+            transaction_ids=np.asarray(columns["TRANSACTION_ID"], dtype=np.int64),
             times=stamps.view(np.int64),
-            customers=tx["CUSTOMER_ID"].to_numpy(dtype=np.int64),
-            terminals=tx["TERMINAL_ID"].to_numpy(dtype=np.int64),
+            customers=np.asarray(columns["CUSTOMER_ID"], dtype=np.int64),
+            terminals=np.asarray(columns["TERMINAL_ID"], dtype=np.int64),
             amounts=amounts,
-            frauds=tx["TX_FRAUD"].to_numpy(dtype=np.int64),
+            frauds=np.asarray(columns["TX_FRAUD"], dtype=np.int64),
         )
 
 
@@ -248,9 +292,11 @@ class _Timeline:
         distinct = times[is_new]
         return cls(order, times, ranks, len(distinct) + 1, None, distinct)
 
-    def first_rank_after(self, days: int) -> Int64Array:
-        """Per timeline position, the rank of the first distinct time after ``t - days``."""
-        return np.searchsorted(self.distinct, self.times - days * _NS_PER_DAY, side="right")
+    def first_rank_after(self, days: int, positions: Int64Array) -> Int64Array:
+        """Per timeline position given, the rank of the first distinct time after
+        ``t - days``."""
+        times = self.times[positions]
+        return np.searchsorted(self.distinct, times - days * _NS_PER_DAY, side="right")
 
 
 @dataclass(frozen=True)
@@ -259,7 +305,9 @@ class _Groups:
 
     ``order[k]`` is the input row at position k and ``perm[k]`` its timeline position.
     ``keys = bases + coords``, with ``bases = group * timeline.span``, is non-decreasing, so
-    a window edge in every group at once is one ``np.searchsorted`` on ``keys``.
+    a window edge in every group at once is one ``np.searchsorted`` on ``keys``. ``at`` are
+    the positions whose windows are wanted (those of input rows from ``first`` on), in order;
+    ``dest`` where each goes in the output.
     """
 
     timeline: _Timeline
@@ -267,28 +315,41 @@ class _Groups:
     perm: Int64Array
     bases: Int64Array
     keys: Int64Array
+    at: Int64Array
+    dest: Int64Array
 
     @classmethod
-    def build(cls, entities: Int64Array, timeline: _Timeline) -> _Groups:
+    def build(cls, entities: Int64Array, timeline: _Timeline, first: int) -> _Groups:
         codes = _group_codes(entities[timeline.order])
         perm = np.argsort(codes, kind="stable")  # stable: keeps time order inside a group
         sizes = np.bincount(codes)
         bases = np.repeat(np.arange(len(sizes), dtype=np.int64) * timeline.span, sizes)
         keys = bases + timeline.coords[perm]
-        return cls(timeline, timeline.order[perm], perm, bases, keys)
+        order = timeline.order[perm]
+        if first == 0:
+            at = np.arange(len(order), dtype=np.int64)
+            return cls(timeline, order, perm, bases, keys, at, dest=order)
+        at = np.flatnonzero(order >= first)
+        return cls(timeline, order, perm, bases, keys, at, dest=order[at] - first)
+
+    @property
+    def every(self) -> bool:
+        return len(self.at) == len(self.order)
 
     def window_starts(self, days: int) -> Int64Array:
-        """Per position k, the first position of k's group with time > ``t_k - days``."""
+        """Per wanted position k, the first position of k's group with time > ``t_k - days``."""
         unit = self.timeline.unit
+        bases = self.bases if self.every else self.bases[self.at]
         if unit is None:
-            lower = self.bases + self.timeline.first_rank_after(days)[self.perm]
+            lower = bases + self.timeline.first_rank_after(days, self.perm[self.at])
         else:  # coordinate > c_k - w  <=>  coordinate >= c_k - w + 1, not before the group
-            lower = np.maximum(self.keys - (days * _NS_PER_DAY // unit - 1), self.bases)
+            keys = self.keys if self.every else self.keys[self.at]
+            lower = np.maximum(keys - (days * _NS_PER_DAY // unit - 1), bases)
         return np.searchsorted(self.keys, lower, side="left")
 
     def scatter(self, values: FloatArray, out: FloatArray) -> None:
-        """Write values given per sorted position into ``out`` in input row order."""
-        out[self.order] = values
+        """Write values given per wanted position into ``out`` in input row order."""
+        out[self.dest] = values
 
 
 def _group_codes(ids: Int64Array) -> npt.NDArray[np.integer[Any]]:
@@ -305,22 +366,23 @@ def _group_codes(ids: Int64Array) -> npt.NDArray[np.integer[Any]]:
 
 
 def _customer_features(
-    columns: _Columns, timeline: _Timeline, windows: tuple[int, ...], out: FloatArray
+    columns: _Columns, timeline: _Timeline, windows: tuple[int, ...], first: int, out: FloatArray
 ) -> None:
     """Count and mean amount over ``(t - n days, t]``, up to the current row in tie order.
 
     The window of position k ends at k (inclusive). Writes NB_TX then AVG_AMOUNT of each
     window into consecutive rows of ``out``.
     """
-    groups = _Groups.build(columns.customers, timeline)
+    groups = _Groups.build(columns.customers, timeline, first)
     amount_sums = _ExactSums.of(columns.amounts[groups.order])
-    ends = np.arange(1, len(groups.order) + 1, dtype=np.float64)
+    ends = groups.at + 1  # the window of position k ends after k
     counts = np.empty(len(ends))
     for i, n in enumerate(windows):
         starts = groups.window_starts(n)
         np.subtract(ends, starts, out=counts)
         groups.scatter(counts, out[2 * i])
-        groups.scatter(amount_sums.up_to_each(starts) / counts, out[2 * i + 1])
+        sums = amount_sums.between(starts, ends, every=groups.every)
+        groups.scatter(sums / counts, out[2 * i + 1])
 
 
 def _terminal_features(
@@ -328,6 +390,7 @@ def _terminal_features(
     timeline: _Timeline,
     windows: tuple[int, ...],
     delay: int,
+    first: int,
     out: FloatArray,
 ) -> None:
     """Count and fraud share over ``(t - (delay + n) days, t - delay days]``, 0 if empty.
@@ -336,7 +399,7 @@ def _terminal_features(
     the difference is the rows between the two window starts. Writes NB_TX then RISK of each
     window into consecutive rows of ``out``.
     """
-    groups = _Groups.build(columns.terminals, timeline)
+    groups = _Groups.build(columns.terminals, timeline, first)
     fraud_prefix = np.concatenate(([0], np.cumsum(columns.frauds[groups.order])))
     recent_starts = groups.window_starts(delay)
     for i, n in enumerate(windows):
@@ -367,8 +430,8 @@ class _ExactSums:
     set the number of limbs.
     """
 
-    positive: list[Int64Array]
-    negative: list[Int64Array]
+    positive: list[Int64Array | None]  # None: a limb that is 0 in every value
+    negative: list[Int64Array | None]
 
     @classmethod
     def of(cls, values: FloatArray) -> _ExactSums:
@@ -384,32 +447,52 @@ class _ExactSums:
         )
 
     @staticmethod
-    def _prefixes(magnitudes: FloatArray, limbs: int) -> list[Int64Array]:
-        prefixes = []
-        for j in range(limbs):
+    def _prefixes(magnitudes: FloatArray, limbs: int) -> list[Int64Array | None]:
+        """Prefix sums of each limb; None for a limb that is 0 in every value (its window sums
+        are 0): the top one always (it only holds carries), often the lowest ones. Skipping
+        them leaves every digit and the rounding unchanged."""
+        prefixes: list[Int64Array | None] = []
+        for j in range(limbs - 1):
             scaled = np.floor(np.ldexp(magnitudes, -(_LOWEST_BIT + _LIMB_BITS * j)))
             digit = np.fmod(scaled, float(1 << _LIMB_BITS)).astype(np.int64)
+            if not digit.any():
+                prefixes.append(None)
+                continue
             prefix = np.zeros(len(magnitudes) + 1, dtype=np.int64)
             np.cumsum(digit, out=prefix[1:])
             prefixes.append(prefix)
+        prefixes.append(None)  # magnitudes < 2**(LOWEST + 32 (limbs - 1)): no bit in the top limb
         return prefixes
 
-    def up_to_each(self, starts: Int64Array) -> FloatArray:
-        """Per position k, the sum of the values at positions ``starts[k]`` to k inclusive."""
-        total = self._rounded(self.positive, starts)
+    def between(self, starts: Int64Array, ends: Int64Array, *, every: bool) -> FloatArray:
+        """Per window i, the sum of the values at positions ``starts[i]`` up to ``ends[i]``
+        (excluded); ``every``: ``ends`` is ``1 … n``, every position's own window."""
+        total = self._rounded(self.positive, starts, None if every else ends)
         if self.negative:
-            total -= self._rounded(self.negative, starts)
+            total -= self._rounded(self.negative, starts, None if every else ends)
         return total
 
     @staticmethod
-    def _rounded(prefixes: list[Int64Array], starts: Int64Array) -> FloatArray:
-        digits = []
-        carry = np.zeros(len(starts), dtype=np.int64)
+    def _rounded(
+        prefixes: list[Int64Array | None], starts: Int64Array, ends: Int64Array | None
+    ) -> FloatArray:
+        digits: list[Int64Array | None] = []
+        carry: Int64Array | None = None  # None: 0 everywhere
         for prefix in prefixes:
-            limb_sum = prefix[1:] - prefix[starts] + carry
+            if prefix is None:
+                limb_sum = carry
+            else:
+                limb_sum = (prefix[1:] if ends is None else prefix[ends]) - prefix[starts]
+                if carry is not None:
+                    limb_sum += carry
+            if limb_sum is None:
+                digits.append(None)
+                continue
             digits.append(limb_sum & _LIMB_MASK)
             carry = limb_sum >> _LIMB_BITS
         total = np.zeros(len(starts))
-        for j in range(len(digits) - 1, -1, -1):  # highest digit first
-            total += np.ldexp(digits[j].astype(np.float64), _LOWEST_BIT + _LIMB_BITS * j)
+        for j in range(len(digits) - 1, -1, -1):  # highest digit first; a 0 digit adds nothing
+            digit = digits[j]
+            if digit is not None:
+                total += np.ldexp(digit.astype(np.float64), _LOWEST_BIT + _LIMB_BITS * j)
         return total

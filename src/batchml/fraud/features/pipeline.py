@@ -6,23 +6,28 @@ features: the handbook's 15 inputs) and the label ``TX_FRAUD``.
 
 A day's features need the previous ``history_days_needed()`` (37) days of raw transactions.
 :func:`compute_days` computes many days in one pass, reading each day once (a block of K days
-reads K + 37 days, not 38 K); the ``fraud.features`` task does so for a block of days and
-publishes ``<root>/features/<featureset>/<day>.parquet`` per day. Readers use that cache when it
-is there and compute the same values themselves when it is not. The bytes are identical either
-way: a transaction's features depend only on the rows of its look-back (see
-:mod:`batchml.fraud.features`), so a day computed alone or within any block gives the same table.
+reads K + 37 days, not 38 K, only the six columns the features use, and computes windows only
+for the K days' rows: the look-back rows are only summed); the ``fraud.features`` task does so
+for a block of days and publishes ``<root>/features/<featureset>/<day>.parquet`` per day.
+Readers use that cache when it is there and compute the same values themselves when it is not.
+The bytes are identical either way: a transaction's features depend only on the rows of its
+look-back (see :mod:`batchml.fraud.features`), so a day computed alone or within any block
+gives the same table.
 """
 
 from __future__ import annotations
 
-import io
+import ctypes
+import ctypes.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,7 +38,9 @@ from batchml.fraud.data.schema import to_frame
 from batchml.fraud.features.engineered import (
     DEFAULT_DELAY_DAYS,
     DEFAULT_WINDOWS,
+    REQUIRED_COLUMNS,
     compute_features,
+    feature_arrays,
     feature_columns,
     history_days_needed,
 )
@@ -163,36 +170,87 @@ def _compute_segment(
     span = [(first + timedelta(days=k)).isoformat() for k in range((last - first).days + 1)]
     tables: list[pa.Table] = []
     read: list[str] = []
-    for day in [*datasets.days_before(wanted[0], spec.history_days), *span]:
-        try:
-            tables.append(datasets.read_table(storage, datasets.day_path(day)))
+    for day, table in _read_days([*datasets.days_before(wanted[0], spec.history_days), *span],
+                                 storage):  # fmt: skip
+        if isinstance(table, pa.Table):
+            tables.append(table)
             read.append(day)
-        except DatasetError as exc:
-            if day in wanted:
-                result.invalid[day] = exc
-            elif storage.exists(datasets.day_path(day)):
-                _skip_history_day(day, exc)
+        elif day in wanted:
+            result.invalid[day] = table
+        elif storage.exists(datasets.day_path(day)):
+            _skip_history_day(day, table)
     if not tables:
         return
     bounds = np.cumsum([0, *(t.num_rows for t in tables)])
     rows = {day: (int(bounds[i]), int(bounds[i + 1])) for i, day in enumerate(read)}
-    both = to_frame(pa.concat_tables(tables))
-    del tables  # the frame holds the rows now: keep one copy
-    if not both["TRANSACTION_ID"].is_unique:  # compute_day drops a raw day's ids from history
+    raw = pa.concat_tables(tables)
+    del tables
+    columns = {name: raw.column(name).to_numpy() for name in _RAW_COLUMNS}
+    del raw  # one copy of the rows: the arrays
+    if not pd.Index(columns["TRANSACTION_ID"]).is_unique:
+        both = pd.DataFrame(columns)  # compute_day drops a raw day's ids from its history
         for day in (d for d in wanted if d in rows):
             lookback = set(datasets.days_before(day, spec.history_days))
             earlier = [d for d in read if d in lookback]
             start = rows[earlier[0]][0] if earlier else rows[day][0]
             history = both.iloc[start : rows[day][0]]
-            raw = both.iloc[rows[day][0] : rows[day][1]]
-            result.tables[day] = _to_arrow(feature_table(raw, history, spec))
+            day_rows = both.iloc[rows[day][0] : rows[day][1]]
+            result.tables[day] = _to_arrow(feature_table(day_rows, history, spec))
         return
-    feats = compute_features(both, windows=spec.windows, delay_days=spec.delay_days)
-    whole = _to_arrow(_table(both, feats, spec))  # sliced per day: the same bytes as alone
-    del both, feats
-    for day in (d for d in wanted if d in rows):
+    kept = [d for d in wanted if d in rows]
+    offset = rows[kept[0]][0] if kept else len(columns["TRANSACTION_ID"])
+    whole = _arrow_table(columns, spec, offset)  # sliced per day: the same bytes as alone
+    del columns
+    for day in kept:
         start, end = rows[day]
-        result.tables[day] = whole.slice(start, end - start)
+        result.tables[day] = whole.slice(start - offset, end - start)
+
+
+#: the raw columns a feature table is made of
+_RAW_COLUMNS = (*REQUIRED_COLUMNS, *(c for c in KEY_COLUMNS if c not in REQUIRED_COLUMNS))
+
+#: threads reading day files (Parquet decoding releases the GIL)
+_READ_THREADS = 4
+
+
+def _read_days(days: list[str], storage: Storage) -> Iterator[tuple[str, pa.Table | DatasetError]]:
+    """Each day with its validated table, or the DatasetError reading it raised; in order."""
+
+    def read(day: str) -> pa.Table | DatasetError:
+        try:
+            return datasets.read_table(storage, datasets.day_path(day), _RAW_COLUMNS)
+        except DatasetError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+        yield from zip(days, pool.map(read, days), strict=True)
+
+
+def _arrow_table(columns: dict[str, npt.NDArray[Any]], spec: FeatureSpec, first: int) -> pa.Table:
+    """The feature table of the raw rows from position ``first`` on (those before are their
+    look-back), given as arrays; built on them and on the feature arrays without a copy, it is
+    the same table as :func:`_to_arrow` of :func:`_table` on those rows."""
+    feats = feature_arrays(
+        columns, windows=spec.windows, delay_days=spec.delay_days, first_row=first
+    )
+    names = [*KEY_COLUMNS, "TX_AMOUNT", *spec.inputs[1:], LABEL]
+    return pa.table(
+        {name: pa.array(feats[name] if name in feats else columns[name][first:]) for name in names}
+    )
+
+
+def release_memory() -> None:
+    """Hand back to the system the memory a features computation freed: Arrow's pool keeps
+    freed blocks, and glibc's malloc keeps freed heap below its trim threshold. A worker then
+    starts its next item (a train step holding its model) from what it really holds."""
+    pa.default_memory_pool().release_unused()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
 
 
 def _history_for(storage: Storage, first_day: str, spec: FeatureSpec) -> pd.DataFrame:
@@ -233,10 +291,17 @@ def arrow_to_bytes(table: pa.Table) -> bytes:
     """A feature table as Parquet bytes (the cache format): the same rows give the same bytes.
 
     Plain (no dictionary) zstd pages without statistics: feature columns are mostly distinct
-    floats, and this writes ~40 % faster and smaller than the defaults."""
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", use_dictionary=False, write_statistics=False)
-    return buffer.getvalue()
+    floats, and this writes ~40 % faster and smaller than the defaults. No pandas metadata:
+    a table made from a DataFrame and one made from arrays give the same bytes."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(
+        table.replace_schema_metadata(None),
+        buffer,
+        compression="zstd",
+        use_dictionary=False,
+        write_statistics=False,
+    )
+    return bytes(buffer.getvalue())
 
 
 def load_dataset_features(storage: Storage, relpath: str, spec: FeatureSpec) -> pd.DataFrame:
