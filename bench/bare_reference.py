@@ -32,7 +32,7 @@ from batchml.fraud.features import pipeline
 from batchml.fraud.features.pipeline import FeatureSpec
 from batchml.fraud.models import checkpoint
 from batchml.fraud.models.model import make_model
-from batchml.fraud.models.model_base import CLASSES, fraud_scores
+from batchml.fraud.models.model_base import CLASSES
 from batchml.storage import Storage
 
 
