@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -21,8 +22,10 @@ from batchml.fraud.features.behaviour import (
 )
 from batchml.fraud.features.pipeline import FeatureSpec
 from batchml.fraud.models import lineage
+from batchml.queue import open_queue
 from batchml.storage import Storage
 from tests.fraud.test_features import DAY, MONDAY, SECOND, random_frame
+from tests.support.cli import run_cli
 from tests.support.fraud_data import small_root
 from tests.support.fraud_env import make_env, run_workers, train
 
@@ -187,3 +190,32 @@ def test_a_handbook_lineage_keeps_training_and_loading_with_its_15_inputs(tmp_pa
     assert len(meta["inputs"]) == 15
     assert train(env, days=env.train_days[:10], test_days=[]) == [exitcodes.OK]
     assert len(env.queue.lineage("default")) == 10
+
+
+def test_the_cli_pushes_a_behaviour_run_evaluates_it_and_keeps_its_features(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from batchml.cli.queue_cmd import FeatureSet
+
+    assert tuple(f.value for f in FeatureSet) == pipeline.FEATURE_SETS
+    root = tmp_path / "root"
+    days = small_root(tmp_path / "cache", root)
+    cli = ("--root", str(root))
+    # Given a run pushed with --features behaviour and trained by a worker
+    assert (
+        run_cli(capsys, *cli, "queue", "push", "--end", days[9], "--features", "behaviour").code
+        == 0
+    )
+    assert run_cli(capsys, *cli, "worker", "--poll", "0.05").code == exitcodes.OK
+    queue = open_queue(f"sqlite:///{root}/queue.db")
+    assert plan.run_spec(queue, "default") == BEHAVIOUR
+    # When it is evaluated, then its checkpoint's 29 inputs are used
+    evaluated = run_cli(capsys, *cli, "fraud", "evaluate", "--json")
+    assert evaluated.code == exitcodes.OK, evaluated.err
+    assert json.loads(evaluated.out)["metrics"]["rows"] > 0
+    # and a later push asking for the handbook's features is refused, naming both
+    refused = run_cli(capsys, *cli, "queue", "push", "--features", "handbook")
+    assert refused.code == exitcodes.CONFIG and "behaviour" in refused.err
+    # while one without --features continues the run with its own
+    assert run_cli(capsys, *cli, "queue", "push", "--end", days[11]).code == 0
+    assert plan.run_spec(queue, "default") == BEHAVIOUR
