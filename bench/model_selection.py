@@ -3,8 +3,12 @@
 Every candidate is an :class:`~batchml.fraud.models.model_base.IncrementalModel` (a model kind
 and its parameters), warm-started one day after another exactly as a lineage is, on the standard
 simulated data (``SimulationConfig()``: 5,000 customers, 10,000 terminals, 183 days from
-2018-04-01, seed 0) with the handbook's 15 inputs.
+2018-04-01, seed 0) with the handbook's 15 inputs (``--features behaviour``: with the 14
+columns of :mod:`batchml.fraud.features.behaviour` too).
 
+0. Ablation: LightGBM with its defaults on the validation weeks below, on the handbook's 15
+   inputs, then with each group of behaviour columns added alone, then with all of them (the
+   feature set ``behaviour``); each row's change against the first. ``--quick``: the two ends.
 1. Validation: each candidate trains from 2018-04-01 and is assessed on four consecutive weeks,
    each after the 7-day label delay: trained through D, tested on D+8 … D+14 for D = 06-26,
    07-03, 07-10 and 07-17 (the last test day is 2018-07-31), with the protocol of
@@ -16,12 +20,13 @@ simulated data (``SimulationConfig()``: 5,000 customers, 10,000 terminals, 183 d
 2. Test: each selected candidate goes through a checkpoint round trip (the bytes a lineage
    stores), continues on 2018-07-18 … 2018-07-31 and is assessed on 2018-08-08 … 2018-08-14 —
    the handbook's test week; also under the stricter rule that counts the frauds of every
-   earlier day as known. Then, as references on this same data and week, models fitted in one
-   go (not incremental) the handbook's way, and the handbook's published figures (its own
-   simulated data: same generator, other random draws).
+   earlier day as known; and the LightGBM defaults of the ablation on the other feature set,
+   through the same round trip and days. Then, as references on this same data and week,
+   models fitted in one go (not incremental) the handbook's way, and the handbook's published
+   figures (its own simulated data: same generator, other random draws).
 
-    .venv/bin/python bench/model_selection.py          # the whole search (~15 min, 2 idle cores)
-    .venv/bin/python bench/model_selection.py --quick  # each kind's defaults only (~1 min)
+    .venv/bin/python bench/model_selection.py          # ablation and whole search (~20 min)
+    .venv/bin/python bench/model_selection.py --quick  # two ablation ends, defaults (~3 min)
 """
 
 from __future__ import annotations
@@ -202,6 +207,7 @@ class Outcome:
 
 
 _WORKER: dict[str, Data] = {}  # the data, in each pool process
+_CANDIDATES = {"inputs": HANDBOOK_INPUTS}  # the candidates' inputs (--features), set before fork
 
 
 def _init_worker(data: Data) -> None:
@@ -210,7 +216,7 @@ def _init_worker(data: Data) -> None:
 
 def _validate(candidate: tuple[str, dict[str, Any]]) -> Outcome:
     """Train through each validation cut in turn; the mean of the four weeks' metrics."""
-    return _validate_on(candidate, SPEC.inputs)
+    return _validate_on(candidate, _CANDIDATES["inputs"])
 
 
 def _validate_inputs(
@@ -248,7 +254,7 @@ def _row(label: str, m: dict[str, Any], extra: str = "") -> str:
     )
 
 
-def ablation(pool: Any, quick: bool) -> Outcome:
+def ablation(pool: Any, quick: bool) -> tuple[Outcome, Outcome]:
     """LightGBM (defaults) on the validation weeks with each group of behaviour columns."""
     steps = QUICK_ABLATION if quick else ABLATION
     params = MODEL_KINDS["lgbm"]().get_params()
@@ -263,7 +269,7 @@ def ablation(pool: Any, quick: bool) -> Outcome:
                              ("CP", "card_precision_at_k"))
         )  # fmt: skip
         print(_row(f"{label} ({len(HANDBOOK_INPUTS) + len(extra)})", v, gain))
-    return outcomes[0]
+    return outcomes[0], outcomes[-1]
 
 
 def test_selected(data: Data, best: Outcome) -> None:
@@ -353,7 +359,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="each kind's defaults only")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--features", choices=("handbook", "behaviour"), default="handbook",
+        help="the candidates' feature set (the ablation measures both)",
+    )  # fmt: skip
     args = parser.parse_args()
+    _CANDIDATES["inputs"] = FeatureSpec(feature_set=args.features).inputs
 
     started = time.perf_counter()
     data = load_data()
@@ -368,8 +379,8 @@ def main() -> None:
     )
     with multiprocessing.get_context("fork").Pool(args.processes, _init_worker, (data,)) as pool:
         print("ablation (lgbm defaults; change against the handbook's inputs):")
-        handbook = ablation(pool, args.quick)
-        print("candidates (feature set behaviour):")
+        ends = dict(zip(("handbook", "behaviour"), ablation(pool, args.quick), strict=True))
+        print(f"candidates (feature set {args.features}):")
         outcomes = search(pool, args.quick)
     for kind in sorted({o.kind for o in outcomes}):
         for o in (o for o in outcomes if o.kind == kind):
@@ -379,11 +390,12 @@ def main() -> None:
     print(f"\ntest (train 2018-04-01 … {TEST_THROUGH}, test 2018-08-08 … 2018-08-14):")
     for kind in sorted({o.kind for o in outcomes}):
         best = _best(outcomes, kind)
-        test_selected(data, best)
+        test_selected(data.select(_CANDIDATES["inputs"]), best)
         if best.params != MODEL_KINDS[kind]().get_params():
             print(f"  note: the {kind} defaults are not the selected parameters")
-    print("  the same lgbm defaults on the handbook's 15 inputs (feature set handbook):")
-    test_selected(data.select(HANDBOOK_INPUTS), handbook)
+    other = "behaviour" if args.features == "handbook" else "handbook"
+    print(f"  the lgbm defaults on feature set {other} (from the ablation):")
+    test_selected(data.select(FeatureSpec(feature_set=other).inputs), ends[other])
     print("\nreferences on this data, fitted once (not incremental), same test week:")
     references(data)
     print(
