@@ -20,6 +20,8 @@ Then the command users run: the days are stored on a fresh root (one Parquet fil
 ``batchml fraud features <every day> --out …`` runs as a process (its wall time, start-up
 included, and its peak RSS); its output must equal compute_features on the same rows. Targets:
 ``fraud features`` within 2× of compute_features, ≥ 30× the customary pandas code, ≥ 3× Polars.
+Last, the cost of the behaviour feature set (:mod:`batchml.fraud.features.behaviour`): its time
+beside compute_features' (the pandas and Polars codes compute the handbook's 15 inputs only).
 
     .venv/bin/python bench/features.py                 # the standard 1.75 M-row data set
     .venv/bin/python bench/features.py --customers 500 --terminals 1000 --days 60
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from batchml.fraud.features.engineered import compute_features, feature_columns
+from batchml.fraud.features.pipeline import FeatureSpec, features_of
 
 TOLERANCE = 1e-9
 
@@ -255,6 +258,8 @@ def main() -> None:
     polar = _best_time(lambda: polars_features(tx), args.repeat)
     grouped = _best_time(lambda: pandas_baseline(tx), args.pandas_repeat)
     fast_peak = _peak_bytes(lambda: compute_features(tx))
+    behaviour = FeatureSpec(feature_set="behaviour")
+    wide = _best_time(lambda: features_of(tx, behaviour), args.repeat)
     with tempfile.TemporaryDirectory(prefix="batchml-features-") as workdir:
         cli, cli_mb, table = run_cli(tx, workdir)
     difference = _compare_cli(tx, ours, table)
@@ -275,6 +280,10 @@ def main() -> None:
     print(f"pandas customary / compute_features: {slow / fast:5.1f}x")
     print(f"pandas optimised / fraud features : {grouped / cli:6.1f}x")
     print(f"polars / compute_features         : {polar / fast:6.1f}x")
+    extra = len(behaviour.inputs) - 15
+    print(f"feature set behaviour (+{extra} columns): {wide:6.3f} s, {wide / fast:4.2f}x "
+          f"compute_features; pandas (15 inputs) / it {slow / wide:5.1f}x, polars / it "
+          f"{polar / wide:4.1f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 Every candidate is an :class:`~batchml.fraud.models.model_base.IncrementalModel` (a model kind
 and its parameters), warm-started one day after another exactly as a lineage is, on the standard
 simulated data (``SimulationConfig()``: 5,000 customers, 10,000 terminals, 183 days from
-2018-04-01, seed 0) with the handbook's 15 inputs.
+2018-04-01, seed 0) with the handbook's 15 inputs (``--features behaviour``: with the 14
+columns of :mod:`batchml.fraud.features.behaviour` too).
 
+0. Ablation: LightGBM with its defaults on the validation weeks below, on the handbook's 15
+   inputs, then with each group of behaviour columns added alone, then with all of them (the
+   feature set ``behaviour``); each row's change against the first. ``--quick``: the two ends.
 1. Validation: each candidate trains from 2018-04-01 and is assessed on four consecutive weeks,
    each after the 7-day label delay: trained through D, tested on D+8 … D+14 for D = 06-26,
    07-03, 07-10 and 07-17 (the last test day is 2018-07-31), with the protocol of
@@ -16,12 +20,13 @@ simulated data (``SimulationConfig()``: 5,000 customers, 10,000 terminals, 183 d
 2. Test: each selected candidate goes through a checkpoint round trip (the bytes a lineage
    stores), continues on 2018-07-18 … 2018-07-31 and is assessed on 2018-08-08 … 2018-08-14 —
    the handbook's test week; also under the stricter rule that counts the frauds of every
-   earlier day as known. Then, as references on this same data and week, models fitted in one
-   go (not incremental) the handbook's way, and the handbook's published figures (its own
-   simulated data: same generator, other random draws).
+   earlier day as known; and the LightGBM defaults of the ablation on the other feature set,
+   through the same round trip and days. Then, as references on this same data and week,
+   models fitted in one go (not incremental) the handbook's way, and the handbook's published
+   figures (its own simulated data: same generator, other random draws).
 
-    .venv/bin/python bench/model_selection.py          # the whole search (~15 min, 2 idle cores)
-    .venv/bin/python bench/model_selection.py --quick  # each kind's defaults only (~1 min)
+    .venv/bin/python bench/model_selection.py          # ablation and whole search (~20 min)
+    .venv/bin/python bench/model_selection.py --quick  # two ablation ends, defaults (~3 min)
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ from sklearn.preprocessing import StandardScaler
 
 from batchml.fraud.data.simulate import SimulationConfig, simulate
 from batchml.fraud.evaluation.protocol import Protocol, build_test_set, known_fraud_days, shift
-from batchml.fraud.features.engineered import compute_features
-from batchml.fraud.features.pipeline import KEY_COLUMNS, LABEL, FeatureSpec
+from batchml.fraud.features import behaviour
+from batchml.fraud.features.pipeline import KEY_COLUMNS, LABEL, FeatureSpec, features_of
 from batchml.fraud.models import checkpoint
 from batchml.fraud.models.model import MODEL_KINDS, make_model
 from batchml.fraud.models.model_base import CLASSES, IncrementalModel, fraud_scores
@@ -52,15 +57,32 @@ from batchml.fraud.models.model_base import CLASSES, IncrementalModel, fraud_sco
 VALIDATION_CUTS = ("2018-06-26", "2018-07-03", "2018-07-10", "2018-07-17")
 TEST_THROUGH = "2018-07-31"
 METRICS = ("roc_auc", "average_precision", "card_precision_at_k")
-SPEC = FeatureSpec()
+#: The data: the handbook's 15 inputs and the behaviour columns; candidates use all of them,
+#: the ablation subsets.
+SPEC = FeatureSpec(feature_set="behaviour")
+HANDBOOK_INPUTS = FeatureSpec(feature_set="handbook").inputs
 PROTOCOL = Protocol()
+
+_B = behaviour.BEHAVIOUR_COLUMNS
+#: Ablation: each group of behaviour columns added alone to the handbook's inputs, then all.
+ABLATION: list[tuple[str, tuple[str, ...]]] = [
+    ("handbook's 15 inputs", ()),
+    ("+ amount / card's mean (7, 14, 30 d)", _B[0:3]),
+    ("+ amount z-score (7, 14, 30 d)", _B[3:6]),
+    ("+ amount / card's mean 37…14 d back", _B[6:7]),
+    ("+ terminal risk 2, 3, 14 d", _B[7:10]),
+    ("+ terminal known-fraud history", _B[10:14]),
+    ("all: feature set behaviour", _B),
+]
+#: --quick: the two ends only.
+QUICK_ABLATION = [ABLATION[0], ABLATION[-1]]
 
 #: The Fraud Detection Handbook's test figures on this test week (chapter "Model selection").
 HANDBOOK = {
     "logistic regression": {"roc_auc": 0.871, "average_precision": 0.606, "cp100": 0.291},
     "XGBoost (best)": {"roc_auc": 0.879, "average_precision": 0.694, "cp100": 0.305},
 }
-TARGET = {"roc_auc": 0.88, "average_precision": 0.70, "cp100": 0.31}
+TARGET = {"roc_auc": 0.89, "average_precision": 0.75, "cp100": 0.33}
 
 
 #: SGD: every combination.
@@ -112,6 +134,12 @@ class Data:
     y: np.ndarray
     table: pd.DataFrame  # KEY_COLUMNS, inputs, label
     day_rows: dict[str, slice]  # day -> its rows (the frame is sorted by time)
+    inputs: tuple[str, ...] = SPEC.inputs  # the columns of X, a subset of SPEC.inputs
+
+    def select(self, inputs: Sequence[str]) -> Data:
+        """The same data with only ``inputs`` as model inputs."""
+        picked = [SPEC.inputs.index(name) for name in inputs]
+        return Data(self.X[:, picked], self.y, self.table, self.day_rows, tuple(inputs))
 
     def days(self, first: str | None, last: str) -> list[str]:
         return [d for d in self.day_rows if (first is None or d >= first) and d <= last]
@@ -122,7 +150,7 @@ class Data:
 
 def load_data() -> Data:
     tx = simulate(SimulationConfig())
-    feats = compute_features(tx, windows=SPEC.windows, delay_days=SPEC.delay_days)
+    feats = features_of(tx, SPEC)
     table = tx[list(KEY_COLUMNS)].copy()
     table["TX_AMOUNT"] = tx["TX_AMOUNT"]
     for name in SPEC.inputs[1:]:
@@ -156,7 +184,8 @@ def assess(
     known = data.table.iloc[data.rows(data.days(first, last))]
     frauds = known.loc[known[LABEL] == 1, ["TX_DATETIME", "CUSTOMER_ID"]]
     test = build_test_set(table, frauds, SPEC, protocol.delay)
-    return test.metrics(fraud_scores(model, test.X), protocol.top_k)
+    X = test.X[:, [SPEC.inputs.index(name) for name in data.inputs]]
+    return test.metrics(fraud_scores(model, X), protocol.top_k)
 
 
 def _round_trip(model: IncrementalModel) -> tuple[IncrementalModel, int]:
@@ -178,6 +207,7 @@ class Outcome:
 
 
 _WORKER: dict[str, Data] = {}  # the data, in each pool process
+_CANDIDATES = {"inputs": HANDBOOK_INPUTS}  # the candidates' inputs (--features), set before fork
 
 
 def _init_worker(data: Data) -> None:
@@ -186,7 +216,19 @@ def _init_worker(data: Data) -> None:
 
 def _validate(candidate: tuple[str, dict[str, Any]]) -> Outcome:
     """Train through each validation cut in turn; the mean of the four weeks' metrics."""
+    return _validate_on(candidate, _CANDIDATES["inputs"])
+
+
+def _validate_inputs(
+    job: tuple[str, dict[str, Any], tuple[str, ...]],
+) -> Outcome:
+    return _validate_on(job[:2], job[2])
+
+
+def _validate_on(candidate: tuple[str, dict[str, Any]], inputs: tuple[str, ...]) -> Outcome:
     data = _WORKER["data"]
+    if inputs != data.inputs:
+        data = data.select(inputs)
     kind, params = candidate
     model = make_model(kind, params)
     weeks, seconds, first = [], 0.0, None
@@ -210,6 +252,24 @@ def _row(label: str, m: dict[str, Any], extra: str = "") -> str:
         f"  {label:44} AUC {m['roc_auc']:.4f}  AP {m['average_precision']:.4f}  "
         f"CP@100 {m['card_precision_at_k']:.4f}{extra}"
     )
+
+
+def ablation(pool: Any, quick: bool) -> tuple[Outcome, Outcome]:
+    """LightGBM (defaults) on the validation weeks with each group of behaviour columns."""
+    steps = QUICK_ABLATION if quick else ABLATION
+    params = MODEL_KINDS["lgbm"]().get_params()
+    jobs = [("lgbm", params, (*HANDBOOK_INPUTS, *extra)) for _, extra in steps]
+    outcomes: list[Outcome] = pool.map(_validate_inputs, jobs, chunksize=1)
+    base = outcomes[0].validation
+    for (label, extra), o in zip(steps, outcomes, strict=True):
+        v = o.validation
+        gain = "".join(
+            f"  {short} {v[m] - base[m]:+.4f}"
+            for short, m in (("AUC", "roc_auc"), ("AP", "average_precision"),
+                             ("CP", "card_precision_at_k"))
+        )  # fmt: skip
+        print(_row(f"{label} ({len(HANDBOOK_INPUTS) + len(extra)})", v, gain))
+    return outcomes[0], outcomes[-1]
 
 
 def test_selected(data: Data, best: Outcome) -> None:
@@ -282,6 +342,7 @@ def _boosted(X: np.ndarray, y: np.ndarray) -> _Batch:
 
 def references(data: Data) -> None:
     """The handbook's kind of models, fitted in one go, measured on this data and test week."""
+    data = data.select(HANDBOOK_INPUTS)  # the handbook's models, the handbook's inputs
     week = data.rows(data.days(shift(TEST_THROUGH, -6), TEST_THROUGH))
     everything = data.rows(data.days(None, TEST_THROUGH))
     for label, fit, rows in (
@@ -298,7 +359,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="each kind's defaults only")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--features", choices=("handbook", "behaviour"), default="handbook",
+        help="the candidates' feature set (the ablation measures both)",
+    )  # fmt: skip
     args = parser.parse_args()
+    _CANDIDATES["inputs"] = FeatureSpec(feature_set=args.features).inputs
 
     started = time.perf_counter()
     data = load_data()
@@ -312,6 +378,9 @@ def main() -> None:
         f"{', '.join(VALIDATION_CUTS)}):"
     )
     with multiprocessing.get_context("fork").Pool(args.processes, _init_worker, (data,)) as pool:
+        print("ablation (lgbm defaults; change against the handbook's inputs):")
+        ends = dict(zip(("handbook", "behaviour"), ablation(pool, args.quick), strict=True))
+        print(f"candidates (feature set {args.features}):")
         outcomes = search(pool, args.quick)
     for kind in sorted({o.kind for o in outcomes}):
         for o in (o for o in outcomes if o.kind == kind):
@@ -321,9 +390,12 @@ def main() -> None:
     print(f"\ntest (train 2018-04-01 … {TEST_THROUGH}, test 2018-08-08 … 2018-08-14):")
     for kind in sorted({o.kind for o in outcomes}):
         best = _best(outcomes, kind)
-        test_selected(data, best)
+        test_selected(data.select(_CANDIDATES["inputs"]), best)
         if best.params != MODEL_KINDS[kind]().get_params():
             print(f"  note: the {kind} defaults are not the selected parameters")
+    other = "behaviour" if args.features == "handbook" else "handbook"
+    print(f"  the lgbm defaults on feature set {other} (from the ablation):")
+    test_selected(data.select(FeatureSpec(feature_set=other).inputs), ends[other])
     print("\nreferences on this data, fitted once (not incremental), same test week:")
     references(data)
     print(

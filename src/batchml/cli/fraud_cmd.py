@@ -65,6 +65,7 @@ def evaluate_cmd(
 
     The handbook's protocol: the test days start --delay days after the last trained day;
     cards with a fraud known by a test day leave that day's test set (docs/fraud.md)."""
+    from batchml.fraud import plan
     from batchml.fraud.evaluation.evaluate import Protocol, evaluate
 
     s = existing_root(ctx)
@@ -72,7 +73,10 @@ def evaluate_cmd(
         test_start=test_start, test_days=test_days, delay=delay, top_k=top_k, known_days=known_days
     )
     with queue(ctx, create=False) as q, activity(f"evaluating run {s.run!r}"):
-        result = evaluate(s.storage(), q, s.run, version=version, protocol=protocol, test=test)
+        spec = plan.run_spec(q, s.run)
+        result = evaluate(
+            s.storage(), q, s.run, version=version, protocol=protocol, spec=spec, test=test
+        )
     if as_json:
         console.print_json(json.dumps(result))
         return
@@ -131,13 +135,13 @@ def score_cmd(
     "items": [{"id": ID, "outcome": "added" | "exists" | "reset"}, ...]}."""
     from batchml.fraud import plan
     from batchml.fraud.evaluation.evaluate import pick_version
-    from batchml.fraud.features.pipeline import FeatureSpec
 
     s = existing_root(ctx)
     targets = _score_targets(s.storage(), days)
     with queue(ctx, create=False) as q:
         head, _ = pick_version(q, s.run, version)
-        specs = plan.scoring_items(targets, run=s.run, version=head.version, spec=FeatureSpec())
+        spec = plan.run_spec(q, s.run)
+        specs = plan.scoring_items(targets, run=s.run, version=head.version, spec=spec)
         outcomes = q.push(specs, force=force)
     added = sum(o.value != "exists" for o in outcomes)
     if as_json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -29,6 +30,14 @@ app = typer.Typer(help="The work queue.", no_args_is_help=True)
 def _summarise(outcomes: list[PushOutcome]) -> str:
     counts = {o: outcomes.count(o) for o in PushOutcome}
     return ", ".join(f"{n} {o.value}" for o, n in counts.items() if n) or "nothing to push"
+
+
+class FeatureSet(StrEnum):
+    """The choices of ``--features``: batchml.fraud.features.pipeline.FEATURE_SETS (named here
+    too so the command starts without pandas; a test checks they agree)."""
+
+    HANDBOOK = "handbook"
+    BEHAVIOUR = "behaviour"
 
 
 def _known_model(ctx: typer.Context, value: str | None) -> str | None:
@@ -84,6 +93,13 @@ def push(
             f"(fixed by its first push), {DEFAULT_KIND} for a new run.",
         ),
     ] = None,
+    features: Annotated[
+        FeatureSet | None,
+        typer.Option(
+            help="Feature set: handbook (its 15 inputs) or behaviour (29: docs/fraud.md). "
+            "Default: the run's own (fixed by its first push), handbook for a new run.",
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(help="Re-train the run from the first pushed day on (every later day too)."),
@@ -105,6 +121,7 @@ def push(
         days, outcomes = plan.push_training(
             q, s.storage(), run=s.run, pattern=pattern, start=start, end=end, test=test,
             test_days=test_days, model_kind=model, force=force,
+            feature_set=features.value if features else None,
         )  # fmt: skip
     if as_json:
         counts = {o.value: outcomes.count(o) for o in PushOutcome}

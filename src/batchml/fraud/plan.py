@@ -123,6 +123,14 @@ def _queued_train(queue: WorkQueue, run: str) -> dict[str, Item]:
     }
 
 
+def run_spec(queue: WorkQueue, run: str) -> FeatureSpec:
+    """The features of the run's queued train items (the handbook's for a run with none)."""
+    queued = _queued_train(queue, run)
+    if not queued:
+        return FeatureSpec()
+    return FeatureSpec.from_json(queued[min(queued)].payload.get("features"))
+
+
 def validated_model(model: ModelConfig | None) -> ModelConfig:
     """The model with every parameter spelled out, built once: ConfigError if it is invalid."""
     model = model or ModelConfig()
@@ -329,6 +337,7 @@ def push_training(
     test: Sequence[str] | None = None,
     test_days: str | None = None,
     model_kind: str | None = None,
+    feature_set: str | None = None,
     force: bool = False,
 ) -> tuple[list[str], list[PushOutcome]]:
     """Queue the stored training days that match (``queue push``); returns days and outcomes.
@@ -336,7 +345,8 @@ def push_training(
     ``test_days`` (``FIRST:LAST``) holds stored days out as the evaluation set of every
     version; ``test`` names dataset files for the same purpose (default: every file in
     datasets/testing/). ``model_kind`` None means the run's own (the default kind for a new
-    run); see :func:`training_items` for what is refused."""
+    run); ``feature_set`` likewise (the handbook's for a new run); see :func:`training_items`
+    for what is refused."""
     days = _pushed_days(storage, pattern, start, end)
     held_out: list[str] = []
     if test_days:
@@ -357,7 +367,8 @@ def push_training(
     for path in test:
         storage.resolve(path, what="--test dataset")
     model = ModelConfig(kind=model_kind) if model_kind else None
+    spec = FeatureSpec(feature_set=feature_set) if feature_set else None
     specs = training_items(
-        queue, days, run=run, test=test, test_days=held_out, model=model, force=force
+        queue, days, run=run, test=test, test_days=held_out, model=model, spec=spec, force=force
     )
     return days, queue.push(specs, force=force)

@@ -32,9 +32,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchml.errors import DatasetError
+from batchml.errors import ConfigError, DatasetError
 from batchml.fraud.data import datasets
 from batchml.fraud.data.schema import to_frame
+from batchml.fraud.features.behaviour import (
+    BEHAVIOUR_COLUMNS,
+    behaviour_arrays,
+    behaviour_history_days,
+    compute_behaviour,
+)
 from batchml.fraud.features.engineered import (
     DEFAULT_DELAY_DAYS,
     DEFAULT_WINDOWS,
@@ -58,40 +64,69 @@ FORBIDDEN_INPUTS = frozenset(
 
 #: bump when the feature code changes what it computes: cached tables of older code are ignored
 FEATURE_CODE_VERSION = 2  # 2: equal timestamps in row order (pandas rolling), exact sums
+#: the same for the columns of :mod:`batchml.fraud.features.behaviour`
+BEHAVIOUR_CODE_VERSION = 1
+
+#: The feature sets: the handbook's 15 inputs, or those and the behaviour columns.
+FEATURE_SETS = ("handbook", "behaviour")
+DEFAULT_FEATURE_SET = "handbook"
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which features: window sizes (days) and the label delay (days) of the terminal risk."""
+    """Which features: window sizes (days), the label delay (days) of the terminal risk, and the
+    feature set (``FEATURE_SETS``): ``"behaviour"`` adds the columns of
+    :mod:`batchml.fraud.features.behaviour` after the handbook's 15 inputs."""
 
     windows: tuple[int, ...] = DEFAULT_WINDOWS
     delay_days: int = DEFAULT_DELAY_DAYS
+    feature_set: str = DEFAULT_FEATURE_SET
+
+    def __post_init__(self) -> None:
+        if self.feature_set not in FEATURE_SETS:
+            raise ConfigError(
+                f"unknown feature set {self.feature_set!r}: use one of {', '.join(FEATURE_SETS)}"
+            )
 
     @property
     def id(self) -> str:
         windows = "-".join(map(str, self.windows))
-        return f"v{FEATURE_CODE_VERSION}-w{windows}_d{self.delay_days}"
+        base = f"v{FEATURE_CODE_VERSION}-w{windows}_d{self.delay_days}"
+        if self.feature_set == "handbook":
+            return base  # the cache path of every earlier table
+        return f"{base}_{self.feature_set}{BEHAVIOUR_CODE_VERSION}"
 
     @property
     def inputs(self) -> tuple[str, ...]:
         """The model's input columns, in order."""
         names = ("TX_AMOUNT", *feature_columns(self.windows))
+        if self.feature_set == "behaviour":
+            names = (*names, *BEHAVIOUR_COLUMNS)
         assert not FORBIDDEN_INPUTS.intersection(names)
         return names
 
     @property
     def history_days(self) -> int:
-        return history_days_needed(self.windows, self.delay_days)
+        days = history_days_needed(self.windows, self.delay_days)
+        if self.feature_set == "behaviour":
+            days = max(days, behaviour_history_days(self.delay_days))
+        return days
 
     def to_json(self) -> dict[str, Any]:
-        return {"windows": list(self.windows), "delay_days": self.delay_days}
+        data: dict[str, Any] = {"windows": list(self.windows), "delay_days": self.delay_days}
+        if self.feature_set != "handbook":  # the handbook's payloads keep their earlier bytes
+            data["feature_set"] = self.feature_set
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> FeatureSpec:
+        """The spec of a payload; one written without a feature set is the handbook's."""
         if not data:
-            return cls()
+            return cls(feature_set="handbook")
         return cls(
-            windows=tuple(int(w) for w in data["windows"]), delay_days=int(data["delay_days"])
+            windows=tuple(int(w) for w in data["windows"]),
+            delay_days=int(data["delay_days"]),
+            feature_set=str(data.get("feature_set", "handbook")),
         )
 
     def cache_path(self, day: str) -> str:
@@ -111,8 +146,16 @@ def feature_table(raw: pd.DataFrame, history: pd.DataFrame, spec: FeatureSpec) -
         both = pd.concat([history, raw], ignore_index=True)
     else:
         both = raw.reset_index(drop=True)
-    feats = compute_features(both, windows=spec.windows, delay_days=spec.delay_days)
+    feats = features_of(both, spec)
     return _table(raw, feats.iloc[len(both) - len(raw) :], spec)
+
+
+def features_of(tx: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """``compute_features`` of ``tx``, with the behaviour columns when the spec has them."""
+    feats = compute_features(tx, windows=spec.windows, delay_days=spec.delay_days)
+    if spec.feature_set == "behaviour":
+        feats = pd.concat([feats, compute_behaviour(tx, delay_days=spec.delay_days)], axis=1)
+    return feats
 
 
 def _table(raw: pd.DataFrame, feats: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
@@ -233,6 +276,8 @@ def _arrow_table(columns: dict[str, npt.NDArray[Any]], spec: FeatureSpec, first:
     feats = feature_arrays(
         columns, windows=spec.windows, delay_days=spec.delay_days, first_row=first
     )
+    if spec.feature_set == "behaviour":
+        feats.update(behaviour_arrays(columns, delay_days=spec.delay_days, first_row=first))
     names = [*KEY_COLUMNS, "TX_AMOUNT", *spec.inputs[1:], LABEL]
     return pa.table(
         {name: pa.array(feats[name] if name in feats else columns[name][first:]) for name in names}
