@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from batchml import exitcodes
 from batchml.observe.progress import WorkerProgress, describe
 from batchml.queue.base import ItemSpec, State
 from batchml.queue.sqlite.queue import SqliteQueue
@@ -57,3 +58,25 @@ def test_the_eta_is_what_is_left_at_the_rate_seen() -> None:
     assert line == "progress: 30 done, 60 left in the queue (2 blocked), 30.0 items/min, ETA 2m00s"
     idle = describe(counts, done_at_start=30, elapsed=60.0)
     assert idle.endswith("0.0 items/min, ETA unknown")
+
+
+def test_a_worker_leaving_an_unreachable_queue_does_not_ask_it_for_counts(tmp_path: Path) -> None:
+    """Exit 69 means the queue stayed unreachable: the progress line's last update must not ask
+    it again (each call waited a socket timeout, which made a black-holed worker overrun its
+    bound by 10 s)."""
+    q = SqliteQueue(tmp_path / "queue.db")
+    q.push([ItemSpec(payload={"task": "noop"}, id="n0")])
+    progress = WorkerProgress(q, Console(file=io.StringIO()), every=0)
+    progress.on_start("w")
+    asked: list[int] = []
+    real = q.counts
+
+    def counting() -> dict[State, int]:
+        asked.append(1)
+        return real()
+
+    q.counts = counting  # type: ignore[method-assign]
+    progress.on_exit(exitcodes.UNAVAILABLE)
+    assert asked == []
+    progress.on_exit(exitcodes.OK)
+    assert asked == [1]

@@ -24,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from batchml import exitcodes
 from batchml.errors import BatchmlError
 from batchml.queue.base import State, WorkQueue
 from batchml.worker.observer import WorkerObserver
@@ -147,7 +148,8 @@ class WorkerProgress(WorkerObserver):
         self._update()
 
     def on_exit(self, code: int) -> None:
-        self._update(force=True)
+        if code != exitcodes.UNAVAILABLE:  # unreachable: asking again would only wait a timeout
+            self._update(force=True)
         if self._progress is not None:  # the live line goes; its last state stays in the log
             self._progress.stop()
             self._progress = None
