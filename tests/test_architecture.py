@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"errors", "queue", "storage", "publish_modes"},
     "tasks": {"errors", "queue", "storage", "batchml"},
     "worker": {"errors", "exitcodes", "queue", "storage", "settings", "tasks"},
-    "observe": {"errors", "exitcodes", "queue", "worker", "batchml"},  # batchml: __version__ (build_info)
+    # batchml: __version__ (build_info)
+    "observe": {"errors", "exitcodes", "queue", "worker", "batchml"},
     "report": {"errors", "queue", "storage", "observe", "worker", "batchml"},
     "web": {"errors", "queue", "storage", "observe", "report"},
     "fraud": {"errors", "exitcodes", "queue", "storage", "settings", "tasks", "worker", "observe",
