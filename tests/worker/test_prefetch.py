@@ -15,13 +15,14 @@ import pytest
 
 from batchml import exitcodes
 from batchml.queue import open_queue
-from batchml.queue.base import ItemSpec, QueueOptions, RetryPolicy, State
+from batchml.queue.base import QueueOptions, RetryPolicy, State
 from batchml.queue.sqlite.queue import SqliteQueue
 from batchml.settings import Settings, WorkerSettings
 from batchml.storage import Storage
 from batchml.worker.local import spawn_workers
 from batchml.worker.loop import Worker
 from tests.sample_tasks import SAMPLE_TASKS
+from tests.worker.test_worker import item
 
 
 @pytest.fixture
@@ -34,12 +35,6 @@ def env(tmp_path: Path) -> tuple[SqliteQueue, Storage, Settings]:
     retry = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_factor=1.0)
     queue = SqliteQueue(tmp_path / "queue.db", QueueOptions(retry=retry))
     return queue, settings.storage(), settings
-
-
-def item(task: str, name: str, **payload: object) -> ItemSpec:
-    return ItemSpec(
-        payload={"task": f"tests.sample_tasks:{task}", "name": name, **payload}, id=name
-    )
 
 
 def _record_calls(queue: Any, calls: list[str], *names: str) -> None:

@@ -295,11 +295,9 @@ class Worker:
             if lease is None:
                 if self._stopping.is_set():
                     break
-                if self._retry("drained", self.queue.drained):
-                    self._watch.check()  # an empty queue may be one that lost its data
-                    log.info("Queue empty, exiting")
-                    return self._finish()
-                self._idle(waiting)
+                code = self._nothing_ready(waiting)
+                if code is not None:
+                    return code
                 waiting = True
                 continue
             waiting = False
@@ -334,11 +332,9 @@ class Worker:
                     if not held:
                         if self._stopping.is_set():
                             break
-                        if self._retry("drained", self.queue.drained):
-                            self._watch.check()  # an empty queue may be one that lost its data
-                            log.info("Queue empty, exiting")
-                            return self._finish()
-                        self._idle(waiting)
+                        code = self._nothing_ready(waiting)
+                        if code is not None:
+                            return code
                         waiting = True
                         continue
                 lease = held.popleft()
@@ -397,6 +393,15 @@ class Worker:
             keeper.stop()
             for lease in held:
                 self._settle.release(lease.item.id, lease.token, RELEASE_BUDGET)
+
+    def _nothing_ready(self, waiting: bool) -> int | None:
+        """No lease came: the exit code if the queue is drained, else None after a poll wait."""
+        if self._retry("drained", self.queue.drained):
+            self._watch.check()  # an empty queue may be one that lost its data
+            log.info("Queue empty, exiting")
+            return self._finish()
+        self._idle(waiting)
+        return None
 
     def _idle(self, waiting: bool) -> None:
         """Nothing is ready but the queue is not drained: wait a poll interval."""
