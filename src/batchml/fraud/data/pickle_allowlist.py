@@ -38,8 +38,8 @@ _BRIEF.maxtuple = _BRIEF.maxlist = _BRIEF.maxdict = _BRIEF.maxset = 4
 
 
 def brief(value: object) -> str:
-    """A short repr for a message: never the whole of a big argument (it may be gigabytes)."""
-    return _BRIEF.repr(value)
+    """A short one-line repr for a message: never the whole of a big argument (it may be GBs)."""
+    return " ".join(_BRIEF.repr(value).split())
 
 
 class Budget:

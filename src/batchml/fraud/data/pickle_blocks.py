@@ -154,7 +154,8 @@ def build_old_manager(manager: Any, state: object, budget: Budget) -> None:
     blocks = []
     for part, value, labels in zip(parts, values, items, strict=True):
         if type(part) is not dict or set(part) != {"values", "mgr_locs"}:
-            raise Refused(f"a block state {brief(part)} (not {{'values': ..., 'mgr_locs': ...}})")
+            keys = list(part) if type(part) is dict else type(part).__name__
+            raise Refused(f"a block state of {brief(keys)} (not {{'values', 'mgr_locs'}})")
         if part["values"] is not value or type(labels) is not pd.Index:
             raise Refused("a BlockManager state whose values or items disagree with its blocks")
         array = array_of(value, NUMPY_KINDS, (2,))
