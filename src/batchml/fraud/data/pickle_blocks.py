@@ -164,4 +164,6 @@ def build_old_manager(manager: Any, state: object, budget: Budget) -> None:
     for block, labels in zip(blocks, items, strict=True):
         if not labels.equals(columns[block.mgr_locs.indexer]):
             raise Refused("a BlockManager state whose items are not its blocks' columns")
+    # every part of the state is now checked, and the blocks pandas makes from it again are
+    # the ones just made: the manager is filled in place, as the memo already holds it
     manager.__setstate__(state)
