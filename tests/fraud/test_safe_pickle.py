@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -392,15 +393,12 @@ BOMBS = {
 }
 
 
-def test_tiny_pickles_asking_for_gigabytes_are_refused_unallocated(tmp_path: Path) -> None:
-    # in a child whose address space is capped 1 GiB above what it has mapped after its
-    # imports: a real allocation of the size asked for would fail there with MemoryError
-    paths = {
-        name: write(tmp_path, proto() + data + pickle.STOP, f"bomb{i}.pkl")
-        for i, (name, data) in enumerate(BOMBS.items())
-    }
-    for name, path in paths.items():  # tiny, but for the one carrying a 1 MB string
-        assert path.stat().st_size < (2**21 if "huge argument" in name else 300)
+def _read_with_capped_memory(paths: list[Path]) -> list[str]:
+    """Read each file in a child whose address space is capped 1 GiB above its needs.
+
+    A real allocation of the size a bomb asks for would fail there with MemoryError; the child
+    says, one line per file, whether it REFUSED, ALLOCATED (tried to) or LOADED it.
+    """
     child = textwrap.dedent(
         """
         import resource, sys
@@ -423,7 +421,7 @@ def test_tiny_pickles_asking_for_gigabytes_are_refused_unallocated(tmp_path: Pat
     )
     run = subprocess.run(
         [sys.executable, "-c", child, str(TUTORIAL / "training" / "2018-04-01.pkl")]
-        + [str(path) for path in paths.values()],
+        + [str(path) for path in paths],
         check=False,
         capture_output=True,
         text=True,
@@ -431,9 +429,20 @@ def test_tiny_pickles_asking_for_gigabytes_are_refused_unallocated(tmp_path: Pat
     )
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
-    assert len(lines) == len(paths) and all(line.startswith("REFUSED") for line in lines), lines
-    for line, path in zip(lines, paths.values(), strict=True):
-        assert str(path) in line
+    assert len(lines) == len(paths), lines
+    for line, path in zip(lines, paths, strict=True):
+        assert line.startswith("REFUSED") and str(path) in line, line
+    return lines
+
+
+def test_tiny_pickles_asking_for_gigabytes_are_refused_unallocated(tmp_path: Path) -> None:
+    paths = {
+        name: write(tmp_path, proto() + data + pickle.STOP, f"bomb{i}.pkl")
+        for i, (name, data) in enumerate(BOMBS.items())
+    }
+    for name, path in paths.items():  # tiny, but for the one carrying a 1 MB string
+        assert path.stat().st_size < (2**21 if "huge argument" in name else 300)
+    _read_with_capped_memory(list(paths.values()))
 
 
 def test_the_budget_is_a_multiple_of_the_file_size(tmp_path: Path) -> None:
@@ -520,6 +529,338 @@ def test_frames_of_every_plain_column_type_load_at_protocols_2_to_5(
     indexed = frame.set_index("i")
     path.write_bytes(pickle.dumps(indexed, protocol=protocol))
     pd.testing.assert_frame_equal(read_pickled_frame(path), indexed)
+
+
+# -- pandas 1.0's layout: the Fraud Detection Handbook's own daily files ---------------------
+#
+# A frame pickled by pandas 1.0 is DataFrame() and BlockManager() by NEWOBJ, the manager's
+# BUILD state (axes, values, items, {"0.14.1": {"axes": axes, "blocks": [...]}}), the frame's
+# state naming it _data, and numpy's dtypes called with 0/1 flags. OLD is such a pickle, written
+# here opcode by opcode, with the handbook's columns and block layout over 3 rows.
+
+OLD_NUMPY = "numpy.core.multiarray"  # where the numpy of that time kept _reconstruct
+ID_COLUMNS = ["CUSTOMER_ID", "TERMINAL_ID", "TX_TIME_SECONDS", "TX_TIME_DAYS"]
+
+
+def short_bytes(data: bytes) -> bytes:
+    return pickle.SHORT_BINBYTES + bytes([len(data)]) + data
+
+
+def put(index: int) -> bytes:
+    return pickle.BINPUT + bytes([index])
+
+
+def old_dtype(typestr: str, metadata: bytes = pickle.EMPTY_DICT) -> bytes:
+    """numpy.dtype(typestr, 0, 1) and the state that numpy wrote for it."""
+    flags = 63 if typestr == "O8" else 0
+    state = integer(4 if typestr == "M8" else 3) + text("|" if typestr == "O8" else "<")
+    state += pickle.NONE * 3 + integer(-1) * 2 + integer(flags)
+    if typestr == "M8":
+        unit = pickle.MARK + short_bytes(b"ns") + integer(1) * 3 + pickle.TUPLE
+        state += metadata + unit + pickle.TUPLE2
+    call = stack_global("numpy", "dtype") + text(typestr) + integer(0) + integer(1)
+    return call + pickle.TUPLE3 + pickle.REDUCE + pickle.MARK + state + pickle.TUPLE + pickle.BUILD
+
+
+def old_array(shape: tuple[int, ...], dtype: bytes, data: bytes) -> bytes:
+    """numpy's empty stub, then its BUILD (1, shape, dtype, False, data)."""
+    stub = stack_global(OLD_NUMPY, "_reconstruct") + stack_global("numpy", "ndarray")
+    stub += integer(0) + pickle.TUPLE1 + short_bytes(b"b") + pickle.TUPLE3 + pickle.REDUCE
+    dims = b"".join(map(integer, shape)) + (pickle.TUPLE1, pickle.TUPLE2)[len(shape) - 1]
+    state = integer(1) + dims + dtype + pickle.NEWFALSE + data
+    return stub + pickle.MARK + state + pickle.TUPLE + pickle.BUILD
+
+
+def raw(values: np.ndarray) -> bytes:
+    data = np.ascontiguousarray(values).tobytes()
+    return pickle.BINBYTES + struct.pack("<I", len(data)) + data
+
+
+def items(fragments: list[bytes]) -> bytes:
+    return pickle.EMPTY_LIST + pickle.MARK + b"".join(fragments) + pickle.APPENDS
+
+
+def old_index(name: str, data: bytes) -> bytes:
+    module = "pandas.core.indexes.numeric" if name == "Int64Index" else "pandas.core.indexes.base"
+    state = pickle.EMPTY_DICT + pickle.MARK + text("data") + data + text("name") + pickle.NONE
+    call = stack_global("pandas.core.indexes.base", "_new_Index") + stack_global(module, name)
+    return call + state + pickle.SETITEMS + pickle.TUPLE2 + pickle.REDUCE
+
+
+def labels(names: list[str]) -> bytes:
+    return old_index(
+        "Index", old_array((len(names),), old_dtype("O8"), items(list(map(text, names))))
+    )
+
+
+def slice_of(start: int, stop: int) -> bytes:
+    bounds = integer(start) + integer(stop) + integer(1) + pickle.TUPLE3
+    return stack_global("builtins", "slice") + bounds + pickle.REDUCE
+
+
+def locs(columns: list[int]) -> bytes:
+    return old_array((len(columns),), old_dtype("i8"), raw(np.array(columns, dtype="int64")))
+
+
+def old_expected() -> pd.DataFrame:
+    """The frame OLD holds: pandas 1.0 kept the handbook's ids as Python ints in an object block."""
+    frame = tutorial_frame(3)
+    frame[ID_COLUMNS] = frame[ID_COLUMNS].astype(object)
+    frame["TX_DATETIME"] = frame["TX_DATETIME"].astype("datetime64[ns]")
+    frame.index = pd.Index(np.arange(3, dtype="int64"))
+    frame.columns = pd.Index(list(frame.columns), dtype=object)
+    return frame
+
+
+def old_parts() -> dict[str, bytes]:
+    """The fragments OLD is made of, by name, so an attack can swap one."""
+    frame = old_expected()
+    ints = ["TRANSACTION_ID", "TX_FRAUD", "TX_FRAUD_SCENARIO"]
+    cells = frame[ID_COLUMNS].to_numpy().ravel(order="F")  # the block is (columns, rows)
+    return {
+        "ints": old_array((3, 3), old_dtype("i8"), raw(frame[ints].to_numpy("int64").T)),
+        "dates": old_array((1, 3), old_dtype("M8"), raw(frame["TX_DATETIME"].to_numpy("M8[ns]"))),
+        "floats": old_array((1, 3), old_dtype("f8"), raw(frame["TX_AMOUNT"].to_numpy())),
+        "objects": old_array((4, 3), old_dtype("O8"), items([integer(int(v)) for v in cells])),
+        "ints_at": locs([0, 7, 8]),
+        "dates_at": slice_of(1, 2),
+        "floats_at": slice_of(4, 5),
+        "objects_at": locs([2, 3, 5, 6]),
+        "columns": labels(list(frame.columns)),
+        "index": old_index("Int64Index", old_array((3,), old_dtype("i8"), raw(np.arange(3)))),
+        "items": items(
+            [labels(ints), labels(["TX_DATETIME"]), labels(["TX_AMOUNT"]), labels(ID_COLUMNS)]
+        ),
+        "dates_ref": get(11),
+        "axes_again": get(1),
+        "inner_more": b"",
+        "block_more": b"",
+        "attrs": text("attrs") + pickle.EMPTY_DICT,
+        "manager_key": text("_data"),
+    }
+
+
+BLOCKS = ("ints", "dates", "floats", "objects")
+
+
+def old_pickle(**swap: bytes) -> bytes:
+    """OLD, with the named fragments swapped for others."""
+    parts = old_parts()
+    assert set(swap) <= set(parts), swap
+    parts.update(swap)
+    axes = pickle.EMPTY_LIST + put(1) + pickle.MARK + parts["columns"] + parts["index"]
+    axes += pickle.APPENDS
+    values = items([parts[name] + put(10 + i) for i, name in enumerate(BLOCKS)])
+    refs = [get(10), parts["dates_ref"], get(12), get(13)]
+    blocks = [
+        pickle.EMPTY_DICT + pickle.MARK + text("values") + refs[i]
+        + text("mgr_locs") + parts[f"{name}_at"] + (parts["block_more"] if i == 0 else b"")
+        + pickle.SETITEMS
+        for i, name in enumerate(BLOCKS)
+    ]  # fmt: skip
+    inner = pickle.EMPTY_DICT + pickle.MARK + text("axes") + parts["axes_again"] + text("blocks")
+    inner += items(blocks) + parts["inner_more"] + pickle.SETITEMS
+    extra = pickle.EMPTY_DICT + text("0.14.1") + inner + pickle.SETITEM
+    state = pickle.MARK + axes + values + parts["items"] + extra + pickle.TUPLE
+    manager = stack_global("pandas.core.internals.managers", "BlockManager")
+    manager += pickle.EMPTY_TUPLE + pickle.NEWOBJ + state + pickle.BUILD
+    frame_state = pickle.EMPTY_DICT + pickle.MARK + parts["manager_key"] + manager
+    frame_state += text("_typ") + text("dataframe") + text("_metadata") + pickle.EMPTY_LIST
+    frame_state += parts["attrs"] + pickle.SETITEMS
+    frame = stack_global("pandas.core.frame", "DataFrame") + pickle.EMPTY_TUPLE + pickle.NEWOBJ
+    return proto() + frame + frame_state + pickle.BUILD + pickle.STOP
+
+
+OLD = old_pickle()
+
+
+def test_a_pandas_1_0_frame_loads_as_pandas_reads_it(tmp_path: Path) -> None:
+    # Given the handbook's layout, written by hand; when it is read; then it holds exactly
+    # what pandas' own unpickling gives, ids as Python ints in object columns included
+    path = write(tmp_path, OLD, "2018-04-01.pkl")
+    assert path.stat().st_size < 20_000
+    frame = read_pickled_frame(path)
+    pd.testing.assert_frame_equal(frame, old_expected(), check_exact=True)
+    pd.testing.assert_frame_equal(frame, pd.read_pickle(path), check_exact=True)
+    assert all(type(v) is int for v in frame["CUSTOMER_ID"])
+
+
+def test_a_pandas_1_0_frame_is_imported_as_its_normalized_table(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "root")
+    [result] = datasets.import_files(
+        storage, [write(tmp_path, OLD, "2018-04-01.pkl")], trust_pickle=True
+    )
+    pd.testing.assert_frame_equal(
+        datasets.read_parquet(storage, result.target), normalize(tutorial_frame(3), "x")
+    )
+
+
+def run_system(marker: Path) -> bytes:
+    return stack_global("os", "system") + call1(text(shell(marker)))
+
+
+def run_eval(marker: Path) -> bytes:
+    code = f"__import__('os').system({shell(marker)!r})"
+    return stack_global("builtins", "eval") + call1(text(code))
+
+
+def _cells(first: bytes) -> bytes:
+    """The object block with its first cell swapped."""
+    cells = [first] + [integer(int(v)) for v in old_expected()[ID_COLUMNS].to_numpy().ravel()[1:]]
+    return old_array((4, 3), old_dtype("O8"), items(cells))
+
+
+OLD_ATTACKS: dict[str, tuple[Callable[[Path], dict[str, bytes]], str]] = {
+    # a forbidden global anywhere in the layout
+    "os.system as a cell": (lambda m: {"objects": _cells(run_system(m))}, "os.system"),
+    "builtins.eval in attrs": (
+        lambda m: {"attrs": text("attrs") + pickle.EMPTY_DICT + text("k") + run_eval(m)
+                   + pickle.SETITEM},
+        "builtins.eval",
+    ),
+    "os.system as the row index": (lambda m: {"index": run_system(m)}, "os.system"),
+    # a REDUCE of an allowed class, or with a callable argument
+    "DataFrame called with a callable": (
+        lambda m: {"index": stack_global("pandas.core.frame", "DataFrame")
+                   + call1(stack_global(OLD_NUMPY, "_reconstruct"))},
+        "a call to DataFrame",
+    ),
+    "a partial of numpy's _reconstruct": (
+        lambda m: {"index": stack_global("functools", "partial")
+                   + call1(stack_global(OLD_NUMPY, "_reconstruct"))},
+        "functools.partial of anything but pandas' block constructor",
+    ),
+    "the slice class as a placement": (
+        lambda m: {"dates_at": stack_global("builtins", "slice")}, "where a 1-d array was due"
+    ),
+    "the slice class as a cell": (
+        lambda m: {"objects": _cells(stack_global("builtins", "slice"))},
+        "an object array holding a type",
+    ),
+    # a BUILD that sets what pandas 1.0 never wrote
+    "a frame state setting __class__": (
+        lambda m: {"attrs": text("attrs") + pickle.EMPTY_DICT + text("__class__")
+                   + stack_global("pandas", "Index")},
+        "a DataFrame state with keys",
+    ),
+    "a frame state with _mgr and _data": (
+        lambda m: {"attrs": text("_mgr") + get(1)}, "one of _mgr, _data is due"
+    ),
+    "a manager state with another key": (
+        lambda m: {"inner_more": text("refs") + pickle.NONE}, "older pandas' (axes, values"
+    ),
+    "a block state with another key": (
+        lambda m: {"block_more": text("ndim") + integer(1)}, "not {'values', 'mgr_locs'}"
+    ),
+    "a datetime dtype with metadata": (
+        lambda m: {"dates": old_array(
+            (1, 3),
+            old_dtype("M8", pickle.EMPTY_DICT + text("k") + text("v") + pickle.SETITEM),
+            raw(np.zeros(3, "int64")),
+        )},
+        "that numpy would not write",
+    ),
+    # blocks that disagree with the frame or with each other
+    "a 4-column block on 3 columns": (lambda m: {"objects_at": locs([2, 3, 5])}, "placed on 3"),
+    "a block with more rows than the index": (
+        lambda m: {"floats": old_array((1, 4), old_dtype("f8"), raw(np.ones(4)))},
+        "a block of (4,) rows in a frame of 3 rows",
+    ),
+    "two blocks on one column": (lambda m: {"floats_at": slice_of(1, 2)}, "exactly once"),
+    "a block past the last column": (lambda m: {"floats_at": slice_of(9, 10)}, "exactly once"),
+    "a block's values a copy of the listed array": (
+        lambda m: {"dates_ref": old_array((1, 3), old_dtype("M8"), raw(np.zeros(3, "int64")))},
+        "values or items disagree",
+    ),
+    "items that are not the blocks' columns": (
+        lambda m: {"items": items([labels(["TX_FRAUD", "TRANSACTION_ID", "TX_FRAUD_SCENARIO"]),
+                   labels(["TX_DATETIME"]), labels(["TX_AMOUNT"]), labels(ID_COLUMNS)])},
+        "items are not its blocks' columns",
+    ),
+    "other axes in the 0.14.1 state": (
+        lambda m: {"axes_again": pickle.EMPTY_LIST}, "older pandas' (axes, values"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(OLD_ATTACKS))
+def test_pandas_1_0_frames_with_an_attack_are_refused_and_run_nothing(
+    tmp_path: Path, name: str
+) -> None:
+    marker = tmp_path / "code-ran"
+    swap, message = OLD_ATTACKS[name]
+    path = write(tmp_path, old_pickle(**swap(marker)), "2018-04-01.pkl")
+    refused(path, "refused to unpickle", message, "Parquet")
+    assert not marker.exists()
+
+
+OLD_BOMBS = {
+    "a block declaring 2**40 rows": {
+        "ints": old_array((3, 2**40), old_dtype("i8"), raw(np.zeros(9, "int64")))
+    },
+    "an object block declaring 2**31 cells": {
+        "objects": old_array((4, 2**29), old_dtype("O8"), items([integer(0)] * 12))
+    },
+    "a placement of 2**40 columns": {"floats_at": slice_of(0, 2**40)},
+    "an index declaring 2**40 rows": {
+        "index": old_index("Int64Index", old_array((2**40,), old_dtype("i8"), raw(np.arange(3))))
+    },
+    "bytes longer than the file": {
+        "floats": old_array((1, 3), old_dtype("f8"), pickle.BINBYTES8 + struct.pack("<Q", 2**40))
+    },
+}
+
+
+def test_pandas_1_0_frames_declaring_huge_sizes_are_refused_unallocated(tmp_path: Path) -> None:
+    paths = [
+        write(tmp_path, old_pickle(**swap), f"bomb{i}.pkl")
+        for i, swap in enumerate(OLD_BOMBS.values())
+    ]
+    assert all(path.stat().st_size < 20_000 for path in paths)
+    _read_with_capped_memory(paths)
+
+
+def test_every_truncation_of_a_pandas_1_0_frame_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "2018-04-01.pkl"
+    for end in range(0, len(OLD), 3):
+        path.write_bytes(OLD[:end])
+        with pytest.raises(DatasetError) as info:
+            read_pickled_frame(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pandas_1_0_frames_through_the_real_cli(tmp_path: Path) -> None:
+    # Given an attack and a good file in the handbook's layout; when the CLI imports each;
+    # then the attack exits non-zero with one line and runs nothing, the good file is stored
+    marker = tmp_path / "code-ran"
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "good").mkdir()
+    bad = write(tmp_path / "bad", old_pickle(objects=_cells(run_system(marker))), "2018-04-01.pkl")
+    good = write(tmp_path / "good", OLD, "2018-04-01.pkl")
+    root = tmp_path / "root"
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "batchml", "--root", str(root), "data", "import",
+             str(path), "--trust-pickle"],
+            check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
+        )
+        for path in (bad, good)
+    ]  # fmt: skip
+    lines = [line for line in runs[0].stderr.splitlines() if line.strip()]
+    assert runs[0].returncode != 0 and len(lines) == 1, runs[0].stderr
+    assert str(bad) in lines[0] and "os.system" in lines[0] and not marker.exists()
+    assert runs[1].returncode == 0, runs[1].stderr
+    stored = datasets.read_parquet(Storage(root), "datasets/training/2018-04-01.parquet")
+    pd.testing.assert_frame_equal(stored, normalize(tutorial_frame(3), "x"))
+
+
+def test_object_arrays_hold_plain_scalars_only(tmp_path: Path) -> None:
+    # a frame pickled by today's pandas with a class in a cell: the old code returned it
+    frame = pd.DataFrame({"o": pd.Series([1, slice], dtype=object)})
+    refused(write(tmp_path, pickle.dumps(frame, protocol=4)), "an object array holding a type")
+    mixed = pd.DataFrame({"o": pd.Series([1, "x", 2.5, None, True, pd.NA], dtype=object)})
+    path = write(tmp_path, pickle.dumps(mixed, protocol=4))
+    pd.testing.assert_frame_equal(read_pickled_frame(path), mixed)
 
 
 # -- the import path (moved from tests/fraud/test_datasets.py) -------------------------------------

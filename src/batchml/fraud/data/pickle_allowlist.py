@@ -38,8 +38,8 @@ _BRIEF.maxtuple = _BRIEF.maxlist = _BRIEF.maxdict = _BRIEF.maxset = 4
 
 
 def brief(value: object) -> str:
-    """A short repr for a message: never the whole of a big argument (it may be gigabytes)."""
-    return _BRIEF.repr(value)
+    """A short one-line repr for a message: never the whole of a big argument (it may be GBs)."""
+    return " ".join(_BRIEF.repr(value).split())
 
 
 class Budget:
@@ -264,11 +264,14 @@ UNITS = frozenset(b"Y M W D h m s ms us ns ps fs as generic".split())
 @calls("dtype")
 def _dtype(args: tuple[Any, ...], budget: Budget) -> Result:
     typestr, align, copy = arity(args, 3, "numpy.dtype")
-    if type(typestr) is not str or typestr not in _TYPESTRS or align is not False:
+    if type(typestr) is not str or typestr not in _TYPESTRS:
         raise Refused(f"numpy.dtype({brief(typestr)}), not a plain numeric/datetime/object dtype")
-    if type(copy) is not bool:
-        raise Refused("numpy.dtype with a non-bool copy flag")
-    return np.dtype(typestr, align=False, copy=copy), True
+    # numpy writes False/True; the numpy of pandas 1.0's time wrote 0/1
+    if type(align) not in (bool, int) or align != 0:
+        raise Refused(f"numpy.dtype with align={brief(align)}")
+    if type(copy) not in (bool, int) or copy not in (0, 1):
+        raise Refused(f"numpy.dtype with copy={brief(copy)}")
+    return np.dtype(typestr, align=False, copy=bool(copy)), True
 
 
 @calls("_reconstruct")

@@ -1,7 +1,8 @@
 """The checks the safe unpickler runs before each pandas/pyarrow call and before every BUILD.
 
 :mod:`batchml.fraud.data.pickle_allowlist` holds the names and the builtin/NumPy calls; this module
-adds the pandas and pyarrow constructors, and the three entry points the unpickler uses:
+adds the pandas and pyarrow constructors (a frame's blocks and manager are checked in
+:mod:`batchml.fraud.data.pickle_blocks`), and the three entry points the unpickler uses:
 :func:`check_call` (REDUCE), :func:`check_new` (NEWOBJ) and :func:`check_build` (BUILD).
 Every check looks at exact types and at sizes against the bytes present in the file, because
 pandas' and pyarrow's own reconstructors trust their pickles (a block placed outside its frame,
@@ -20,7 +21,6 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pandas.core.internals.blocks import Block
 
 from batchml.fraud.data.pickle_allowlist import (
     CALLS,
@@ -38,90 +38,15 @@ from batchml.fraud.data.pickle_allowlist import (
     role_of,
     shape_of,
 )
+from batchml.fraud.data.pickle_blocks import (
+    build_old_manager,
+    call_block_partial,
+    column_values,
+)
 
 _SCALAR_NAMES = (str, int, float, bool, type(None))
 _ARROW_STRINGS = (pa.StringArray, pa.LargeStringArray)
-_NUMPY_KINDS = "biufcMmO"
 _MAX = 2**62
-
-
-def _extension(value: object, ndims: tuple[int, ...] = (1,)) -> Any:
-    """An already-built pandas array of an allowed type (one that may back a column)."""
-    allowed = tuple(objects()[n] for n in ("DatetimeArray", "TimedeltaArray", "Categorical"))
-    allowed += (objects()["StringArray"], objects()["ArrowStringArray"])
-    if type(value) not in allowed or value.ndim not in ndims:  # type: ignore[attr-defined]
-        raise Refused(f"a {type(value).__name__} where a column's values were due")
-    return value
-
-
-def _values(value: object, ndims: tuple[int, ...]) -> Any:
-    if type(value) is np.ndarray:
-        return array_of(value, _NUMPY_KINDS, ndims)
-    return _extension(value, ndims)
-
-
-def _placement_length(placement: object) -> int:
-    if type(placement) is slice:
-        start = integer(placement.start, "a block placement start")
-        stop = integer(placement.stop, "a block placement stop")
-        step = 1 if placement.step is None else integer(placement.step, "a placement step", 1)
-        return len(range(start, stop, step))
-    locs = array_of(placement, "iu")
-    if len(locs) and (locs.min() < 0 or locs.max() > 2**31):
-        raise Refused("a block placement outside the frame")
-    return len(locs)
-
-
-def _unpickle_block(args: tuple[Any, ...], ndim: object, budget: Budget) -> Result:
-    values, placement = args
-    integer(ndim, "a block ndim", 1, 2)
-    values = _values(values, (1, 2))
-    length = _placement_length(placement)
-    if length != (values.shape[0] if values.ndim == 2 else 1):
-        raise Refused(f"a block of {values.shape} placed on {length} columns")
-    budget.charge(values.nbytes, "a block")
-    return objects()["_unpickle_block"](values, placement, ndim), False
-
-
-@calls("_unpickle_block")
-def _block(args: tuple[Any, ...], budget: Budget) -> Result:
-    values, placement, ndim = arity(args, 3, "pandas _unpickle_block")
-    return _unpickle_block((values, placement), ndim, budget)
-
-
-def call_block_partial(
-    func: functools.partial[Any], args: tuple[Any, ...], budget: Budget
-) -> Result:
-    """``partial(new_block, ndim=n)(values, placement)``: how pandas <= 1.3 pickled blocks."""
-    if role_of(func.func) != "_unpickle_block" or func.args or set(func.keywords) != {"ndim"}:
-        raise Refused("a call to a functools.partial other than pandas' block constructor")
-    return _unpickle_block(arity(args, 2, "pandas new_block"), func.keywords["ndim"], budget)
-
-
-def _index(value: object) -> pd.Index:
-    if type(value) not in (pd.Index, pd.RangeIndex):
-        raise Refused(f"a {type(value).__name__} where an Index was due")
-    return value  # type: ignore[return-value]
-
-
-@calls("BlockManager")
-def _block_manager(args: tuple[Any, ...], budget: Budget) -> Result:
-    blocks, axes = arity(args, 2, "BlockManager")
-    if type(blocks) not in (tuple, list) or type(axes) not in (tuple, list) or len(axes) != 2:
-        raise Refused("BlockManager with arguments other than (blocks, [columns, index])")
-    columns, index = (_index(axis) for axis in axes)
-    budget.charge(16 * (len(columns) + len(blocks)), "a BlockManager")  # its block maps
-    placed = []
-    for block in blocks:
-        if not isinstance(block, Block):
-            raise Refused(f"a {type(block).__name__} among a frame's blocks")
-        if block.shape[1:] != (len(index),):
-            raise Refused(f"a block of {block.shape[1:]} rows in a frame of {len(index)} rows")
-        placed.append(block.mgr_locs.as_array)
-    locs = np.sort(np.concatenate(placed)) if placed else np.zeros(0, dtype=np.intp)
-    if not np.array_equal(locs, np.arange(len(columns))):
-        raise Refused("blocks that do not cover the frame's columns exactly once")
-    return objects()["BlockManager"](tuple(blocks), [columns, index]), False
 
 
 @calls("_new_Index")
@@ -138,7 +63,7 @@ def _new_index(args: tuple[Any, ...], budget: Budget) -> Result:
             raise Refused("a RangeIndex with step 0")
         budget.charge(8 * len(range(start, stop, step)), "a RangeIndex")
     elif cls is pd.Index and set(state) == {"data", "name"}:
-        budget.charge(_values(state["data"], (1,)).nbytes, "an Index")  # pandas copies it
+        budget.charge(column_values(state["data"], (1,)).nbytes, "an Index")  # pandas copies it
     else:
         raise Refused(f"an index of type {getattr(cls, '__name__', cls)!s:.40} or its state")
     return objects()["_new_Index"](cls, state), False
@@ -216,7 +141,7 @@ def check_call(func: object, args: tuple[Any, ...], budget: Budget) -> Result:
     return check(args, budget)
 
 
-_NEW = ("DataFrame", "ArrowStringArray", "DatetimeTZDtype", "CategoricalDtype")
+_NEW = ("DataFrame", "BlockManager", "ArrowStringArray", "DatetimeTZDtype", "CategoricalDtype")
 
 
 def check_new(cls: object, args: tuple[Any, ...]) -> Result:
@@ -240,6 +165,10 @@ def _build_ndarray(array: Any, state: object, budget: Budget) -> None:
     if dtype.kind == "O":
         if type(raw) is not list or len(raw) != count:
             raise Refused(f"an object array of shape {dims} without its {count} items")
+        kinds = set(map(type, raw))
+        if not kinds <= {*_SCALAR_NAMES, type(pd.NA)}:
+            odd = next(iter(kinds - {*_SCALAR_NAMES, type(pd.NA)}))
+            raise Refused(f"an object array holding a {odd.__name__} (only plain scalars)")
     elif type(raw) not in (bytes, bytearray) or len(raw) != count * dtype.itemsize:
         raise Refused(
             f"an array of shape {dims} {dtype} without its {count * dtype.itemsize} bytes"
@@ -252,7 +181,7 @@ def _build_dtype(dtype: np.dtype[Any], state: object) -> None:
     # the only legitimate variations are the byte order and a datetime's unit: compare the
     # state with the one numpy itself writes for that dtype (flags, sizes, fields included)
     order = state[1] if type(state) is tuple and len(state) > 1 else None
-    reference = dtype
+    reference, written = dtype, state
     if dtype.kind in "Mm":
         extra = state[-1] if type(state) is tuple and len(state) == 9 else None
         info = extra[1] if type(extra) is tuple and len(extra) == 2 else None
@@ -260,11 +189,14 @@ def _build_dtype(dtype: np.dtype[Any], state: object) -> None:
         if type(unit) is not bytes or unit not in UNITS:
             raise Refused(f"a datetime dtype state {brief(state)}")
         reference = np.dtype(f"{dtype.kind}8[{unit.decode()}]")
+        if type(extra[0]) is dict and not extra[0]:  # type: ignore[index]
+            # the numpy of pandas 1.0's time wrote empty metadata as {}, today's as None
+            state = (*state[:-1], (None, info))  # type: ignore[index]
     if order in ("<", ">"):
         reference = reference.newbyteorder(order)
     if reference.__reduce__()[2] != state:
         raise Refused(f"a dtype state {brief(state)} that numpy would not write")
-    dtype.__setstate__(state)  # type: ignore[attr-defined]
+    dtype.__setstate__(written)  # type: ignore[attr-defined]
 
 
 def _missing(item: object) -> bool:
@@ -338,6 +270,7 @@ def _plain_attrs(attrs: object) -> bool:
 _DICT_STATES: dict[str, dict[str, Callable[[Any], bool]]] = {
     "DataFrame": {
         "_mgr": lambda v: type(v) is objects()["BlockManager"],
+        "_data": lambda v: type(v) is objects()["BlockManager"],  # its name before pandas 1.1
         "_typ": lambda v: v == "dataframe",
         "_metadata": lambda v: v == [],
         "attrs": _plain_attrs,
@@ -365,7 +298,7 @@ _DICT_STATES: dict[str, dict[str, Callable[[Any], bool]]] = {
 
 
 _REQUIRED = {
-    "DataFrame": {"_mgr"},
+    "DataFrame": set(),  # but exactly one of _mgr, _data (check_build)
     "ArrowStringArray": {"_pa_array", "_dtype"},
     "DatetimeTZDtype": {"unit", "tz"},
     "CategoricalDtype": {"categories", "ordered"},
@@ -386,6 +319,11 @@ def check_build(inst: Any, state: object, budget: Budget) -> None:
             raise Refused("a functools.partial state other than (block, (), {'ndim': n}, None)")
         return inst.__setstate__(state)  # type: ignore[attr-defined,no-any-return]
     role = role_of(type(inst))
+    if role == "BlockManager":
+        return build_old_manager(inst, state, budget)
+    if role == "DataFrame" and (type(state) is not dict or ("_mgr" in state) == ("_data" in state)):
+        keys = list(state) if type(state) is dict else type(state).__name__
+        raise Refused(f"a DataFrame state with keys {brief(keys)} (one of _mgr, _data is due)")
     if role in _DICT_STATES:
         _build_dict(inst, state, _DICT_STATES[role])
         # what its checks just scanned (the categories' uniqueness, an Arrow array)

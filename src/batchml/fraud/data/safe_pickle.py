@@ -1,4 +1,8 @@
-"""Loading the tutorial's pickled DataFrames without letting a pickle run code.
+"""Loading pickled DataFrames without letting a pickle run code.
+
+The frames accepted hold plain columns, in the layouts tests/fraud/test_safe_pickle.py reads:
+today's pandas, the tutorial's files, and the Fraud Detection Handbook's published daily files
+(pandas 1.0's layout, described in :mod:`batchml.fraud.data.pickle_blocks`).
 
 Pickles are accepted only at import time, from a local path the user names, with an explicit
 ``--trust-pickle`` (docs/design.md). Even then the file is read by an unpickler that is deliberately
