@@ -156,8 +156,9 @@ def import_(
         bool,
         typer.Option(
             envvar="BATCHML_TRUST_PICKLE",
-            help="Accept pickled DataFrames from these local paths (they can run code when "
-            "loaded; even then only pandas/NumPy types are allowed).",
+            help="Accept pickled DataFrames from these local paths (read by a restricted "
+            "unpickler that resolves only the pandas/NumPy/pyarrow reconstructors a DataFrame "
+            "needs).",
         ),
     ] = False,
     kind: Annotated[
