@@ -6,13 +6,15 @@ of train items over every day but the last 14, each version tested on the last 7
 in-process worker drains the queue on the SQLite queue. From the records of the last
 ``--last`` train items it prints the median time of each part of a step: what the task reports
 (``steps``: load checkpoint, load features, grow trees, metrics, test set, evaluation, save
-checkpoint, publish), the rest of the item (its record), and the time between one train item
-and the next (seal, commit, publication, lease), against the 0.12 s target for the whole step.
+checkpoint, publish), the rest of the item (its record), the time between one train item and
+the next (seal, commit, publication, lease), and the step's fsyncs (counted and timed by
+wrapping ``os.fsync`` in the worker's process: staging, seal and publication), against the
+0.12 s target for the whole step.
 
 With ``--baseline REV`` the same chain also runs with the code of git revision REV (its ``src``
-exported to a temporary folder, first on ``PYTHONPATH``) on a copy of the same stored days, and
-both are printed side by side: the task's coarse ``seconds`` (io, features, train, evaluate)
-exist in both, and the final params digests must be equal (same model bytes).
+exported to a temporary folder, first on ``PYTHONPATH``; this file's measuring code) on a copy
+of the same stored days, and both are printed side by side with the ratio (REV / this code),
+and the final params digests must be equal (same model bytes).
 
     .venv/bin/python bench/train_step.py                    # ~1 min on 2 idle cores
     .venv/bin/python bench/train_step.py --baseline main    # and the old code beside (~+1.5 min)
@@ -46,19 +48,37 @@ COARSE = ("io", "features", "train", "evaluate")
 def store_days(root: Path, customers: int, terminals: int, days: int) -> int:
     """Simulate the days and store them under ``root`` (one Parquet file per day); rows."""
     from batchml.fraud.data import datasets
-    from batchml.fraud.data.simulate import SimulationConfig, simulate, split_by_day
+    from batchml.fraud.data.simulate import SimulationConfig, simulate
     from batchml.settings import Settings
 
     frame = simulate(SimulationConfig(n_customers=customers, n_terminals=terminals, n_days=days))
     storage = Settings(root=root).storage()
-    for day, part in split_by_day(frame):
+    for day, part in datasets.split_days(frame):
         datasets.write_day(storage, day, part)
     return len(frame)
 
 
+def count_fsyncs() -> list[tuple[float, float]]:
+    """Wrap ``os.fsync`` so that each call appends (wall time at its end, seconds) to the list
+    returned: the staging and publication flushes of a step, whatever code runs."""
+    calls: list[tuple[float, float]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        started = time.perf_counter()
+        real(fd)
+        calls.append((time.time(), time.perf_counter() - started))
+
+    os.fsync = fsync
+    return calls
+
+
 def chain(root: Path, last: int) -> dict[str, Any]:
     """Queue and drain the run on ``root`` with one in-process worker; the figures (the child
-    process's work: it imports whichever batchml comes first on its path)."""
+    process's work: it imports whichever batchml comes first on its path).
+
+    A step's fsyncs are those between the end of one train task and the end of the next: the
+    seal, commit and publication of the first, then the staging of the second."""
     import batchml
     from batchml.fraud import plan
     from batchml.fraud.data import datasets
@@ -72,6 +92,7 @@ def chain(root: Path, last: int) -> dict[str, Any]:
     days = datasets.training_days(storage)
     queue = SqliteQueue(root / "queue.db")
     queue.push(plan.training_items(queue, days[:-14], run=RUN, test_days=days[-7:]))
+    fsyncs = count_fsyncs()
     started = time.perf_counter()
     code = Worker(queue, storage, settings, "bench").run()
     wall = time.perf_counter() - started
@@ -81,6 +102,8 @@ def chain(root: Path, last: int) -> dict[str, Any]:
     )
     tail = train[-(last + 1) :]  # one more: the gap before the first of the last ones
     gaps = [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(tail)]
+    windows = [(a["finished_at"], b["finished_at"]) for a, b in itertools.pairwise(tail)]
+    per_step = [[s for t, s in fsyncs if lo < t <= hi] for lo, hi in windows]
     tail = tail[1:]
 
     def middle(values: list[float]) -> float:  # the median: a shared machine adds outliers
@@ -101,6 +124,8 @@ def chain(root: Path, last: int) -> dict[str, Any]:
         "item": middle(spans),
         "task": middle([sum(r["result"]["seconds"].values()) for r in tail]),
         "between": middle(gaps),
+        "fsyncs": middle([len(f) for f in per_step]),
+        "fsync_seconds": middle([sum(f) for f in per_step]),
         "digest": str(head.params_digest),
         "checkpoint_mb": os.path.getsize(root / head.checkpoint.final) / 1e6
         if head.checkpoint
@@ -138,7 +163,7 @@ def ms(seconds: float) -> str:
 
 
 def report(new: dict[str, Any], old: dict[str, Any] | None, rev: str | None, last: int) -> None:
-    head = f"{'':34}{'this code':>12}" + (f"{rev:>14}" if old else "")
+    head = f"{'':34}{'this code':>12}" + (f"{rev:>14}{'ratio':>8}" if old else "")
     print(f"\nmedian of the last {last} train steps of a {new['versions']}-version chain:")
     print(head)
 
@@ -146,18 +171,20 @@ def report(new: dict[str, Any], old: dict[str, Any] | None, rev: str | None, las
         line = f"  {label:32}{ms(value):>12}"
         if old is not None:
             line += f"{ms(before) if before is not None else '-':>14}"
+            line += f"{before / value:7.2f}×" if before is not None and value > 0 else " " * 8
         print(line + (f"   {note}" if note else ""))
 
     if new["steps"]:
         print(" task, by step:")
         for name in STEPS:
-            row(name, new["steps"][name])
+            row(name, new["steps"][name], old["steps"][name] if old and old["steps"] else None)
     print(" task, by kind (seconds of the record):")
     for name in COARSE:
         row(name, new["seconds"][name], old["seconds"][name] if old else None)
     row("task", new["task"], old["task"] if old else None)
     row("record (rest of the item)", new["item"] - new["task"], old and old["item"] - old["task"])
     row("between items (seal, commit, …)", new["between"], old["between"] if old else None)
+    row("  of which fsyncs (whole step)", new["fsync_seconds"], old and old["fsync_seconds"])
     total = new["item"] + new["between"]
     before = old["item"] + old["between"] if old else None
     row("whole step", total, before, f"target <= {1000 * TARGET:.0f} ms")
@@ -169,6 +196,8 @@ def report(new: dict[str, Any], old: dict[str, Any] | None, rev: str | None, las
     )
     print(f"train chain (sum of the train items): {new['chain']:.1f} s", end="")
     print(f", {rev}: {old['chain']:.1f} s ({old['chain'] / new['chain']:.2f}×)" if old else "")
+    print(f"fsyncs per step: {new['fsyncs']:.0f}", end="")
+    print(f", {rev}: {old['fsyncs']:.0f}" if old else "")
     print(f"last checkpoint: {new['checkpoint_mb']:.2f} MB", end="")
     print(f", {rev}: {old['checkpoint_mb']:.2f} MB" if old else "")
     print(f"code: {new['code']}" + (f"; {rev}: {old['code']}" if old else ""))

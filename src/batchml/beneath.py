@@ -191,9 +191,10 @@ def fsync_dir(root: Path, names: list[str]) -> None:
         os.fsync(fd)
 
 
-def rename(root: Path, src: str, dst: str) -> None:
+def rename(root: Path, src: str, dst: str, *, flush: bool = True) -> None:
     """Rename the regular file ``src`` to ``dst`` (folders of ``dst`` made as needed), then
-    flush ``dst``'s folder so the new name survives a power loss."""
+    flush ``dst``'s folder so the new name survives a power loss (with ``flush=False`` the
+    caller flushes it, e.g. once after several renames into it)."""
     s_names, d_names = parts(src), parts(dst)
     with folder(root, s_names[:-1]) as s_dir, folder(root, d_names[:-1], create=True) as d_dir:
         st = os.stat(s_names[-1], dir_fd=s_dir, follow_symlinks=False)
@@ -204,7 +205,8 @@ def rename(root: Path, src: str, dst: str) -> None:
         if not stat.S_ISREG(moved.st_mode):  # swapped for a symlink after the check above
             os.unlink(d_names[-1], dir_fd=d_dir)
             raise _symlink_error(root, s_names)
-        os.fsync(d_dir)
+        if flush:
+            os.fsync(d_dir)
 
 
 def listdir(root: Path, relpath: str) -> list[str]:

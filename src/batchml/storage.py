@@ -7,7 +7,7 @@ Layout (see docs/design.md)::
     <root>/runs/<run>/checkpoints/v<NNNN>-<day>.npz (+ .sha256)
     <root>/runs/<run>/records/<item-id>.json
     <root>/runs/<run>/predictions/v<NNNN>/<day>.parquet
-    <root>/.staging/<item-id>/t<token>/...    one attempt's outputs, not yet published
+    <root>/.staging/<item-id>/t<token>/<name>  one attempt's outputs, not yet published
 
 Run names and item ids become file names through :func:`safe_name`, which is injective: two
 different names never share a folder (``exp:1`` → ``exp%3A1``, ``exp_1`` stays ``exp_1``).
@@ -19,12 +19,18 @@ writes, renames, hashes or removes is reached through folder descriptors walked 
 Files are created with mode ``0o666`` less the umask.
 
 Exactly-once outputs: a task writes into a staging folder private to its attempt (item id +
-fencing token). Before the commit the worker flushes the staged files and their folders to
-stable storage (:meth:`Storage.seal`); only after the queue accepted the commit is a file
-renamed to its final name (:meth:`Storage.publish`), and the final folder flushed. The rename
-is idempotent and can be redone by anyone holding the publication record, so a worker killed
-between commit and rename loses nothing: the next reader rolls the publication forward. Staging
-folders of attempts that ended are removed by :func:`batchml.worker.publish.roll_forward`.
+fencing token), flat: each output is a file of that folder named by the :func:`safe_name` of
+its final path (``runs/r/a.npz`` → ``runs%2Fr%2Fa.npz``), so staging makes no subfolders and
+sealing flushes one folder. (Attempts staged by earlier versions mirrored the final tree in
+subfolders; their commit records name those paths, and they publish alike.) Before the commit
+the worker flushes the staged files and their folder to stable storage (:meth:`Storage.seal`);
+only after the queue accepted the commit is a file renamed to its final name
+(:meth:`Storage.publish`), and the final folder flushed: an attempt's outputs are renamed
+together, then each destination folder is flushed once, after all its renames
+(:meth:`Storage.publish_all`). The rename is idempotent and can be redone by anyone holding the
+publication record, so a worker killed between commit and rename loses nothing: the next
+reader rolls the publication forward. Staging folders of attempts that ended are removed by
+:func:`batchml.worker.publish.roll_forward`.
 
 That is the ``rename`` storage mode. On a Cloud Storage FUSE bucket, where a rename is a copy and
 a delete, the ``write-once`` mode publishes and rewrites files without any rename
@@ -161,8 +167,11 @@ class Storage:
         return f"{STAGING}/{safe_name(item_id)}/t{token}"
 
     def staging_path(self, item_id: str, token: int, final_rel: str) -> str:
-        """Root-relative staging path of ``final_rel`` for one attempt (item id + token)."""
-        return f"{self.attempt_path(item_id, token)}/{final_rel}"
+        """Root-relative staging path of ``final_rel`` for one attempt (item id + token): a
+        file of the attempt's folder named by the :func:`safe_name` of the clean final path
+        (two outputs of an attempt never share a staging name)."""
+        final = self._rel(final_rel, what="output path")
+        return f"{self.attempt_path(item_id, token)}/{safe_name(final)}"
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -270,24 +279,31 @@ class Storage:
         if self.mode is StorageMode.WRITE_ONCE:
             publish_modes.publish_write_once(self.root, staged, final, pub.sha256)
             return self.root / final
+        if self._move(pub, staged, final, flush=True):
+            beneath.rmdir_empty(self.root, staged.rpartition("/")[0], stop=1)
+        return self.root / final
+
+    def _move(self, pub: Publication, staged: str, final: str, *, flush: bool) -> bool:
+        """Rename one output from ``staged`` to ``final`` (its checked paths; ``rename``
+        mode); False if it was published already (by another process, or an earlier call).
+        With ``flush=False`` the final folder is left for the caller to flush."""
         if beneath.is_file(self.root, final) and beneath.lstat(self.root, staged) is None:
             if beneath.sha256(self.root, final) != pub.sha256:
                 raise StorageError(
                     f"{pub.final}: published file does not match its recorded sha256 "
                     f"{pub.sha256[:12]}…; it was changed after the commit"
                 )
-            return self.root / final
+            return False
         try:
-            beneath.rename(self.root, staged, final)
+            beneath.rename(self.root, staged, final, flush=flush)
         except FileNotFoundError:
             if beneath.is_file(self.root, final):  # another process published it meanwhile
-                return self.root / final
+                return False
             raise StorageError(
                 f"{pub.final}: neither the staged file {pub.staged} nor the final file exists; "
                 "the committed output was deleted from the storage root"
             ) from None
-        beneath.rmdir_empty(self.root, staged.rpartition("/")[0], stop=1)
-        return self.root / final
+        return True
 
     def is_pending(self, pub: Publication) -> bool:
         """True if a committed output still waits under its staging name (or is missing)."""
@@ -296,8 +312,34 @@ class Storage:
         return beneath.lstat(self.root, staged) is not None or not beneath.is_file(self.root, final)
 
     def publish_all(self, pubs: Iterable[Publication]) -> None:
-        for pub in pubs:
-            self.publish(pub)
+        """:meth:`publish` each of ``pubs`` (one attempt's outputs), with one flush per
+        destination folder: every output is renamed first, then each final folder is flushed
+        once, after all its renames, before this returns (so before the worker goes on as if
+        the outputs were published). Every final folder is flushed, also one whose outputs
+        another process renamed meanwhile: that process may not have flushed it yet.
+
+        The durability is :meth:`publish`'s: the staged data was flushed before the commit
+        (:meth:`seal`), and a new name is on stable storage when this returns. An error
+        names its output; the outputs renamed before it are flushed all the same."""
+        pubs = list(pubs)
+        if self.mode is StorageMode.WRITE_ONCE:
+            for pub in pubs:
+                self.publish(pub)
+            return
+        folders: dict[str, None] = {}  # the final folders, in order
+        emptied: dict[str, None] = {}  # the staging folders renamed from
+        try:
+            for pub in pubs:
+                final = self._rel(pub.final, what="output path")
+                staged = self._rel(pub.staged, what="staged path")
+                if self._move(pub, staged, final, flush=False):
+                    emptied[staged.rpartition("/")[0]] = None
+                folders[final.rpartition("/")[0]] = None
+        finally:
+            for folder in folders:
+                beneath.fsync_dir(self.root, beneath.parts(folder))
+        for folder in emptied:
+            beneath.rmdir_empty(self.root, folder, stop=1)
 
     def discard_attempt(self, item_id: str, token: int) -> None:
         """Remove what one attempt staged (and only that attempt); it never becomes visible.

@@ -57,7 +57,7 @@ def test_failed_atomic_write_keeps_the_old_file(storage: Storage) -> None:
 
 def _stage(storage: Storage, content: str, token: int = 3) -> Publication:
     staged = storage.staging_path("item:1", token, "runs/r/out.txt")
-    assert staged == f".staging/item%3A1/t{token}/runs/r/out.txt"  # one folder per attempt
+    assert staged == f".staging/item%3A1/t{token}/runs%2Fr%2Fout.txt"  # one flat folder per attempt
     path = storage.prepare(staged)
     path.write_text(content)
     return Publication(staged=staged, final="runs/r/out.txt", sha256=sha256_file(path))
@@ -117,4 +117,4 @@ def test_staging_folders_are_made_even_if_a_cleaner_prunes_the_item_folder_meanw
     monkeypatch.setattr(os, "mkdir", mkdir)
     path = storage.prepare(storage.staging_path("x", 2, "out/a.txt"))
     path.write_text("staged")
-    assert pruned and (storage.root / ".staging/x/t2/out/a.txt").read_text() == "staged"
+    assert pruned and (storage.root / ".staging/x/t2/out%2Fa.txt").read_text() == "staged"

@@ -184,8 +184,8 @@ def test_a_task_that_swaps_its_staging_folder_for_a_symlink_fails_and_publishes_
     assert item.state == State.DEAD and item.outputs == ()
     error = item.last_error or ""
     assert "PathEscapeError" in error and "symlink" in error
-    assert ".staging/swap/t1/runs/default/out" in error
-    assert files_under(outside) == ["swap.txt"]  # only the task's own write; no record
+    assert ".staging/swap/t1" in error
+    assert files_under(outside) == ["runs%2Fdefault%2Fout%2Fswap.txt"]  # the task's write only
     assert not (storage.root / "runs/default/out").exists()
     assert not (storage.root / ".staging/swap").exists()
 
@@ -260,10 +260,10 @@ def test_output_folders_are_not_made_through_a_symlink_swapped_in_after_the_chec
         item=lease.item, token=lease.token, run="default", worker_id="w", storage=storage,
         queue=queue, log=logging.getLogger("test"),
     )  # fmt: skip
-    outside = swap_after_check(storage.root / storage.attempt_path("o", lease.token) / "runs")
+    outside = swap_after_check(storage.root / storage.attempt_path("o", lease.token))
     with pytest.raises(PathEscapeError, match="is a symlink"):
         ctx.output("runs/default/out/o.txt")
-    assert list(outside.iterdir()) == []  # the old code made default/out/ in there
+    assert list(outside.iterdir()) == []  # nothing made nor written through the symlink
 
 
 def test_a_symlink_inside_the_root_is_read_through_but_never_written_through(
@@ -385,7 +385,7 @@ def test_stale_removal_keeps_live_leases_and_committed_outputs_not_yet_published
 
     roll_forward(storage, queue)
 
-    assert (folders["live"] / "runs/default/out/live.txt").read_text() == "live"
+    assert (folders["live"] / "runs%2Fdefault%2Fout%2Flive.txt").read_text() == "live"
     assert not (storage.root / old.staged).exists()
     assert (storage.root / "runs/default/out/pending.txt").read_text() == "pending"
     assert sorted(p.name for p in (storage.root / ".staging").iterdir()) == ["live"]

@@ -36,7 +36,7 @@ class TestRenameMode(StorageContract):
     MODE = StorageMode.RENAME
 
     def interrupt_publish(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        def interrupted(*args: Any) -> None:
+        def interrupted(*args: Any, **kwargs: Any) -> None:
             raise OSError("interrupted before the rename")
 
         monkeypatch.setattr(beneath, "rename", interrupted)
