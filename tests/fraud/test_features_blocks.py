@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,8 +169,13 @@ def test_an_old_queue_with_one_features_item_per_day_keeps_working(tmp_path: Pat
     assert trains[days[3]].depends_on[0] == plan.features_id(SPEC, days[3])
 
 
+#: a short lease, so the victim's block is reclaimed in seconds, not the default minute
+LEASE_TTL = "3"
+
+
 def worker(root: Path, *extra: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "batchml", "--root", str(root), "worker", "--poll", "0.05"]
+    command += ["--lease-ttl", LEASE_TTL]
     return subprocess.Popen([*command, *extra], stderr=subprocess.DEVNULL)
 
 
@@ -185,16 +191,27 @@ def test_block_items_killed_and_rerun_publish_the_single_day_bytes(tmp_path: Pat
     queue.push([old_style])
     blocks = [plan.features_item(SPEC, *b) for b in plan.feature_blocks(days[1:], 9)]
     queue.push(blocks)
-    # When two workers run them and one is SIGKILLed as soon as the first block is committed
-    victim, other = worker(root), worker(root)
-    while not any(i.state == State.DONE for i in queue.items()):
+    # When two workers run them and one is SIGKILLed in the middle of a block, once the first
+    # block is committed
+    victim, other = worker(root, "--worker-id", "victim"), worker(root)
+
+    def victim_mid_block() -> bool:
+        items = queue.items()
+        return any(i.state == State.DONE for i in items) and any(
+            i.state == State.LEASED and i.worker == "victim" for i in items
+        )
+
+    while not victim_mid_block():
         assert victim.poll() is None or other.poll() is None
+        time.sleep(0.01)
     victim.kill()
     victim.wait()
     assert other.wait(timeout=200) == 0
     assert worker(root).wait(timeout=200) == 0  # drained: exits at once
     # Then every day's cache holds exactly the bytes of its single-day computation
     assert all(i.state == State.DONE for i in queue.items())
+    lost = [h for h in queue.history() if h.outcome == "expired" and h.worker == "victim"]
+    assert lost, "the victim's lease never expired: nothing was reclaimed"
     for day in days:
         cached = (root / SPEC.cache_path(day)).read_bytes()
         assert cached == single_day_bytes(storage, day), day

@@ -44,7 +44,8 @@ from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
-SIM = SimulationConfig(n_customers=150, n_terminals=300, n_days=50, seed=11)
+#: 30 days: enough items for the chaos test's kills (first after 4 commits, then every 4-7)
+SIM = SimulationConfig(n_customers=150, n_terminals=300, n_days=30, seed=11)
 FAST = ["--lease-ttl", "2", "--poll", "0.05"]
 Procs = list[subprocess.Popen[bytes]]
 

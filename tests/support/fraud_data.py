@@ -1,9 +1,8 @@
-"""Small simulated fraud datasets for the end-to-end tests (cached per session)."""
+"""Small simulated fraud datasets for the end-to-end tests (simulated once per session)."""
 
 from __future__ import annotations
 
 import shutil
-from functools import cache
 from pathlib import Path
 
 from batchml.fraud.data import datasets
@@ -12,21 +11,30 @@ from batchml.storage import Storage
 
 SMALL = SimulationConfig(n_customers=150, n_terminals=300, n_days=40, seed=7)
 
-
-@cache
-def _generated(config: SimulationConfig, folder: str) -> list[str]:
-    storage = Storage(folder)
-    return [
-        datasets.write_day(storage, day, part)
-        for day, part in datasets.split_days(simulate(config))
-    ]
+#: each config's simulated days, written once in the first cache folder a test asked for
+_SIMULATED: dict[SimulationConfig, Path] = {}
 
 
-def small_root(cache_dir: Path, root: Path, config: SimulationConfig = SMALL) -> list[str]:
-    """Copy the simulated days into ``root``/datasets; returns the days, in order."""
+def _generated(config: SimulationConfig, cache_dir: Path) -> Path:
+    """The folder holding ``config``'s simulated days (simulating them if no test did yet)."""
+    source = _SIMULATED.get(config)
+    if source is not None and (source / "datasets").is_dir():
+        return source
     source = (
         cache_dir / f"sim-{config.n_customers}-{config.n_terminals}-{config.n_days}-{config.seed}"
     )
-    _generated(config, str(source))
+    storage = Storage(source)
+    for day, part in datasets.split_days(simulate(config)):
+        datasets.write_day(storage, day, part)
+    _SIMULATED[config] = source
+    return source
+
+
+def small_root(cache_dir: Path, root: Path, config: SimulationConfig = SMALL) -> list[str]:
+    """Copy the simulated days into ``root``/datasets; returns the days, in order.
+
+    The days are simulated once per session and config, in the first ``cache_dir`` given (a
+    temporary folder that lasts the session); the tests change their copy, never that one."""
+    source = _generated(config, cache_dir)
     shutil.copytree(source / "datasets", root / "datasets", dirs_exist_ok=True)
     return datasets.training_days(Storage(root))
