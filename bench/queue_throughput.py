@@ -90,7 +90,7 @@ def local_redis() -> Iterator[str]:
 
 
 #: the commands each loop sends (commands run inside batchml's scripts are not round trips)
-BATCHML_COMMANDS = ("evalsha",)
+BATCHML_COMMANDS = ("fcall", "evalsha")
 TUTORIAL_COMMANDS = ("llen", "brpoplpush", "setex", "lrem", "del")
 
 
