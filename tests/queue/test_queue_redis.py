@@ -473,6 +473,7 @@ def test_the_documented_acl_is_enough_for_every_operation(
         assert [i.id for i in queue.items([State.READY])] == ["item-2"]
         assert queue.counts()[State.DONE] == 2 and queue.lineage("r")[0].version == 1
         assert queue.workers()[0].id == "w" and queue.history()[-1].outcome == "released"
+        assert isinstance(queue, RedisQueue) and queue._scripting.functions  # FCALL allowed too
         queue.purge()
     finally:
         admin.acl_deluser(user)
