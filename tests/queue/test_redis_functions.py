@@ -4,7 +4,12 @@ refused - every operation running exactly once whichever way it is called."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +19,7 @@ import redis
 
 from batchml.errors import ConfigError, LeaseLost
 from batchml.queue import ConnectOptions, open_queue
-from batchml.queue.base import Commit, LineageHead, LineageStep, State
+from batchml.queue.base import Commit, LineageHead, LineageStep, QueueOptions, State
 from batchml.queue.redis.queue import RedisQueue
 from batchml.queue.redis.scripts import library_source
 from batchml.queue.redis.url import ACL_COMMANDS
@@ -168,3 +173,47 @@ def test_a_script_refusal_is_not_taken_for_a_missing_library(server: RedisServer
     with pytest.raises(ConfigError, match="holds other data"):
         queue.lease("w", 30)
     assert queue._scripting.functions
+
+
+def _lease_a_batch_then_hang(url: str, functions: bool, ready: Any) -> None:
+    """Child process: lease 5, commit 2 of them and lease 3 more in one call, then hang (it is
+    killed holding 6 leases)."""
+    queue = RedisQueue.from_url(url)
+    queue._scripting.functions = functions
+    held = queue.lease_many("victim", 30, 5)
+    commits = [Commit(h.item.id, h.token) for h in held[:2]]
+    queue.complete_and_lease_many(commits, worker="victim", ttl=30, n=3)
+    ready.set()
+    time.sleep(600)
+
+
+@pytest.mark.parametrize("functions", [True, False], ids=["fcall", "evalsha"])
+def test_a_worker_killed_mid_batch_has_every_lease_reclaimed_once(
+    server: RedisServer, functions: bool
+) -> None:
+    """Given a worker process that leased batches (5, then 2 committed and 3 more leased in one
+    call) and is SIGKILLed, when its leases' TTL has passed, then the next lease reclaims all 6
+    (attempt 2, one 'expired' record each) and every item is committed exactly once."""
+    url = f"{server.url}?name=q"
+    queue = RedisQueue.from_url(url)
+    queue.push([spec(i) for i in range(1, 11)])
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    victim = ctx.Process(target=_lease_a_batch_then_hang, args=(url, functions, ready))
+    victim.start()
+    assert ready.wait(timeout=60), "the victim never leased"
+    os.kill(victim.pid or 0, signal.SIGKILL)
+    victim.join(timeout=10)
+    held = sorted(i.id for i in queue.items([State.LEASED]))
+    assert len(held) == 6
+    server_now = float(_admin(server.url).time()[0])
+    later = RedisQueue.from_url(url, QueueOptions(clock=lambda: server_now + 31))
+    leases = later.lease_many("heir", 30, 100)
+    assert sorted(x.item.id for x in leases if x.item.id in held) == held
+    assert all(x.item.attempts == 2 for x in leases if x.item.id in held)
+    later.complete_and_lease_many([Commit(x.item.id, x.token) for x in leases], worker="heir",
+                                  ttl=30, n=0)  # fmt: skip
+    done = Counter(h.item_id for h in queue.history() if h.outcome == "done")
+    assert done == {f"item-{i}": 1 for i in range(1, 11)}
+    assert sorted(h.item_id for h in queue.history() if h.outcome == "expired") == held
+    assert queue.drained()
