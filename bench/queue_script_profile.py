@@ -6,7 +6,9 @@ after the write-back (``flush``), on a queue of no-op items drained one item per
 the median and mean of each phase in µs (each ``TIME`` read itself costs about a microsecond and
 is counted in the phase that follows it), then the commands the script ran per item, with their
 own time (``INFO commandstats``): what is left of the total is Lua itself (closures, MessagePack,
-string formatting) and the cost of calling Redis from Lua.
+string formatting) and the cost of calling Redis from Lua. The instrumented run is the
+EVALSHA form (the script with the prelude before it); last, the same loop uninstrumented,
+server time per item before (EVALSHA scripts) and after (the FCALL library), side by side.
 
     .venv/bin/python bench/queue_script_profile.py                  # a Redis of its own
     .venv/bin/python bench/queue_script_profile.py --url redis://127.0.0.1:6379/0 --items 5000
@@ -99,6 +101,37 @@ def profile(url: str, items: int) -> None:
             print(f"  {name[8:]:18} {calls:5.2f} calls  {usec:6.1f} µs")
 
 
+def plain(url: str, items: int, functions: bool) -> float:
+    """Server µs per item of complete_and_lease, uninstrumented (``INFO commandstats``), called
+    as a function of the library (FCALL) or as a script (EVALSHA)."""
+    admin: redis.Redis[str] = redis.Redis.from_url(url, decode_responses=True)
+    queue = open_queue(f"{url}?name=plain-{uuid.uuid4().hex[:8]}")
+    assert isinstance(queue, RedisQueue)
+    queue._scripting.functions = functions  # False: never tries FCALL, as on Redis 6
+    queue.push([ItemSpec(payload={"task": "noop", "n": i}, id=f"n{i}") for i in range(items)])
+    lease = queue.lease("plain", 60)
+    admin.config_resetstat()
+    done = 0
+    while lease is not None:
+        lease = queue.complete_and_lease(lease.item.id, lease.token, worker="plain", ttl=60)
+        done += 1
+    stats: Any = admin.info("commandstats")
+    queue.purge()
+    usec = sum(float(stats.get(f"cmdstat_{c}", {"usec": 0})["usec"]) for c in ("fcall", "evalsha"))
+    return usec / done
+
+
+def compare(url: str, items: int) -> None:
+    """Before (EVALSHA scripts) and after (FCALL), alternated, the best of three each."""
+    scripts, functions = [], []
+    for _ in range(3):
+        scripts.append(plain(url, items, functions=False))
+        functions.append(plain(url, items, functions=True))
+    print("complete_and_lease uninstrumented, server µs per item (best of 3, alternated):")
+    print(f"  EVALSHA scripts (before)  {min(scripts):6.1f}")
+    print(f"  FCALL library (after)     {min(functions):6.1f}  (target ≤ 40)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="an existing Redis (default: start one for this run)")
@@ -106,9 +139,11 @@ def main() -> None:
     options = parser.parse_args()
     if options.url:
         profile(options.url, options.items)
+        compare(options.url, options.items)
         return
     with local_redis() as url:
         profile(url, options.items)
+        compare(url, options.items)
 
 
 if __name__ == "__main__":

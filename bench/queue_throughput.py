@@ -14,6 +14,9 @@ append-only persistence as recommended, unless ``--url`` names one):
 * the batched loop (``--prefetch N`` in the worker): ``lease_many(N)``, then one
   ``complete_and_lease_many`` per N items (commits N, leases the next N), one worker, then eight;
 * for comparison, the two-call loop (``lease``, then ``complete``, per item), one worker;
+* before and after: the one-worker loop and the batched one again with the operations called as
+  EVALSHA scripts (as before the Functions library, and as on Redis 6), printed beside the FCALL
+  figures;
 * the Kubernetes tutorial's pattern re-implemented (``BRPOPLPUSH`` + ``SETEX`` lease key, then
   ``LREM`` + ``DEL``, plus its two ``LLEN`` calls per loop), one worker, then eight;
 * the peers (bench/queue_peers.py): dramatiq, SAQ, Celery, RQ and arq, each its own worker (one
@@ -51,7 +54,8 @@ import redis
 from queue_peers import PEERS, PeerUnavailable, measure_peer
 
 from batchml.queue import open_queue
-from batchml.queue.base import Commit, ItemSpec
+from batchml.queue.base import Commit, ItemSpec, WorkQueue
+from batchml.queue.redis.queue import RedisQueue
 
 TARGET_OF_PING = 0.6  # one batchml worker: at least 0.6 × the PING rate (one round trip/item)
 TARGET_BATCHED_OF_PING = 1.0  # batched, a worker outruns PING (under one round trip per item)
@@ -90,7 +94,7 @@ def local_redis() -> Iterator[str]:
 
 
 #: the commands each loop sends (commands run inside batchml's scripts are not round trips)
-BATCHML_COMMANDS = ("evalsha",)
+BATCHML_COMMANDS = ("fcall", "evalsha")
 TUTORIAL_COMMANDS = ("llen", "brpoplpush", "setex", "lrem", "del")
 
 
@@ -146,10 +150,10 @@ def fill_batchml(url: str, items: int) -> str:
     return f"{url}?name={name}"
 
 
-def batchml_worker(queue_url: str, start: Any, out: Any) -> None:
+def batchml_worker(queue_url: str, start: Any, out: Any, functions: bool = True) -> None:
     """One worker as batchml's runs: a lease, then each commit leases the next item, until
     nothing is ready; reports (items, t0, t1)."""
-    queue = open_queue(queue_url)
+    queue = _open(queue_url, functions)
     worker = f"bench-{uuid.uuid4().hex[:6]}"
     start.wait()
     done, t0 = 0, time.perf_counter()
@@ -160,10 +164,28 @@ def batchml_worker(queue_url: str, start: Any, out: Any) -> None:
     out.put((done, t0, time.perf_counter()))
 
 
-def batched_worker(queue_url: str, start: Any, out: Any) -> None:
+def scripts_worker(queue_url: str, start: Any, out: Any) -> None:
+    """batchml_worker with the operations called as EVALSHA scripts, as before Functions (and
+    as on Redis 6, or under an ACL that refuses Functions)."""
+    batchml_worker(queue_url, start, out, functions=False)
+
+
+def batched_scripts_worker(queue_url: str, start: Any, out: Any) -> None:
+    """batched_worker with EVALSHA scripts (see scripts_worker)."""
+    batched_worker(queue_url, start, out, functions=False)
+
+
+def _open(queue_url: str, functions: bool) -> WorkQueue:
+    queue = open_queue(queue_url)
+    assert isinstance(queue, RedisQueue)
+    queue._scripting.functions = functions  # False: never tries FCALL, as on Redis 6
+    return queue
+
+
+def batched_worker(queue_url: str, start: Any, out: Any, functions: bool = True) -> None:
     """The batched loop (the worker with ``--prefetch BATCH``): BATCH leases in one call, then
     each call commits the BATCH done and leases the next BATCH."""
-    queue = open_queue(queue_url)
+    queue = _open(queue_url, functions)
     worker = f"bench-{uuid.uuid4().hex[:6]}"
     start.wait()
     done, t0 = 0, time.perf_counter()
@@ -255,6 +277,9 @@ RUNS = (
     ("tutorial pattern, 1 worker", fill_tutorial, tutorial_worker, 1, TUTORIAL_COMMANDS),
     (f"tutorial pattern, {WORKERS} workers", fill_tutorial, tutorial_worker, WORKERS,
      TUTORIAL_COMMANDS),
+    ("before: EVALSHA scripts, 1 worker", fill_batchml, scripts_worker, 1, BATCHML_COMMANDS),
+    (f"before: EVALSHA batched ({BATCH}), 1 worker", fill_batchml, batched_scripts_worker, 1,
+     BATCHML_COMMANDS),
 )  # fmt: skip
 
 
@@ -332,7 +357,7 @@ def report(
             print(f"{name + ' (' + how + ')':38} {rate:10,.0f} jobs/s  (once)")
         else:
             print(f"{name + ' (' + how + ')':38} not measured here: {rate}")
-    one, many, b_one, b_many, two_calls, tut_one, tut_many = (row[1] for row in rows)
+    one, many, b_one, b_many, two_calls, tut_one, tut_many, s_one, sb_one = (r[1] for r in rows)
     server_us = rows[0][3]
     checks = [
         ("batchml 1 worker / PING", one / ping, TARGET_OF_PING),
@@ -347,6 +372,16 @@ def report(
         f"{'server µs/item, complete_and_lease':36} {server_us:7.1f}  (target ≤ {TARGET_SERVER_US})"
     )
     print(f"{'server µs/item, batched':36} {rows[2][3]:7.1f}  (reference)")
+    print("\nbefore (EVALSHA scripts, as main) -> after (FCALL), same run:")
+    before_after = [
+        ("server µs/item, complete_and_lease", rows[7][3], server_us, f"≤ {TARGET_SERVER_US}"),
+        ("server µs/item, batched", rows[8][3], rows[2][3], "reference"),
+        ("1 worker / PING", s_one / ping, one / ping, f"≥ {TARGET_OF_PING}"),
+        ("batched 1 worker / PING", sb_one / ping, b_one / ping, f"≥ {TARGET_BATCHED_OF_PING}"),
+    ]
+    for label, before, after, target in before_after:
+        print(f"  {label:34} {before:7.2f} -> {after:7.2f}  (target {target})")
+    print()
     print(f"{'batchml two-call loop / PING':36} {two_calls / ping:7.2f}")
     print(f"{'batchml 1 worker / held-conn. PING':36} {one / held:7.2f}")
     print(f"{'batchml / tutorial, 1 worker':36} {one / tut_one:7.2f}")

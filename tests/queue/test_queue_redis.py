@@ -215,15 +215,15 @@ class LostReply:
     def __init__(self, inner: Any, script_name: str) -> None:
         self.inner, self.sha, self.armed = inner, script_source(script_name)[1], True
 
-    def evalsha(self, script: Script, args: Any) -> Any:
-        reply = self.inner.evalsha(script, args)
+    def call(self, script: Script, args: Any) -> Any:
+        reply = self.inner.call(script, args)
         if script.sha == self.sha and self.armed:
             self.armed = False
             raise redis.ConnectionError("Connection reset by peer")
         return reply
 
-    def script_load(self, source: str) -> Any:
-        return self.inner.script_load(source)
+    def load(self, script: Script) -> None:
+        self.inner.load(script)
 
     def close(self) -> None:
         self.inner.close()
@@ -306,7 +306,7 @@ def test_a_call_interrupted_before_its_reply_never_hands_that_reply_to_the_next(
     interrupted one's."""
     queue = RedisQueue.from_url(redis_url)
     queue.push([spec(1), spec(2)])
-    queue._scripting.script_load(queue._scripts["lease"].source)  # so that the call runs it
+    queue._scripting.load(queue._scripts["lease"])  # so that the call runs it
     conn = queue._scripting._connection()
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
@@ -473,6 +473,7 @@ def test_the_documented_acl_is_enough_for_every_operation(
         assert [i.id for i in queue.items([State.READY])] == ["item-2"]
         assert queue.counts()[State.DONE] == 2 and queue.lineage("r")[0].version == 1
         assert queue.workers()[0].id == "w" and queue.history()[-1].outcome == "released"
+        assert isinstance(queue, RedisQueue) and queue._scripting.functions  # FCALL allowed too
         queue.purge()
     finally:
         admin.acl_deluser(user)

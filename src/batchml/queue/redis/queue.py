@@ -3,14 +3,16 @@
 Select it with ``--queue redis://[user:password@]host:port/db[?name=QUEUE]`` (or ``rediss://``
 for TLS); see :mod:`~batchml.queue.redis.url` and :mod:`~batchml.queue.redis.errors`.
 
-Every state change is one round trip: one Lua script per operation (``queue/redis/lua/*.lua``, each
-headed by its KEYS and ARGV), loaded once and called with EVALSHA (a server that forgot it, after
-a restart, gets it again through the NOSCRIPT fallback). A script receives the keys it uses as
-KEYS, all hash-tagged so a queue lives in one Redis Cluster slot (:mod:`batchml.queue.redis.keys`
-names them all). Expired leases and due retries are found through sorted sets of deadlines:
-``lease`` costs O(log n + expired), never a scan. A commit and its lineage compare-and-set are
-one script: both land or neither does; ``complete_and_lease`` adds the worker's next lease to
-that script, so a worker pays one round trip per item.
+Every state change is one round trip: one Lua script per operation (``queue/redis/lua/*.lua``,
+each headed by its KEYS and ARGV), all loaded once as a Redis Functions library and called with
+FCALL (on Redis 6, or when the ACL refuses Functions, each is a script called with EVALSHA); a
+server that forgot them, after a restart, gets them again (:mod:`~batchml.queue.redis.caller`).
+A script receives the keys it uses as KEYS, all hash-tagged so a queue lives in one Redis
+Cluster slot (:mod:`batchml.queue.redis.keys` names them all). Expired leases and due retries
+are found through sorted sets of deadlines: ``lease`` costs O(log n + expired), never a scan. A
+commit and its lineage compare-and-set are one script: both land or neither does;
+``complete_and_lease`` adds the worker's next lease to that script, so a worker pays one round
+trip per item.
 
 Data: an item is one record (MessagePack, payload and commit included) that only the scripts
 read and write; they hand items to the client as one JSON array each. Each state has a single
@@ -62,9 +64,10 @@ from batchml.queue.base import (
     WorkQueue,
     canonical_json,
 )
+from batchml.queue.redis.caller import ScriptCaller
 from batchml.queue.redis.errors import translate
 from batchml.queue.redis.keys import SCRIPT_KEYS, QueueKeys, lineage_field
-from batchml.queue.redis.scripts import Script, ScriptCaller
+from batchml.queue.redis.scripts import Script
 from batchml.queue.redis.url import RedisAddress, connect, parse_url
 from batchml.storage import Publication
 
@@ -171,11 +174,7 @@ class RedisQueue(WorkQueue):
     def _run(self, name: str, *args: str | int | float) -> Any:
         script = self._scripts[name]
         try:
-            try:
-                return self._scripting.evalsha(script, args)
-            except redis.exceptions.NoScriptError:  # a restarted server forgot its scripts
-                self._scripting.script_load(script.source)
-                return self._scripting.evalsha(script, args)
+            return self._scripting.call(script, args)
         except redis.RedisError as exc:
             raise translate(exc, self.address) from None
 

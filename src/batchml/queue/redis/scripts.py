@@ -1,54 +1,74 @@
-"""Calling the queue's Lua scripts: one round trip per operation.
+"""The queue's Lua code, in the two forms a server runs it: a function library or scripts.
 
-Each script is ``lua/<name>.lua`` behind ``lua/prelude.lua`` and a generated line that names its
-KEYS (:func:`script_source`), called by :class:`ScriptCaller` over one connection it holds, each
-script's fixed part packed once: on a slow CPU, redis-py's generic path (a connection taken from
-the pool and given back, every argument packed) costs more client time than the round trip
-itself.
+``lua/<name>.lua`` is one operation, ``lua/prelude.lua`` the helpers they share. On Redis 7 and
+later the queue calls them as Redis Functions (:func:`library_source`: the prelude and every
+operation in one library, loaded once with ``FUNCTION LOAD``, each operation ``FCALL``-ed), so a
+call no longer pays for building the prelude's closures; where Functions are missing (Redis 6)
+or refused, each operation is a script of its own behind the prelude (:func:`script_source`),
+called with ``EVALSHA``. Both forms run the same text, with the same KEYS and ARGV.
+
+The library is named after a hash of its source (``batchml_<hash>``, its functions
+``batchml_<hash>_<name>``): workers of two batchml versions on one server each call their own,
+and loading never replaces another version's library.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
-import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
-
-import redis
 
 from batchml.queue.redis.keys import SCRIPT_KEYS
 
 _SCRIPTS: dict[str, tuple[str, str]] = {}
+_LIBRARY: list[tuple[str, str]] = []
+
+
+def _lua(name: str) -> str:
+    return resources.files("batchml.queue.redis").joinpath("lua", f"{name}.lua").read_text()
 
 
 def script_source(name: str) -> tuple[str, str]:
-    """The source of ``lua/<name>.lua`` behind the shared prelude, and its SHA1."""
+    """The source of ``lua/<name>.lua`` as one script behind the shared prelude, and its SHA1."""
     if name not in _SCRIPTS:
-        folder = resources.files("batchml.queue.redis").joinpath("lua")
-        source = _key_binding(SCRIPT_KEYS[name]) + "\n"
-        source += folder.joinpath("prelude.lua").read_text() + "\n"
+        source = "local K = " + _key_binding(SCRIPT_KEYS[name], "KEYS") + "\n"
+        source += _lua("prelude") + "\n"
         # the body runs as a function, so that the records it saved are written back (flush)
         # whichever of its returns it takes
-        source += "local function main()\n" + folder.joinpath(f"{name}.lua").read_text()
+        source += "local function main()\n" + _lua(name)
         source += "\nend\nlocal reply = main()\nflush()\nreturn reply\n"
         _SCRIPTS[name] = (source, hashlib.sha1(source.encode()).hexdigest())
     return _SCRIPTS[name]
 
 
-def _key_binding(parts: Sequence[str]) -> str:
-    """The Lua line that names a script's KEYS by part: ``local K = {items = KEYS[1], ...}``."""
+def library_source() -> tuple[str, str]:
+    """The function library: the prelude once, then each operation as ``batchml_<hash>_<name>``;
+    and the library's name, ``batchml_<hash>``."""
+    if not _LIBRARY:
+        body = "local K, ARGV\n" + _lua("prelude") + "\n"
+        for name, parts in SCRIPT_KEYS.items():
+            body += f"local function op_{name}()\n{_lua(name)}\nend\n"
+            body += (
+                f"redis.register_function('@LIB@_{name}', function(keys, args)\n"
+                f"  begin()\n  K, ARGV = {_key_binding(parts, 'keys')}, args\n"
+                f"  local reply = op_{name}()\n  flush()\n  return reply\nend)\n"
+            )
+        library = "batchml_" + hashlib.sha1(body.encode()).hexdigest()[:16]
+        _LIBRARY.append((f"#!lua name={library}\n" + body.replace("@LIB@", library), library))
+    return _LIBRARY[0]
+
+
+def _key_binding(parts: Sequence[str], keys: str) -> str:
+    """The Lua table that names a script's KEYS by part: ``{items = KEYS[1], ...}``."""
     plain, states = [], []
     for index, part in enumerate(parts, start=1):
         if part.startswith("state:"):
-            states.append(f"{part.removeprefix('state:')} = KEYS[{index}]")
+            states.append(f"{part.removeprefix('state:')} = {keys}[{index}]")
         else:
-            plain.append(f"{part.replace('-', '_')} = KEYS[{index}]")
+            plain.append(f"{part.replace('-', '_')} = {keys}[{index}]")
     fields = [*plain, "state = {" + ", ".join(states) + "}"]
-    return "local K = {" + ", ".join(fields) + "}"
+    return "{" + ", ".join(fields) + "}"
 
 
 def _bulk(value: str | int | float) -> bytes:
@@ -59,87 +79,29 @@ def _bulk(value: str | int | float) -> bytes:
 
 @dataclass(frozen=True)
 class Script:
-    """A Lua script bound to the keys of one queue, with the fixed part of its EVALSHA call
-    (the SHA1 and the key names) packed once."""
+    """One operation bound to the keys of one queue, with the fixed part of each of its two
+    calls packed once: ``FCALL <function> <n> <keys>`` and ``EVALSHA <sha> <n> <keys>``."""
 
-    source: str
+    name: str
+    source: str  # the script (EVALSHA's form)
     sha: str
-    head: bytes  # EVALSHA, the SHA1, the number of keys and the keys, as bulk strings
-    size: int  # how many arguments ``head`` holds
+    fcall: bytes  # FCALL, the function's name, the number of keys and the keys, as bulk strings
+    evalsha: bytes  # EVALSHA, the SHA1, the number of keys and the keys
+    size: int  # how many arguments each head holds
 
     @classmethod
     def load(cls, name: str, keys: Sequence[str]) -> Script:
         """``lua/<name>.lua`` for a queue whose keys are ``keys`` (keys.SCRIPT_KEYS order)."""
         source, sha = script_source(name)
-        fixed: list[str | int] = ["EVALSHA", sha, len(keys), *keys]
-        return cls(source, sha, b"".join(_bulk(part) for part in fixed), len(fixed))
+        function = f"{library_source()[1]}_{name}"
+        fcall: list[str | int] = ["FCALL", function, len(keys), *keys]
+        evalsha: list[str | int] = ["EVALSHA", sha, len(keys), *keys]
+        return cls(
+            name, source, sha, b"".join(_bulk(p) for p in fcall),
+            b"".join(_bulk(p) for p in evalsha), len(fcall),
+        )  # fmt: skip
 
 
-class ScriptCaller:
-    """Calls scripts over one connection of the client's pool, held between calls; the worker's
-    threads (its loop, its heartbeat) take turns on it. A failed call drops the connection (its
-    reply may be half read) and the next call opens it again; redis-py errors are left to the
-    caller to translate."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self._pool: Any = client.connection_pool  # its API differs between redis-py releases
-        self._lock = threading.Lock()
-        self._conn: Any = None
-        self._pid = os.getpid()
-
-    def evalsha(self, script: Script, args: Sequence[str | int | float]) -> Any:
-        command = b"*%d\r\n" % (script.size + len(args)) + script.head
-        command += b"".join(_bulk(arg) for arg in args)
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.send_packed_command([command])
-                return conn.read_response()
-            except redis.ResponseError:
-                raise  # an error reply, read whole: the connection is still in step
-            except BaseException:
-                conn.disconnect()  # the reply may still be on its way: never read it as another's
-                raise
-
-    def script_load(self, source: str) -> str:
-        return str(self._client.script_load(source))
-
-    def _connection(self) -> Any:
-        if self._conn is None or self._pid != os.getpid():  # a forked child opens its own
-            self._conn, self._pid = _take_connection(self._pool), os.getpid()
-        elif self._stale(self._conn):  # closed by the server (a restart, an idle timeout)
-            self._conn.disconnect()  # and the next send opens it again
-        return self._conn
-
-    @staticmethod
-    def _stale(conn: Any) -> bool:
-        """Whether an open connection, idle between calls, has something to read: its end."""
-        if not _is_open(conn):
-            return False  # the next send opens it
-        try:
-            return bool(conn.can_read())
-        except (redis.ConnectionError, OSError):
-            return True
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._pool.release(self._conn)
-            self._conn = None
-
-
-def _take_connection(pool: Any) -> Any:
-    """A connection from the pool. redis-py before 5.3 requires a command name (unused since);
-    from 5.3 on, passing one is deprecated."""
-    wanted = inspect.signature(pool.get_connection).parameters.get("command_name")
-    if wanted is not None and wanted.default is inspect.Parameter.empty:
-        return pool.get_connection("EVALSHA")
-    return pool.get_connection()
-
-
-def _is_open(conn: Any) -> bool:
-    """Whether the connection holds a socket (``is_connected`` is newer than redis-py 5.0)."""
-    if hasattr(type(conn), "is_connected"):
-        return bool(conn.is_connected)
-    return conn._sock is not None
+def packed(head: bytes, size: int, args: Sequence[str | int | float]) -> bytes:
+    """A whole call: ``head`` (``size`` arguments) and then ``args``, in the Redis protocol."""
+    return b"*%d\r\n" % (size + len(args)) + head + b"".join(_bulk(arg) for arg in args)

@@ -1,8 +1,10 @@
 -- prelude.lua: shared helpers, prepended to every other script of this folder when it is loaded
--- (batchml.queue.redis.queue). A script receives the keys it uses as KEYS, in the order of
+-- (batchml.queue.redis.scripts: once, in the function library, or before each script for
+-- EVALSHA). A script receives the keys it uses as KEYS, in the order of
 -- batchml.queue.redis.keys.SCRIPT_KEYS, each named batchml:{QUEUE}:<part>; it never builds a key name.
--- The loader puts one line before this file that binds them by part: `local K = {items =
--- KEYS[1], ..., state = {done = KEYS[6], ...}}`, so K.items, K.state.done, K.lineage_head...
+-- The loader binds them by part before each call: `K = {items = KEYS[1], ..., state = {done =
+-- KEYS[6], ...}}`, so K.items, K.state.done, K.lineage_head... (and ARGV, in a function, to
+-- its arguments).
 --   items           hash  id -> item record (MessagePack, read and written only by these
 --                         scripts: decoding and encoding it costs a third of JSON's)
 --   order           zset  id scored by push sequence
@@ -84,6 +86,12 @@ local history, history_limit = {}, 0
 
 -- the history list is trimmed back to its limit once it holds this many records more
 local TRIM_EVERY = 100
+
+-- A call starts with nothing cached, saved or recorded: loaded as a function library
+-- (batchml.queue.redis.scripts), these helpers and their state outlive one call.
+local function begin()
+  cache, dirty, history, history_limit = {}, {}, {}, 0
+end
 
 -- Lua's unpack takes a few thousand values at most: long writes go in chunks.
 local CHUNK = 1000
