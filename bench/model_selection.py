@@ -36,6 +36,7 @@ import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import lightgbm as lgb
@@ -47,6 +48,7 @@ from sklearn.preprocessing import StandardScaler
 from batchml.fraud.data.simulate import SimulationConfig, simulate
 from batchml.fraud.evaluation.protocol import Protocol, build_test_set, known_fraud_days, shift
 from batchml.fraud.features import behaviour
+from batchml.fraud.features.candidates import CANDIDATE_COLUMNS, candidate_arrays
 from batchml.fraud.features.pipeline import KEY_COLUMNS, LABEL, FeatureSpec, features_of
 from batchml.fraud.models import checkpoint
 from batchml.fraud.models.model import MODEL_KINDS, make_model
@@ -61,6 +63,10 @@ METRICS = ("roc_auc", "average_precision", "card_precision_at_k")
 #: the ablation subsets.
 SPEC = FeatureSpec(feature_set="behaviour")
 HANDBOOK_INPUTS = FeatureSpec(feature_set="handbook").inputs
+#: Every column the data holds: the behaviour set's inputs, then the candidate columns of
+#: :mod:`batchml.fraud.features.candidates` (in no feature set; the ablation measures them).
+ALL_INPUTS = (*SPEC.inputs, *CANDIDATE_COLUMNS)
+_WIDE = SimpleNamespace(inputs=ALL_INPUTS)  # what pipeline.xy reads of a spec
 PROTOCOL = Protocol()
 
 _B = behaviour.BEHAVIOUR_COLUMNS
@@ -76,6 +82,15 @@ ABLATION: list[tuple[str, tuple[str, ...]]] = [
 ]
 #: --quick: the two ends only.
 QUICK_ABLATION = [ABLATION[0], ABLATION[-1]]
+_C = CANDIDATE_COLUMNS
+#: Then each candidate column added alone to the behaviour set, then all of them; each row's
+#: change against the behaviour set.
+CANDIDATE_ABLATION: list[tuple[str, tuple[str, ...]]] = [
+    ("+ card's earlier tx at this terminal, 30 d", _C[0:1]),
+    ("+ card's earlier tx at known-fraud terminals", _C[1:2]),
+    ("+ card's max amount ratio today so far", _C[2:3]),
+    ("+ all three candidates", _C),
+]
 
 #: The Fraud Detection Handbook's test figures on this test week (chapter "Model selection").
 HANDBOOK = {
@@ -134,11 +149,11 @@ class Data:
     y: np.ndarray
     table: pd.DataFrame  # KEY_COLUMNS, inputs, label
     day_rows: dict[str, slice]  # day -> its rows (the frame is sorted by time)
-    inputs: tuple[str, ...] = SPEC.inputs  # the columns of X, a subset of SPEC.inputs
+    inputs: tuple[str, ...] = ALL_INPUTS  # the columns of X, a subset of ALL_INPUTS
 
     def select(self, inputs: Sequence[str]) -> Data:
         """The same data with only ``inputs`` as model inputs."""
-        picked = [SPEC.inputs.index(name) for name in inputs]
+        picked = [ALL_INPUTS.index(name) for name in inputs]
         return Data(self.X[:, picked], self.y, self.table, self.day_rows, tuple(inputs))
 
     def days(self, first: str | None, last: str) -> list[str]:
@@ -155,12 +170,16 @@ def load_data() -> Data:
     table["TX_AMOUNT"] = tx["TX_AMOUNT"]
     for name in SPEC.inputs[1:]:
         table[name] = feats[name].to_numpy()
+    columns = {c: tx[c].to_numpy() for c in ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID",
+                                             "TERMINAL_ID", "TX_AMOUNT", LABEL)}  # fmt: skip
+    for name, values in candidate_arrays(columns, delay_days=SPEC.delay_days).items():
+        table[name] = values
     table[LABEL] = tx[LABEL]
     day = tx["TX_DATETIME"].dt.strftime("%Y-%m-%d").to_numpy()
     bounds = np.flatnonzero(day[1:] != day[:-1]) + 1
     starts, stops = np.r_[0, bounds], np.r_[bounds, len(day)]
     day_rows = {str(day[a]): slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
-    X = table[list(SPEC.inputs)].to_numpy(dtype=np.float64)
+    X = table[list(ALL_INPUTS)].to_numpy(dtype=np.float64)
     return Data(X=X, y=tx[LABEL].to_numpy(), table=table, day_rows=day_rows)
 
 
@@ -183,8 +202,8 @@ def assess(
     first, last = known_fraud_days(protocol, test_days)
     known = data.table.iloc[data.rows(data.days(first, last))]
     frauds = known.loc[known[LABEL] == 1, ["TX_DATETIME", "CUSTOMER_ID"]]
-    test = build_test_set(table, frauds, SPEC, protocol.delay)
-    X = test.X[:, [SPEC.inputs.index(name) for name in data.inputs]]
+    test = build_test_set(table, frauds, _WIDE, protocol.delay)  # type: ignore[arg-type]
+    X = test.X[:, [ALL_INPUTS.index(name) for name in data.inputs]]
     return test.metrics(fraud_scores(model, X), protocol.top_k)
 
 
@@ -270,6 +289,22 @@ def ablation(pool: Any, quick: bool) -> tuple[Outcome, Outcome]:
         )  # fmt: skip
         print(_row(f"{label} ({len(HANDBOOK_INPUTS) + len(extra)})", v, gain))
     return outcomes[0], outcomes[-1]
+
+
+def candidate_ablation(pool: Any, behaviour_set: Outcome) -> None:
+    """LightGBM (defaults) on the validation weeks, the behaviour set plus each candidate."""
+    params = MODEL_KINDS["lgbm"]().get_params()
+    jobs = [("lgbm", params, (*SPEC.inputs, *extra)) for _, extra in CANDIDATE_ABLATION]
+    outcomes: list[Outcome] = pool.map(_validate_inputs, jobs, chunksize=1)
+    base = behaviour_set.validation
+    for (label, extra), o in zip(CANDIDATE_ABLATION, outcomes, strict=True):
+        v = o.validation
+        gain = "".join(
+            f"  {short} {v[m] - base[m]:+.4f}"
+            for short, m in (("AUC", "roc_auc"), ("AP", "average_precision"),
+                             ("CP", "card_precision_at_k"))
+        )  # fmt: skip
+        print(_row(f"{label} ({len(SPEC.inputs) + len(extra)})", v, gain))
 
 
 def test_selected(data: Data, best: Outcome) -> None:
@@ -363,6 +398,10 @@ def main() -> None:
         "--features", choices=("handbook", "behaviour"), default="handbook",
         help="the candidates' feature set (the ablation measures both)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ablation-only", action="store_true",
+        help="the validation ablations only: no search, the test week is not assessed",
+    )  # fmt: skip
     args = parser.parse_args()
     _CANDIDATES["inputs"] = FeatureSpec(feature_set=args.features).inputs
 
@@ -380,6 +419,11 @@ def main() -> None:
     with multiprocessing.get_context("fork").Pool(args.processes, _init_worker, (data,)) as pool:
         print("ablation (lgbm defaults; change against the handbook's inputs):")
         ends = dict(zip(("handbook", "behaviour"), ablation(pool, args.quick), strict=True))
+        print("candidates (lgbm defaults; change against feature set behaviour):")
+        candidate_ablation(pool, ends["behaviour"])
+        if args.ablation_only:
+            print(f"\ntotal {time.perf_counter() - started:.0f}s (validation only)")
+            return
         print(f"candidates (feature set {args.features}):")
         outcomes = search(pool, args.quick)
     for kind in sorted({o.kind for o in outcomes}):
