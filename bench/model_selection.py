@@ -9,6 +9,11 @@ columns of :mod:`batchml.fraud.features.behaviour` too).
 0. Ablation: LightGBM with its defaults on the validation weeks below, on the handbook's 15
    inputs, then with each group of behaviour columns added alone, then with all of them (the
    feature set ``behaviour``); each row's change against the first. ``--quick``: the two ends.
+   Then the behaviour set with each column of :mod:`batchml.fraud.features.candidates` added
+   alone and with all of them, each row's change against the behaviour set; and per validation
+   week the frauds no label-honest input can separate (scenario 2 at a terminal without a
+   known fraud) with the average precision of an oracle that ranks every other fraud first.
+   ``--ablation-only`` stops there (no search, no test week).
 1. Validation: each candidate trains from 2018-04-01 and is assessed on four consecutive weeks,
    each after the 7-day label delay: trained through D, tested on D+8 … D+14 for D = 06-26,
    07-03, 07-10 and 07-17 (the last test day is 2018-07-31), with the protocol of
@@ -25,8 +30,9 @@ columns of :mod:`batchml.fraud.features.behaviour` too).
    models fitted in one go (not incremental) the handbook's way, and the handbook's published
    figures (its own simulated data: same generator, other random draws).
 
-    .venv/bin/python bench/model_selection.py          # ablation and whole search (~20 min)
-    .venv/bin/python bench/model_selection.py --quick  # two ablation ends, defaults (~3 min)
+    .venv/bin/python bench/model_selection.py          # ablations and whole search (~25 min)
+    .venv/bin/python bench/model_selection.py --quick  # ablation ends, candidates, defaults
+    .venv/bin/python bench/model_selection.py --quick --ablation-only  # validation only
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
 from sklearn.preprocessing import StandardScaler
 
 from batchml.fraud.data.simulate import SimulationConfig, simulate
@@ -66,7 +73,8 @@ HANDBOOK_INPUTS = FeatureSpec(feature_set="handbook").inputs
 #: Every column the data holds: the behaviour set's inputs, then the candidate columns of
 #: :mod:`batchml.fraud.features.candidates` (in no feature set; the ablation measures them).
 ALL_INPUTS = (*SPEC.inputs, *CANDIDATE_COLUMNS)
-_WIDE = SimpleNamespace(inputs=ALL_INPUTS)  # what pipeline.xy reads of a spec
+SCENARIO = "TX_FRAUD_SCENARIO"  # never an input: the ceiling below reads it
+_WIDE = SimpleNamespace(inputs=(*ALL_INPUTS, SCENARIO))  # what pipeline.xy reads of a spec
 PROTOCOL = Protocol()
 
 _B = behaviour.BEHAVIOUR_COLUMNS
@@ -175,6 +183,7 @@ def load_data() -> Data:
     for name, values in candidate_arrays(columns, delay_days=SPEC.delay_days).items():
         table[name] = values
     table[LABEL] = tx[LABEL]
+    table[SCENARIO] = tx[SCENARIO]
     day = tx["TX_DATETIME"].dt.strftime("%Y-%m-%d").to_numpy()
     bounds = np.flatnonzero(day[1:] != day[:-1]) + 1
     starts, stops = np.r_[0, bounds], np.r_[bounds, len(day)]
@@ -197,14 +206,48 @@ def assess(
     model: IncrementalModel, data: Data, trained_through: str, protocol: Protocol = PROTOCOL
 ) -> dict[str, Any]:
     """The protocol's metrics of ``model`` on the test week that follows ``trained_through``."""
+    test = _test_set(data, trained_through, protocol)
+    X = test.X[:, [ALL_INPUTS.index(name) for name in data.inputs]]
+    return test.metrics(fraud_scores(model, X), protocol.top_k)
+
+
+def _test_set(data: Data, trained_through: str, protocol: Protocol = PROTOCOL) -> Any:
+    """The protocol's test set (X: every column of ``_WIDE``) after ``trained_through``."""
     test_days = protocol.period(trained_through)
     table = data.table.iloc[data.rows(test_days)]
     first, last = known_fraud_days(protocol, test_days)
     known = data.table.iloc[data.rows(data.days(first, last))]
     frauds = known.loc[known[LABEL] == 1, ["TX_DATETIME", "CUSTOMER_ID"]]
-    test = build_test_set(table, frauds, _WIDE, protocol.delay)  # type: ignore[arg-type]
-    X = test.X[:, [ALL_INPUTS.index(name) for name in data.inputs]]
-    return test.metrics(fraud_scores(model, X), protocol.top_k)
+    return build_test_set(table, frauds, _WIDE, protocol.delay)  # type: ignore[arg-type]
+
+
+def ceiling(data: Data, trained_through: str) -> dict[str, float]:
+    """What no label-honest input can separate, on the test week after ``trained_through``.
+
+    A scenario-2 fraud (a compromised terminal) whose terminal has no known fraud in the
+    known window (labels at least the delay old, over 30 days) looks like any transaction:
+    the simulator changes neither the terminal's traffic nor the card's amounts. An oracle
+    that scores every other fraud 1 and those frauds 0, like every legitimate row, has this
+    average precision, about the share of the other frauds: an estimate of the ceiling.
+    """
+    test = _test_set(data, trained_through)
+    known = test.X[:, ALL_INPUTS.index("TERMINAL_ID_NB_KNOWN_FRAUD_30DAY")]
+    blind = (test.y == 1) & (test.X[:, -1] == 2) & (known == 0)
+    oracle = ((test.y == 1) & ~blind).astype(np.float64)
+    return {
+        "frauds": float(test.y.sum()),
+        "blind": float(blind.sum()),
+        "oracle_ap": float(average_precision_score(test.y, oracle)),
+    }
+
+
+def print_ceiling(data: Data, cuts: Sequence[str]) -> None:
+    for cut in cuts:
+        c = ceiling(data, cut)
+        print(
+            f"  trained through {cut}: {c['blind']:.0f} of {c['frauds']:.0f} frauds are "
+            f"scenario 2 at a terminal with no known fraud; oracle AP {c['oracle_ap']:.4f}"
+        )
 
 
 def _round_trip(model: IncrementalModel) -> tuple[IncrementalModel, int]:
@@ -421,6 +464,8 @@ def main() -> None:
         ends = dict(zip(("handbook", "behaviour"), ablation(pool, args.quick), strict=True))
         print("candidates (lgbm defaults; change against feature set behaviour):")
         candidate_ablation(pool, ends["behaviour"])
+        print("ceiling (frauds no label-honest input separates):")
+        print_ceiling(data, VALIDATION_CUTS)
         if args.ablation_only:
             print(f"\ntotal {time.perf_counter() - started:.0f}s (validation only)")
             return
@@ -440,6 +485,8 @@ def main() -> None:
     other = "behaviour" if args.features == "handbook" else "handbook"
     print(f"  the lgbm defaults on feature set {other} (from the ablation):")
     test_selected(data.select(FeatureSpec(feature_set=other).inputs), ends[other])
+    print("  ceiling (frauds no label-honest input separates):")
+    print_ceiling(data, [TEST_THROUGH])
     print("\nreferences on this data, fitted once (not incremental), same test week:")
     references(data)
     print(
