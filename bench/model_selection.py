@@ -9,6 +9,11 @@ columns of :mod:`batchml.fraud.features.behaviour` too).
 0. Ablation: LightGBM with its defaults on the validation weeks below, on the handbook's 15
    inputs, then with each group of behaviour columns added alone, then with all of them (the
    feature set ``behaviour``); each row's change against the first. ``--quick``: the two ends.
+   Then the behaviour set with each column of :mod:`batchml.fraud.features.candidates` added
+   alone and with all of them, each row's change against the behaviour set; and per validation
+   week the frauds no label-honest input can separate (scenario 2 at a terminal without a
+   known fraud) with the average precision of an oracle that ranks every other fraud first.
+   ``--ablation-only`` stops there (no search, no test week).
 1. Validation: each candidate trains from 2018-04-01 and is assessed on four consecutive weeks,
    each after the 7-day label delay: trained through D, tested on D+8 … D+14 for D = 06-26,
    07-03, 07-10 and 07-17 (the last test day is 2018-07-31), with the protocol of
@@ -25,8 +30,9 @@ columns of :mod:`batchml.fraud.features.behaviour` too).
    models fitted in one go (not incremental) the handbook's way, and the handbook's published
    figures (its own simulated data: same generator, other random draws).
 
-    .venv/bin/python bench/model_selection.py          # ablation and whole search (~20 min)
-    .venv/bin/python bench/model_selection.py --quick  # two ablation ends, defaults (~3 min)
+    .venv/bin/python bench/model_selection.py          # ablations and whole search (~25 min)
+    .venv/bin/python bench/model_selection.py --quick  # ablation ends, candidates, defaults
+    .venv/bin/python bench/model_selection.py --quick --ablation-only  # validation only
 """
 
 from __future__ import annotations
@@ -36,17 +42,20 @@ import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
 from sklearn.preprocessing import StandardScaler
 
 from batchml.fraud.data.simulate import SimulationConfig, simulate
 from batchml.fraud.evaluation.protocol import Protocol, build_test_set, known_fraud_days, shift
 from batchml.fraud.features import behaviour
+from batchml.fraud.features.candidates import CANDIDATE_COLUMNS, candidate_arrays
 from batchml.fraud.features.pipeline import KEY_COLUMNS, LABEL, FeatureSpec, features_of
 from batchml.fraud.models import checkpoint
 from batchml.fraud.models.model import MODEL_KINDS, make_model
@@ -61,6 +70,11 @@ METRICS = ("roc_auc", "average_precision", "card_precision_at_k")
 #: the ablation subsets.
 SPEC = FeatureSpec(feature_set="behaviour")
 HANDBOOK_INPUTS = FeatureSpec(feature_set="handbook").inputs
+#: Every column the data holds: the behaviour set's inputs, then the candidate columns of
+#: :mod:`batchml.fraud.features.candidates` (in no feature set; the ablation measures them).
+ALL_INPUTS = (*SPEC.inputs, *CANDIDATE_COLUMNS)
+SCENARIO = "TX_FRAUD_SCENARIO"  # never an input: the ceiling below reads it
+_WIDE = SimpleNamespace(inputs=(*ALL_INPUTS, SCENARIO))  # what pipeline.xy reads of a spec
 PROTOCOL = Protocol()
 
 _B = behaviour.BEHAVIOUR_COLUMNS
@@ -76,6 +90,15 @@ ABLATION: list[tuple[str, tuple[str, ...]]] = [
 ]
 #: --quick: the two ends only.
 QUICK_ABLATION = [ABLATION[0], ABLATION[-1]]
+_C = CANDIDATE_COLUMNS
+#: Then each candidate column added alone to the behaviour set, then all of them; each row's
+#: change against the behaviour set.
+CANDIDATE_ABLATION: list[tuple[str, tuple[str, ...]]] = [
+    ("+ card's earlier tx at this terminal, 30 d", _C[0:1]),
+    ("+ card's earlier tx at known-fraud terminals", _C[1:2]),
+    ("+ card's max amount ratio today so far", _C[2:3]),
+    ("+ all three candidates", _C),
+]
 
 #: The Fraud Detection Handbook's test figures on this test week (chapter "Model selection").
 HANDBOOK = {
@@ -134,11 +157,11 @@ class Data:
     y: np.ndarray
     table: pd.DataFrame  # KEY_COLUMNS, inputs, label
     day_rows: dict[str, slice]  # day -> its rows (the frame is sorted by time)
-    inputs: tuple[str, ...] = SPEC.inputs  # the columns of X, a subset of SPEC.inputs
+    inputs: tuple[str, ...] = ALL_INPUTS  # the columns of X, a subset of ALL_INPUTS
 
     def select(self, inputs: Sequence[str]) -> Data:
         """The same data with only ``inputs`` as model inputs."""
-        picked = [SPEC.inputs.index(name) for name in inputs]
+        picked = [ALL_INPUTS.index(name) for name in inputs]
         return Data(self.X[:, picked], self.y, self.table, self.day_rows, tuple(inputs))
 
     def days(self, first: str | None, last: str) -> list[str]:
@@ -155,12 +178,17 @@ def load_data() -> Data:
     table["TX_AMOUNT"] = tx["TX_AMOUNT"]
     for name in SPEC.inputs[1:]:
         table[name] = feats[name].to_numpy()
+    columns = {c: tx[c].to_numpy() for c in ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID",
+                                             "TERMINAL_ID", "TX_AMOUNT", LABEL)}  # fmt: skip
+    for name, values in candidate_arrays(columns, delay_days=SPEC.delay_days).items():
+        table[name] = values
     table[LABEL] = tx[LABEL]
+    table[SCENARIO] = tx[SCENARIO]
     day = tx["TX_DATETIME"].dt.strftime("%Y-%m-%d").to_numpy()
     bounds = np.flatnonzero(day[1:] != day[:-1]) + 1
     starts, stops = np.r_[0, bounds], np.r_[bounds, len(day)]
     day_rows = {str(day[a]): slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
-    X = table[list(SPEC.inputs)].to_numpy(dtype=np.float64)
+    X = table[list(ALL_INPUTS)].to_numpy(dtype=np.float64)
     return Data(X=X, y=tx[LABEL].to_numpy(), table=table, day_rows=day_rows)
 
 
@@ -178,14 +206,48 @@ def assess(
     model: IncrementalModel, data: Data, trained_through: str, protocol: Protocol = PROTOCOL
 ) -> dict[str, Any]:
     """The protocol's metrics of ``model`` on the test week that follows ``trained_through``."""
+    test = _test_set(data, trained_through, protocol)
+    X = test.X[:, [ALL_INPUTS.index(name) for name in data.inputs]]
+    return test.metrics(fraud_scores(model, X), protocol.top_k)
+
+
+def _test_set(data: Data, trained_through: str, protocol: Protocol = PROTOCOL) -> Any:
+    """The protocol's test set (X: every column of ``_WIDE``) after ``trained_through``."""
     test_days = protocol.period(trained_through)
     table = data.table.iloc[data.rows(test_days)]
     first, last = known_fraud_days(protocol, test_days)
     known = data.table.iloc[data.rows(data.days(first, last))]
     frauds = known.loc[known[LABEL] == 1, ["TX_DATETIME", "CUSTOMER_ID"]]
-    test = build_test_set(table, frauds, SPEC, protocol.delay)
-    X = test.X[:, [SPEC.inputs.index(name) for name in data.inputs]]
-    return test.metrics(fraud_scores(model, X), protocol.top_k)
+    return build_test_set(table, frauds, _WIDE, protocol.delay)  # type: ignore[arg-type]
+
+
+def ceiling(data: Data, trained_through: str) -> dict[str, float]:
+    """What no label-honest input can separate, on the test week after ``trained_through``.
+
+    A scenario-2 fraud (a compromised terminal) whose terminal has no known fraud in the
+    known window (labels at least the delay old, over 30 days) looks like any transaction:
+    the simulator changes neither the terminal's traffic nor the card's amounts. An oracle
+    that scores every other fraud 1 and those frauds 0, like every legitimate row, has this
+    average precision, about the share of the other frauds: an estimate of the ceiling.
+    """
+    test = _test_set(data, trained_through)
+    known = test.X[:, ALL_INPUTS.index("TERMINAL_ID_NB_KNOWN_FRAUD_30DAY")]
+    blind = (test.y == 1) & (test.X[:, -1] == 2) & (known == 0)
+    oracle = ((test.y == 1) & ~blind).astype(np.float64)
+    return {
+        "frauds": float(test.y.sum()),
+        "blind": float(blind.sum()),
+        "oracle_ap": float(average_precision_score(test.y, oracle)),
+    }
+
+
+def print_ceiling(data: Data, cuts: Sequence[str]) -> None:
+    for cut in cuts:
+        c = ceiling(data, cut)
+        print(
+            f"  trained through {cut}: {c['blind']:.0f} of {c['frauds']:.0f} frauds are "
+            f"scenario 2 at a terminal with no known fraud; oracle AP {c['oracle_ap']:.4f}"
+        )
 
 
 def _round_trip(model: IncrementalModel) -> tuple[IncrementalModel, int]:
@@ -270,6 +332,22 @@ def ablation(pool: Any, quick: bool) -> tuple[Outcome, Outcome]:
         )  # fmt: skip
         print(_row(f"{label} ({len(HANDBOOK_INPUTS) + len(extra)})", v, gain))
     return outcomes[0], outcomes[-1]
+
+
+def candidate_ablation(pool: Any, behaviour_set: Outcome) -> None:
+    """LightGBM (defaults) on the validation weeks, the behaviour set plus each candidate."""
+    params = MODEL_KINDS["lgbm"]().get_params()
+    jobs = [("lgbm", params, (*SPEC.inputs, *extra)) for _, extra in CANDIDATE_ABLATION]
+    outcomes: list[Outcome] = pool.map(_validate_inputs, jobs, chunksize=1)
+    base = behaviour_set.validation
+    for (label, extra), o in zip(CANDIDATE_ABLATION, outcomes, strict=True):
+        v = o.validation
+        gain = "".join(
+            f"  {short} {v[m] - base[m]:+.4f}"
+            for short, m in (("AUC", "roc_auc"), ("AP", "average_precision"),
+                             ("CP", "card_precision_at_k"))
+        )  # fmt: skip
+        print(_row(f"{label} ({len(SPEC.inputs) + len(extra)})", v, gain))
 
 
 def test_selected(data: Data, best: Outcome) -> None:
@@ -363,6 +441,10 @@ def main() -> None:
         "--features", choices=("handbook", "behaviour"), default="handbook",
         help="the candidates' feature set (the ablation measures both)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ablation-only", action="store_true",
+        help="the validation ablations only: no search, the test week is not assessed",
+    )  # fmt: skip
     args = parser.parse_args()
     _CANDIDATES["inputs"] = FeatureSpec(feature_set=args.features).inputs
 
@@ -380,6 +462,13 @@ def main() -> None:
     with multiprocessing.get_context("fork").Pool(args.processes, _init_worker, (data,)) as pool:
         print("ablation (lgbm defaults; change against the handbook's inputs):")
         ends = dict(zip(("handbook", "behaviour"), ablation(pool, args.quick), strict=True))
+        print("candidates (lgbm defaults; change against feature set behaviour):")
+        candidate_ablation(pool, ends["behaviour"])
+        print("ceiling (frauds no label-honest input separates):")
+        print_ceiling(data, VALIDATION_CUTS)
+        if args.ablation_only:
+            print(f"\ntotal {time.perf_counter() - started:.0f}s (validation only)")
+            return
         print(f"candidates (feature set {args.features}):")
         outcomes = search(pool, args.quick)
     for kind in sorted({o.kind for o in outcomes}):
@@ -396,6 +485,8 @@ def main() -> None:
     other = "behaviour" if args.features == "handbook" else "handbook"
     print(f"  the lgbm defaults on feature set {other} (from the ablation):")
     test_selected(data.select(FeatureSpec(feature_set=other).inputs), ends[other])
+    print("  ceiling (frauds no label-honest input separates):")
+    print_ceiling(data, [TEST_THROUGH])
     print("\nreferences on this data, fitted once (not incremental), same test week:")
     references(data)
     print(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
 
 from batchml import exitcodes
 from batchml.errors import ConfigError
@@ -20,11 +21,13 @@ from batchml.fraud.features.behaviour import (
     behaviour_history_days,
     compute_behaviour,
 )
+from batchml.fraud.features.candidates import CANDIDATE_COLUMNS, candidate_arrays
+from batchml.fraud.features.engineered import compute_features
 from batchml.fraud.features.pipeline import FeatureSpec
 from batchml.fraud.models import lineage
 from batchml.queue import open_queue
 from batchml.storage import Storage
-from tests.fraud.test_features import DAY, MONDAY, SECOND, random_frame
+from tests.fraud.test_features import DAY, MONDAY, SECOND, random_frame, transactions
 from tests.support.cli import run_cli
 from tests.support.fraud_data import small_root
 from tests.support.fraud_env import make_env, run_workers, train
@@ -219,3 +222,110 @@ def test_the_cli_pushes_a_behaviour_run_evaluates_it_and_keeps_its_features(
     # while one without --features continues the run with its own
     assert run_cli(capsys, *cli, "queue", "push", "--end", days[11]).code == 0
     assert plan.run_spec(queue, "default") == BEHAVIOUR
+
+
+# -- candidate columns (batchml.fraud.features.candidates), measured by the ablation ----------
+
+
+def _candidates(tx: pd.DataFrame) -> pd.DataFrame:
+    columns = {c: tx[c].to_numpy() for c in REQUIRED}
+    return pd.DataFrame(candidate_arrays(columns), index=tx.index)
+
+
+def _slow_candidates(tx: pd.DataFrame, delay: int = 7) -> pd.DataFrame:
+    """The candidates module's docstring, one row at a time, in plain Python."""
+    order = np.argsort(tx["TX_DATETIME"].to_numpy(), kind="stable")
+    rank = np.empty(len(tx), dtype=np.int64)
+    rank[order] = np.arange(len(tx))  # position in time order, ties in input order
+    t = tx["TX_DATETIME"].to_numpy().view(np.int64)
+    cards, terminals = tx["CUSTOMER_ID"].to_numpy(), tx["TERMINAL_ID"].to_numpy()
+    amounts, frauds = tx["TX_AMOUNT"].to_numpy(), tx["TX_FRAUD"].to_numpy()
+    n = len(tx)
+
+    def earlier(i: int, days: int) -> list[int]:
+        return [j for j in range(n) if cards[j] == cards[i] and rank[j] < rank[i]
+                and t[j] > t[i] - days * DAY]  # fmt: skip
+
+    def risky(j: int) -> bool:
+        end = t[j] - delay * DAY
+        return any(terminals[k] == terminals[j] and frauds[k] == 1
+                   and end - 14 * DAY < t[k] <= end for k in range(n))  # fmt: skip
+
+    def ratio(i: int) -> float:
+        before = [amounts[j] for j in earlier(i, 14)]
+        mean = math.fsum(before) / len(before) if before else 0.0
+        return float(amounts[i] / mean) if before and mean != 0 else 1.0
+
+    rows = []
+    for i in range(n):
+        pair = sum(1 for j in earlier(i, 30) if terminals[j] == terminals[i])
+        nb_risky = sum(1 for j in earlier(i, 14) if risky(j))
+        today = [j for j in range(n) if cards[j] == cards[i] and rank[j] <= rank[i]
+                 and t[j] // DAY == t[i] // DAY]  # fmt: skip
+        rows.append([float(pair), float(nb_risky), max(ratio(j) for j in today)])
+    return pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS), index=tx.index)
+
+
+REQUIRED = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD")
+
+
+def _assert_candidates_equal(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
+    assert list(ours.columns) == list(CANDIDATE_COLUMNS) and ours.index.equals(theirs.index)
+    assert not ours.isna().to_numpy().any()
+    for name in CANDIDATE_COLUMNS:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+@settings(max_examples=40, deadline=None)
+@given(tx=transactions(max_rows=30))
+def test_candidates_match_the_slow_reference_on_random_data(tx: pd.DataFrame) -> None:
+    # Given few cards and terminals, ties, window-edge offsets, rows in random order; amounts
+    # in cents (the exact window sums drop bits far below a cent, e.g. of subnormal floats)
+    tx["TX_AMOUNT"] = tx["TX_AMOUNT"].round(2)
+    _assert_candidates_equal(_candidates(tx), _slow_candidates(tx))
+
+
+@pytest.mark.parametrize("resolution", [SECOND, 3600 * SECOND])
+def test_candidates_match_the_slow_reference(resolution: int) -> None:
+    tx = random_frame(21, 400, customers=6, terminals=5, days=60, resolution=resolution)
+    tx = tx.sample(frac=1.0, random_state=3)
+    _assert_candidates_equal(_candidates(tx), _slow_candidates(tx))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_no_candidate_or_behaviour_column_sees_a_label_before_it_is_known_or_a_later_row(
+    seed: int,
+) -> None:
+    # Given transactions, and a copy where everything after a cut time is rewritten (amounts,
+    # terminals, labels, extra rows) and the labels of the delay before the cut are flipped
+    # (frauds are rare, so a terminal's known frauds come and go)
+    tx = random_frame(seed, 3000, customers=8, terminals=40, days=50, resolution=60 * SECOND)
+    rng = np.random.default_rng(seed)
+    tx["TX_FRAUD"] = (rng.random(len(tx)) < 0.03).astype(np.int64)
+    t = tx["TX_DATETIME"].to_numpy().view(np.int64)
+    cut = MONDAY + 35 * DAY + 7 * 3600 * SECOND
+    changed = tx.copy()
+    later, unknown = t > cut, t > cut - 7 * DAY
+    changed.loc[later, "TX_AMOUNT"] = rng.integers(1, 10**6, later.sum()) / 100
+    changed.loc[later, "TERMINAL_ID"] = rng.integers(0, 40, later.sum())
+    changed.loc[unknown, "TX_FRAUD"] = 1 - changed.loc[unknown, "TX_FRAUD"]
+    extra = random_frame(seed + 9, 300, customers=8, terminals=40, days=50)
+    extra = extra[extra["TX_DATETIME"].to_numpy().view(np.int64) > cut]
+    extra["TRANSACTION_ID"] += 100_000
+    changed = pd.concat([changed, extra])
+    # Then every feature of the rows up to the cut is the same float
+    before = ~later
+    for compute in (_candidates, compute_behaviour, compute_features):
+        old = compute(tx)[before]
+        new = compute(changed).iloc[: len(tx)][before]
+        pd.testing.assert_frame_equal(old, new, check_exact=True)
+    # (and the flipped labels did change something: they are used once known)
+    assert not _candidates(tx).equals(_candidates(changed).iloc[: len(tx)])
+
+
+def test_candidates_of_a_day_need_only_the_feature_sets_history() -> None:
+    tx = random_frame(4, 12_000, customers=40, terminals=15, days=70)
+    days = (tx["TX_DATETIME"] - pd.Timestamp(MONDAY)).dt.days
+    full = _candidates(tx)[days == 55]
+    kept = tx[(days >= 55 - BEHAVIOUR.history_days) & (days <= 55)]
+    pd.testing.assert_frame_equal(_candidates(kept)[days[kept.index] == 55], full, check_exact=True)
