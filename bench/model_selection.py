@@ -322,16 +322,22 @@ def ablation(pool: Any, quick: bool) -> tuple[Outcome, Outcome]:
     params = MODEL_KINDS["lgbm"]().get_params()
     jobs = [("lgbm", params, (*HANDBOOK_INPUTS, *extra)) for _, extra in steps]
     outcomes: list[Outcome] = pool.map(_validate_inputs, jobs, chunksize=1)
-    base = outcomes[0].validation
+    _print_gains(steps, outcomes, outcomes[0], len(HANDBOOK_INPUTS))
+    return outcomes[0], outcomes[-1]
+
+
+def _print_gains(
+    steps: Sequence[tuple[str, tuple[str, ...]]], outcomes: list[Outcome], base: Outcome, n: int
+) -> None:
+    """One row per step: its validation figures and their change against ``base``'s."""
     for (label, extra), o in zip(steps, outcomes, strict=True):
         v = o.validation
         gain = "".join(
-            f"  {short} {v[m] - base[m]:+.4f}"
+            f"  {short} {v[m] - base.validation[m]:+.4f}"
             for short, m in (("AUC", "roc_auc"), ("AP", "average_precision"),
                              ("CP", "card_precision_at_k"))
         )  # fmt: skip
-        print(_row(f"{label} ({len(HANDBOOK_INPUTS) + len(extra)})", v, gain))
-    return outcomes[0], outcomes[-1]
+        print(_row(f"{label} ({n + len(extra)})", v, gain))
 
 
 def candidate_ablation(pool: Any, behaviour_set: Outcome) -> None:
@@ -339,15 +345,7 @@ def candidate_ablation(pool: Any, behaviour_set: Outcome) -> None:
     params = MODEL_KINDS["lgbm"]().get_params()
     jobs = [("lgbm", params, (*SPEC.inputs, *extra)) for _, extra in CANDIDATE_ABLATION]
     outcomes: list[Outcome] = pool.map(_validate_inputs, jobs, chunksize=1)
-    base = behaviour_set.validation
-    for (label, extra), o in zip(CANDIDATE_ABLATION, outcomes, strict=True):
-        v = o.validation
-        gain = "".join(
-            f"  {short} {v[m] - base[m]:+.4f}"
-            for short, m in (("AUC", "roc_auc"), ("AP", "average_precision"),
-                             ("CP", "card_precision_at_k"))
-        )  # fmt: skip
-        print(_row(f"{label} ({len(SPEC.inputs) + len(extra)})", v, gain))
+    _print_gains(CANDIDATE_ABLATION, outcomes, behaviour_set, len(SPEC.inputs))
 
 
 def test_selected(data: Data, best: Outcome) -> None:
