@@ -228,7 +228,7 @@ def test_frozen_worker_past_its_lease_is_fenced_off_and_publishes_nothing(
     assert outcomes == [(1, "expired"), (2, "done")]
     log = (tmp_path / "a/worker-0.log").read_text()
     assert "abandoned frozen" in log and "token 1 is no longer current" in log
-    assert not (root / ".staging/frozen.t1").exists()
+    assert not (root / ".staging/frozen/t1").exists()  # the fenced attempt's folder
 
 
 @pytest.mark.timeout(120)
@@ -468,7 +468,7 @@ def test_unreachable_queue_past_the_budget_stops_the_worker_and_keeps_outputs(
         _run_in_thread(worker, 30)  # the CLI turns this into exit 69
     # the commit did land: the staged output is kept, and the next worker rolls it forward
     assert queue.inner.get("a").state == State.DONE
-    assert list((settings.root / ".staging").rglob("a.txt"))
+    assert list((settings.root / ".staging").rglob("*%2Fa.txt"))  # flat: safe_name(final path)
     assert _run_in_thread(Worker(queue.inner, settings.storage(), settings), 30) == exitcodes.OK
     assert (settings.root / "runs/default/out/a.txt").read_text() == "a by w1\n"
 
