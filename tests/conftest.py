@@ -49,13 +49,16 @@ def redis_url(redis_server: str) -> str:
 
 @pytest.fixture
 def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    """Start redis-server processes this test owns (``tls=`` for a TLS-only one); all are
-    stopped at its end."""
+    """Start redis-server processes this test owns (``tls=`` for a TLS-only one,
+    ``appendfsync=`` for the AOF's fsync policy, ``everysec`` by default); all are stopped at
+    its end."""
     binary = redis_server_binary()
     servers: list[RedisServer] = []
 
-    def start(tls: TlsFiles | None = None) -> RedisServer:
-        server = RedisServer(binary, tmp_path / f"redis-{len(servers)}", tls=tls)
+    def start(tls: TlsFiles | None = None, appendfsync: str = "everysec") -> RedisServer:
+        server = RedisServer(
+            binary, tmp_path / f"redis-{len(servers)}", tls=tls, appendfsync=appendfsync
+        )
         servers.append(server)
         server.start()
         return server

@@ -101,12 +101,18 @@ class RedisServer:
     """One redis-server process; ``start`` again after ``kill`` reuses the port and the data."""
 
     def __init__(
-        self, binary: str, folder: Path, port: int | None = None, tls: TlsFiles | None = None
+        self,
+        binary: str,
+        folder: Path,
+        port: int | None = None,
+        tls: TlsFiles | None = None,
+        appendfsync: str = "everysec",
     ) -> None:
         self.binary = binary
         self.folder = folder
         self.port = port or free_port()
         self.tls = tls
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,7 +132,7 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         command = [
             self.binary, *self._listen(), "--bind", "127.0.0.1",
-            "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", self.appendfsync,
             "--save", "", "--protected-mode", "no", "--daemonize", "no",
             "--logfile", str(self.folder / "redis.log"),
         ]  # fmt: skip

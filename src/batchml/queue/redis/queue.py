@@ -27,8 +27,10 @@ Time: scripts take "now" from the queue's clock when one was injected (tests mov
 otherwise from the Redis server (``TIME``), so workers on machines whose clocks disagree still
 agree on every lease deadline. Times are kept in milliseconds.
 
-Durability: run Redis with ``appendonly yes`` (``appendfsync everysec``, the default, may lose
-the last second of writes when the *machine* dies; a killed or restarted Redis loses nothing).
+Durability: run Redis with ``appendonly yes`` and ``appendfsync always`` (as the Kubernetes
+manifests do): a killed or restarted Redis then loses nothing acknowledged. With ``everysec``
+(Redis' default) a machine crash can lose the last second or two of writes, and so can a killed
+Redis on a busy disk (Redis postpones the AOF write while a background fsync runs).
 A Redis that lost its data anyway is recognised: the first push sets the queue's generation key
 (``batchml:{QUEUE}:generation``), and a worker that finds it changed or gone exits 65.
 """
