@@ -190,11 +190,11 @@ def _build_dtype(dtype: np.dtype[Any], state: object) -> None:
             raise Refused(f"a datetime dtype state {brief(state)}")
         reference = np.dtype(f"{dtype.kind}8[{unit.decode()}]")
         if type(extra[0]) is dict and not extra[0]:  # type: ignore[index]
-            # the numpy of pandas 1.0's time wrote empty metadata as {}, today's as None
+            # numpy < 2 writes empty metadata as {}, numpy 2 as None: either is numpy's own
             state = (*state[:-1], (None, info))  # type: ignore[index]
     if order in ("<", ">"):
         reference = reference.newbyteorder(order)
-    if reference.__reduce__()[2] != state:
+    if reference.__reduce__()[2] not in (state, written):
         raise Refused(f"a dtype state {brief(state)} that numpy would not write")
     dtype.__setstate__(written)  # type: ignore[attr-defined]
 
