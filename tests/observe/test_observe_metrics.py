@@ -30,6 +30,7 @@ from batchml.queue.sqlite.queue import SqliteQueue
 from batchml.settings import Settings, WorkerSettings
 from batchml.worker.loop import Worker
 from tests.sample_tasks import SAMPLE_TASKS
+from tests.support.cli import batchml_env
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -190,7 +191,7 @@ def test_worker_command_serves_metrics_while_it_works(queue: SqliteQueue, tmp_pa
         **os.environ,
         "BATCHML_METRICS_PORT": str(port),
         "BATCHML_METRICS_ADDRESS": "127.0.0.2",
-        "PYTHONPATH": os.getcwd(),
+        "PYTHONPATH": batchml_env()["PYTHONPATH"],
         "BATCHML_TASKS": "tests.sample_tasks",
     }
     cmd = [

@@ -34,9 +34,13 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
 
 
 def batchml_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: ours without any BATCHML_* setting, tests/ importable."""
+    """The child's environment: ours without any BATCHML_* setting, tests/ importable.
+
+    The checkout's own ``src`` comes first, so a child runs the code under test even when the
+    venv's batchml is installed from another checkout (a second worktree sharing one venv)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHML_")}
-    return {**env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(extra or {})}
+    path = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    return {**env, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **(extra or {})}
 
 
 def batchml_argv(*args: str) -> list[str]:
