@@ -114,7 +114,10 @@ def worker(
             console.print(f"queue reachable: {q.url}")
         raise typer.Exit(exitcodes.OK)
     existing_root(ctx)
-    with queue(ctx, create=False) as q:
+    # Opening is retried like every later call: a pod that starts while Redis restarts (or before
+    # its Service answers) waits up to --queue-retry instead of exiting 69 on the first refusal.
+    opening = UnavailableRetry(budget=s.worker.queue_retry)
+    with opening.call(partial(queue, ctx, create=False), "open the queue", log) as q:
         with worker_observers(q, s.run, metrics_port, metrics_address, progress_every) as observers:
             w = Worker(q, s.storage(), s, worker_id, observers)
             code = w.run()
