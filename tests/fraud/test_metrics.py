@@ -46,6 +46,15 @@ def test_roc_auc_and_average_precision_equal_scikit_learns_exactly(weighted: boo
         assert ap == (average_precision_score(y, s, sample_weight=w) if y.sum() else None)
 
 
+def test_ranking_areas_of_a_large_tied_test_set_equal_scikit_learns_exactly() -> None:
+    """Big enough for numpy's unstable sort to reorder ties (small ones are insertion-sorted)."""
+    rng = np.random.default_rng(5)
+    for decimals in (2, 3, 6):
+        y = (rng.random(50_000) < 0.01).astype(int)
+        s = np.round(rng.random(50_000) + 0.3 * y, decimals)
+        assert metrics.ranking_areas(y, s) == (roc_auc_score(y, s), average_precision_score(y, s))
+
+
 def test_card_precision_equals_the_pandas_rule_with_ties_and_repeat_cards() -> None:
     """Random days, cards seen on several days and several times a day, tied scores."""
     rng = np.random.default_rng(12)
